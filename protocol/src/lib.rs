@@ -1,0 +1,31 @@
+//! The push server's wire protocol (SPEC.md is the contract this crate implements).
+//!
+//! No sockets, clocks or runtimes live here: frames, a `tokio_util` codec and pure helpers, so
+//! that property tests and fuzzers drive it directly.
+//!
+//! Layout:
+//! - `header`: the fixed 16-byte header and its flag bits;
+//! - `frame`: logical frame types and their body layouts;
+//! - `wire`: primitive field encodings (varint, str8, ...);
+//! - `codec`: whole-frame encode/decode with compression, fragmentation and checksum;
+//! - `compress`, `fragment`: the two transformations, each with its limits;
+//! - `notice`: the NOTICE payload (title, content, level);
+//! - `error`: wire error codes and the typed codec error.
+
+pub mod codec;
+pub mod compress;
+pub mod error;
+pub mod fragment;
+pub mod frame;
+pub mod header;
+pub mod notice;
+pub mod wire;
+
+pub use codec::{encode_packet, encode_to_bytes, EncodeOptions, FrameCodec, Limits};
+pub use error::{ErrorCode, ProtocolError};
+pub use frame::{
+    types, AuthOk, Close, ErrorBody, Frame, Gap, Hello, Join, MessageId, Packet, PayloadFormat,
+    Publish, PublishAck, Push, Stream, StreamPos,
+};
+pub use header::{Header, HEADER_LEN, MAGIC, MAX_VERSION, MIN_VERSION, VERSION};
+pub use notice::{Level, Notice};
