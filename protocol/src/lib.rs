@@ -10,6 +10,7 @@
 //! - `codec`: whole-frame encode/decode with compression, fragmentation and checksum;
 //! - `compress`, `fragment`: the two transformations, each with its limits;
 //! - `notice`: the NOTICE payload (title, content, level);
+//! - `token`: HS256 JWTs carried in HELLO (verify and mint);
 //! - `error`: wire error codes and the typed codec error.
 
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod fragment;
 pub mod frame;
 pub mod header;
 pub mod notice;
+pub mod token;
 pub mod wire;
 
 pub use codec::{encode_packet, encode_to_bytes, EncodeOptions, FrameCodec, Limits};

@@ -1,0 +1,195 @@
+//! Server configuration: embedded defaults, then a TOML file, then `PUSH_*` environment variables,
+//! then command-line flags (each layer overrides the one before).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The JWT secret used when none is configured; the server warns loudly when it is in use.
+pub const DEV_JWT_SECRET: &str = "dev-secret-change-me";
+/// The API token used when none is configured; the server warns loudly when it is in use.
+pub const DEV_API_TOKEN: &str = "dev-api-token";
+
+/// Everything the server can be told. Field docs double as the reference in `push-server.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the binary-protocol TCP listener.
+    pub listen: SocketAddr,
+    /// Address of the HTTP API listener.
+    pub http_listen: SocketAddr,
+    /// Directory for persistent data.
+    pub data_dir: PathBuf,
+    /// HS256 secret that signs client JWTs.
+    pub jwt_secret: String,
+    /// Bearer tokens accepted by the HTTP push API.
+    pub api_tokens: Vec<String>,
+    /// Time allowed between accept and a valid HELLO, in ms.
+    pub handshake_timeout_ms: u64,
+    /// Interval between server PINGs, in ms.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a connection is closed, in ms.
+    pub heartbeat_timeout_ms: u64,
+    /// Most connections the server holds at once (above it: TOO_MANY_CONNECTIONS).
+    pub max_connections: usize,
+    /// Most connections one user may hold (devices).
+    pub max_connections_per_user: usize,
+    /// Most rooms one connection may join.
+    pub max_rooms_per_connection: usize,
+    /// Largest wire frame accepted (Length field), in bytes.
+    pub max_frame_len: u32,
+    /// Largest reassembled/decompressed message accepted, in bytes.
+    pub max_message_len: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub queue_max_frames: usize,
+    /// Bytes queued for one connection before it counts as a slow consumer.
+    pub queue_max_bytes: usize,
+    /// Whether clients may PUBLISH to rooms they have joined.
+    pub allow_client_publish: bool,
+    /// Largest JSON body accepted by the HTTP API, in bytes.
+    pub max_api_body: usize,
+    /// Time given to connections to flush their CLOSE frames on shutdown, in ms.
+    pub shutdown_drain_ms: u64,
+    /// Reconnect hint sent in CLOSE on shutdown, in ms.
+    pub reconnect_hint_ms: u32,
+    /// Compress outgoing bodies of at least this many bytes (0 disables compression).
+    pub compress_min: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:7100".parse().expect("literal address"),
+            http_listen: "0.0.0.0:7180".parse().expect("literal address"),
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: DEV_JWT_SECRET.into(),
+            api_tokens: vec![DEV_API_TOKEN.into()],
+            handshake_timeout_ms: 10_000,
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 90_000,
+            max_connections: 100_000,
+            max_connections_per_user: 16,
+            max_rooms_per_connection: 64,
+            max_frame_len: 64 * 1024,
+            max_message_len: 1024 * 1024,
+            queue_max_frames: 4096,
+            queue_max_bytes: 4 * 1024 * 1024,
+            allow_client_publish: false,
+            max_api_body: 1024 * 1024,
+            shutdown_drain_ms: 5_000,
+            reconnect_hint_ms: 2_000,
+            compress_min: 512,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid setting {field}: {reason}")]
+    Invalid {
+        /// Setting name.
+        field: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file on top of the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks ranges that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.jwt_secret.len() < 16 {
+            return bad("jwt_secret", "must be at least 16 bytes");
+        }
+        if self.heartbeat_interval_ms < 100 {
+            return bad("heartbeat_interval_ms", "must be at least 100");
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return bad(
+                "heartbeat_timeout_ms",
+                "must be greater than heartbeat_interval_ms",
+            );
+        }
+        if self.max_frame_len < 1024 {
+            return bad("max_frame_len", "must be at least 1024");
+        }
+        if self.queue_max_frames == 0 || self.queue_max_bytes == 0 {
+            return bad("queue_max_frames", "queue limits must be positive");
+        }
+        if self.api_tokens.iter().any(|t| t.len() < 8) {
+            return bad("api_tokens", "every token must be at least 8 bytes");
+        }
+        Ok(())
+    }
+
+    /// Handshake deadline.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("listen = \"127.0.0.1:9000\"\nmax_rooms_per_connection = 3").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_rooms_per_connection, 3);
+        assert_eq!(c.heartbeat_interval_ms, 30_000);
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let c = Config {
+            heartbeat_timeout_ms: 10,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("heartbeat_timeout_ms"), "{e}");
+    }
+}

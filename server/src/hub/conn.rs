@@ -1,0 +1,318 @@
+//! The part of a connection that other tasks touch: its outbound queue, close command and rooms.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use push_protocol::ErrorCode;
+
+/// Bounds of one connection's outbound queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Most frames waiting.
+    pub max_frames: usize,
+    /// Most bytes waiting.
+    pub max_bytes: usize,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    /// The connection is closing; the frame was dropped.
+    #[error("connection is closing")]
+    Closed,
+    /// The queue overflowed; the connection is now closing with SLOW_CONSUMER.
+    #[error("outbound queue full, connection dropped as a slow consumer")]
+    SlowConsumer,
+}
+
+/// An order to close, with the pre-encoded CLOSE (or AUTH_ERROR) frame to send last.
+#[derive(Debug, Clone)]
+pub struct CloseOrder {
+    /// Reason, for logs and metrics.
+    pub code: ErrorCode,
+    /// Wire bytes of the final frame.
+    pub frame: Bytes,
+}
+
+/// State behind the connection's lock. Empty collections hold no heap memory, so an idle
+/// connection costs only this struct.
+#[derive(Debug, Default)]
+struct Outbox {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    waker: Option<Waker>,
+    close: Option<CloseOrder>,
+    rooms: Vec<Arc<str>>,
+}
+
+/// What the connection task gets when it polls its outbox.
+#[derive(Debug)]
+pub enum Output {
+    /// Frames were moved into the caller's batch.
+    Frames,
+    /// Nothing queued; the connection must close with this order.
+    Close(CloseOrder),
+}
+
+/// Shared handle to one authenticated connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Server-unique connection id.
+    pub id: u64,
+    /// Authenticated user.
+    pub user: Arc<str>,
+    /// Device label, if the token or HELLO named one.
+    pub device: Option<Box<str>>,
+    /// Last time (ms on the hub clock) a whole frame arrived; read by the heartbeat sweep.
+    last_seen_ms: AtomicU64,
+    outbox: Mutex<Outbox>,
+}
+
+impl Conn {
+    /// A connection with an empty queue, seen at `now_ms`.
+    pub fn new(id: u64, user: Arc<str>, device: Option<Box<str>>, now_ms: u64) -> Self {
+        Conn {
+            id,
+            user,
+            device,
+            last_seen_ms: AtomicU64::new(now_ms),
+            outbox: Mutex::new(Outbox::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding this lock leaves only plain data behind; keep serving.
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that a frame arrived.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the last frame arrived.
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame for writing; on overflow the connection is closed as a slow consumer.
+    pub fn enqueue(
+        &self,
+        frame: Bytes,
+        limits: &QueueLimits,
+        slow_close: &Bytes,
+    ) -> Result<(), EnqueueError> {
+        let waker;
+        {
+            let mut o = self.lock();
+            if o.close.is_some() {
+                return Err(EnqueueError::Closed);
+            }
+            if o.frames.len() >= limits.max_frames || o.bytes + frame.len() > limits.max_bytes {
+                // Free the backlog now: durable messages are replayed from storage on reconnect.
+                o.frames = VecDeque::new();
+                o.bytes = 0;
+                o.close = Some(CloseOrder {
+                    code: ErrorCode::SLOW_CONSUMER,
+                    frame: slow_close.clone(),
+                });
+                waker = o.waker.take();
+                drop(o);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return Err(EnqueueError::SlowConsumer);
+            }
+            o.bytes += frame.len();
+            o.frames.push_back(frame);
+            waker = o.waker.take();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Orders the connection closed after what is already queued (first order wins).
+    pub fn close(&self, order: CloseOrder, discard_queue: bool) {
+        let waker = {
+            let mut o = self.lock();
+            if o.close.is_none() {
+                o.close = Some(order);
+            }
+            if discard_queue {
+                o.frames = VecDeque::new();
+                o.bytes = 0;
+            }
+            o.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// True once a close has been ordered.
+    pub fn is_closing(&self) -> bool {
+        self.lock().close.is_some()
+    }
+
+    /// Moves up to `max` queued frames into `batch`, or reports the close order once the queue
+    /// is empty, or registers the task's waker.
+    pub fn poll_output(&self, cx: &mut Context<'_>, batch: &mut Vec<Bytes>, max: usize) -> Poll<Output> {
+        let mut o = self.lock();
+        if !o.frames.is_empty() {
+            let n = o.frames.len().min(max);
+            for f in o.frames.drain(..n) {
+                batch.push(f);
+            }
+            let taken: usize = batch.iter().map(Bytes::len).sum();
+            o.bytes = o.bytes.saturating_sub(taken);
+            if o.frames.is_empty() && o.frames.capacity() > 64 {
+                // Give back a burst's worth of queue memory once drained.
+                o.frames = VecDeque::new();
+            }
+            return Poll::Ready(Output::Frames);
+        }
+        if let Some(order) = o.close.clone() {
+            return Poll::Ready(Output::Close(order));
+        }
+        match &o.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => o.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Adds a room to this connection's list; false when already a member.
+    pub fn add_room(&self, room: &Arc<str>, max: usize) -> Result<bool, ErrorCode> {
+        let mut o = self.lock();
+        if o.rooms.iter().any(|r| r == room) {
+            return Ok(false);
+        }
+        if o.rooms.len() >= max {
+            return Err(ErrorCode::TOO_MANY_ROOMS);
+        }
+        o.rooms.push(room.clone());
+        Ok(true)
+    }
+
+    /// Removes a room; false when it was not a member.
+    pub fn remove_room(&self, room: &str) -> bool {
+        let mut o = self.lock();
+        let before = o.rooms.len();
+        o.rooms.retain(|r| &**r != room);
+        if o.rooms.is_empty() {
+            o.rooms = Vec::new();
+        }
+        o.rooms.len() != before
+    }
+
+    /// True when the connection is in `room`.
+    pub fn in_room(&self, room: &str) -> bool {
+        self.lock().rooms.iter().any(|r| &**r == room)
+    }
+
+    /// Takes the room list (on disconnect).
+    pub fn take_rooms(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.lock().rooms)
+    }
+
+    /// Frames and bytes waiting.
+    pub fn queued(&self) -> (usize, usize) {
+        let o = self.lock();
+        (o.frames.len(), o.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn conn() -> Conn {
+        Conn::new(1, "u".into(), None, 0)
+    }
+
+    #[test]
+    fn overflow_closes_as_slow_consumer_and_frees_the_queue() {
+        let c = conn();
+        let limits = QueueLimits {
+            max_frames: 2,
+            max_bytes: 100,
+        };
+        let close = Bytes::from_static(b"close");
+        c.enqueue(Bytes::from_static(b"a"), &limits, &close).unwrap();
+        c.enqueue(Bytes::from_static(b"b"), &limits, &close).unwrap();
+        assert_eq!(
+            c.enqueue(Bytes::from_static(b"c"), &limits, &close),
+            Err(EnqueueError::SlowConsumer)
+        );
+        assert_eq!(c.queued(), (0, 0));
+        assert_eq!(
+            c.enqueue(Bytes::from_static(b"d"), &limits, &close),
+            Err(EnqueueError::Closed)
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = Vec::new();
+        match c.poll_output(&mut cx, &mut batch, 10) {
+            Poll::Ready(Output::Close(o)) => assert_eq!(o.code, ErrorCode::SLOW_CONSUMER),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn byte_limit_applies() {
+        let c = conn();
+        let limits = QueueLimits {
+            max_frames: 100,
+            max_bytes: 3,
+        };
+        let close = Bytes::new();
+        c.enqueue(Bytes::from_static(b"abc"), &limits, &close).unwrap();
+        assert!(c.enqueue(Bytes::from_static(b"d"), &limits, &close).is_err());
+    }
+
+    #[test]
+    fn close_waits_for_queued_frames() {
+        let c = conn();
+        let limits = QueueLimits {
+            max_frames: 10,
+            max_bytes: 100,
+        };
+        c.enqueue(Bytes::from_static(b"a"), &limits, &Bytes::new()).unwrap();
+        c.close(
+            CloseOrder {
+                code: ErrorCode::SHUTTING_DOWN,
+                frame: Bytes::new(),
+            },
+            false,
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut batch = Vec::new();
+        assert!(matches!(
+            c.poll_output(&mut cx, &mut batch, 10),
+            Poll::Ready(Output::Frames)
+        ));
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        assert!(matches!(
+            c.poll_output(&mut cx, &mut batch, 10),
+            Poll::Ready(Output::Close(_))
+        ));
+    }
+
+    #[test]
+    fn rooms_are_bounded() {
+        let c = conn();
+        let a: Arc<str> = "a".into();
+        let b: Arc<str> = "b".into();
+        assert_eq!(c.add_room(&a, 1), Ok(true));
+        assert_eq!(c.add_room(&a, 1), Ok(false));
+        assert_eq!(c.add_room(&b, 1), Err(ErrorCode::TOO_MANY_ROOMS));
+        assert!(c.remove_room("a"));
+        assert!(!c.in_room("a"));
+    }
+}
