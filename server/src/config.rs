@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn toml_overrides_and_rejects_unknown_keys() {
-        let c: Config = toml::from_str("listen = \"127.0.0.1:9000\"\nmax_rooms_per_connection = 3").unwrap();
+        let c: Config =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nmax_rooms_per_connection = 3").unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.max_rooms_per_connection, 3);
         assert_eq!(c.heartbeat_interval_ms, 30_000);

@@ -1,1 +1,135 @@
-fn main() {}
+//! `push-server`: runs the push server. Settings: embedded defaults < `--config` TOML file <
+//! `PUSH_*` environment variables < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use push_server::config::{Config, DEV_API_TOKEN, DEV_JWT_SECRET};
+
+/// Push server: binary-protocol TCP connections, rooms, user/room/broadcast push, HTTP API.
+///
+/// With no flags it runs on embedded defaults (TCP 0.0.0.0:7100, HTTP 0.0.0.0:7180, data in
+/// ./data) with a development JWT secret and API token, and says so in its log. Every setting
+/// of the TOML file can be given as PUSH_<NAME> in the environment; the common ones also have
+/// flags. See push-server.example.toml for all settings and their defaults.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, short, env = "PUSH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Binary-protocol listen address.
+    #[arg(long, env = "PUSH_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// HTTP API listen address.
+    #[arg(long, env = "PUSH_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "PUSH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HS256 secret for client tokens.
+    #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// API bearer tokens, comma-separated.
+    #[arg(
+        long,
+        env = "PUSH_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_tokens: Option<Vec<String>>,
+    /// Maximum simultaneous connections.
+    #[arg(long, env = "PUSH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Heartbeat interval in ms.
+    #[arg(long, env = "PUSH_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Heartbeat timeout in ms.
+    #[arg(long, env = "PUSH_HEARTBEAT_TIMEOUT_MS")]
+    heartbeat_timeout_ms: Option<u64>,
+    /// Allow clients to PUBLISH to rooms they joined.
+    #[arg(long, env = "PUSH_ALLOW_CLIENT_PUBLISH")]
+    allow_client_publish: Option<bool>,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `push_server=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(
+            listen,
+            http_listen,
+            data_dir,
+            jwt_secret,
+            api_tokens,
+            max_connections,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+            allow_client_publish
+        );
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
+        .init();
+    let config = cli.into_config()?;
+    if config.jwt_secret == DEV_JWT_SECRET {
+        tracing::warn!("using the built-in development JWT secret; set jwt_secret / PUSH_JWT_SECRET in production");
+    }
+    if config.api_tokens.iter().any(|t| t == DEV_API_TOKEN) {
+        tracing::warn!("the development API token {DEV_API_TOKEN:?} is accepted; set api_tokens / PUSH_API_TOKENS in production");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let server = push_server::start(config).await?;
+    let ctx = server.ctx.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received, shutting down gracefully");
+        ctx.shutdown.cancel();
+    });
+    server.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -161,7 +161,12 @@ impl Conn {
 
     /// Moves up to `max` queued frames into `batch`, or reports the close order once the queue
     /// is empty, or registers the task's waker.
-    pub fn poll_output(&self, cx: &mut Context<'_>, batch: &mut Vec<Bytes>, max: usize) -> Poll<Output> {
+    pub fn poll_output(
+        &self,
+        cx: &mut Context<'_>,
+        batch: &mut Vec<Bytes>,
+        max: usize,
+    ) -> Poll<Output> {
         let mut o = self.lock();
         if !o.frames.is_empty() {
             let n = o.frames.len().min(max);
@@ -170,8 +175,8 @@ impl Conn {
             }
             let taken: usize = batch.iter().map(Bytes::len).sum();
             o.bytes = o.bytes.saturating_sub(taken);
-            if o.frames.is_empty() && o.frames.capacity() > 64 {
-                // Give back a burst's worth of queue memory once drained.
+            if o.frames.is_empty() {
+                // An idle connection keeps no queue allocation.
                 o.frames = VecDeque::new();
             }
             return Poll::Ready(Output::Frames);
@@ -184,6 +189,27 @@ impl Conn {
             _ => o.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+
+    /// Reports a close order even while the task is blocked writing, so a stalled socket still
+    /// learns it must close; otherwise registers the waker.
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<CloseOrder> {
+        let mut o = self.lock();
+        if let Some(order) = o.close.clone() {
+            return Poll::Ready(order);
+        }
+        match &o.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => o.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Takes every queued frame (when closing gracefully).
+    pub fn take_queued(&self) -> VecDeque<Bytes> {
+        let mut o = self.lock();
+        o.bytes = 0;
+        std::mem::take(&mut o.frames)
     }
 
     /// Adds a room to this connection's list; false when already a member.
@@ -244,8 +270,10 @@ mod tests {
             max_bytes: 100,
         };
         let close = Bytes::from_static(b"close");
-        c.enqueue(Bytes::from_static(b"a"), &limits, &close).unwrap();
-        c.enqueue(Bytes::from_static(b"b"), &limits, &close).unwrap();
+        c.enqueue(Bytes::from_static(b"a"), &limits, &close)
+            .unwrap();
+        c.enqueue(Bytes::from_static(b"b"), &limits, &close)
+            .unwrap();
         assert_eq!(
             c.enqueue(Bytes::from_static(b"c"), &limits, &close),
             Err(EnqueueError::SlowConsumer)
@@ -271,8 +299,11 @@ mod tests {
             max_bytes: 3,
         };
         let close = Bytes::new();
-        c.enqueue(Bytes::from_static(b"abc"), &limits, &close).unwrap();
-        assert!(c.enqueue(Bytes::from_static(b"d"), &limits, &close).is_err());
+        c.enqueue(Bytes::from_static(b"abc"), &limits, &close)
+            .unwrap();
+        assert!(c
+            .enqueue(Bytes::from_static(b"d"), &limits, &close)
+            .is_err());
     }
 
     #[test]
@@ -282,7 +313,8 @@ mod tests {
             max_frames: 10,
             max_bytes: 100,
         };
-        c.enqueue(Bytes::from_static(b"a"), &limits, &Bytes::new()).unwrap();
+        c.enqueue(Bytes::from_static(b"a"), &limits, &Bytes::new())
+            .unwrap();
         c.close(
             CloseOrder {
                 code: ErrorCode::SHUTTING_DOWN,

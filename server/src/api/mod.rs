@@ -1,0 +1,103 @@
+//! The HTTP API for other services (axum): push, health.
+
+mod push;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::context::Ctx;
+pub use push::{AcceptedJson, PushRequest};
+
+/// Builds the router.
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/api/v1/push", post(push_handler))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(ctx.config.max_api_body))
+        .with_state(ctx)
+}
+
+/// Serves the API until shutdown.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let shutdown = ctx.shutdown.clone();
+    let app = router(ctx);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    {
+        tracing::error!("http api stopped: {e}");
+    }
+}
+
+/// A JSON error body: `{"error": reason, "field": name}`.
+fn error(status: StatusCode, reason: impl Into<String>, field: Option<&str>) -> Response {
+    let mut body = json!({ "error": reason.into() });
+    if let Some(f) = field {
+        body["field"] = json!(f);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// Constant-time comparison, so token checks leak no prefix timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the bearer token; the error is the reason for a 401.
+fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err("missing Authorization: Bearer <token>");
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if ctx
+        .config
+        .api_tokens
+        .iter()
+        .any(|t| same(t.as_bytes(), token.as_bytes()))
+    {
+        Ok(())
+    } else {
+        Err("invalid API token")
+    }
+}
+
+async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(reason) = authorized(&ctx, &headers) {
+        return error(StatusCode::UNAUTHORIZED, reason, None);
+    }
+    let req: PushRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"), None),
+    };
+    let (target, msg) = match push::validate(req, ctx.config.max_message_len) {
+        Ok(v) => v,
+        Err(inv) => return error(StatusCode::BAD_REQUEST, inv.reason, Some(inv.field)),
+    };
+    match ctx.delivery.publish(&target, msg) {
+        Ok(accepted) => {
+            let list: Vec<AcceptedJson> = accepted.iter().map(AcceptedJson::from).collect();
+            (StatusCode::OK, Json(json!({ "accepted": list }))).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
+    }
+}
+
+async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "connections": ctx.hub.connection_count(),
+    }))
+    .into_response()
+}

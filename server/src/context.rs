@@ -1,0 +1,105 @@
+//! State shared by every task of one running server.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use push_protocol::{encode_to_bytes, Close, EncodeOptions, ErrorCode, Frame, Limits, Packet};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::hub::{CloseOrder, Hub, QueueLimits};
+use crate::stats::Stats;
+
+/// Shared server state.
+pub struct Ctx {
+    /// Effective configuration.
+    pub config: Config,
+    /// Connection registry.
+    pub hub: Arc<Hub>,
+    /// Message acceptance and routing.
+    pub delivery: Arc<Delivery>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Receive limits for the codec.
+    pub limits: Limits,
+    /// Sockets currently open, authenticated or not (the global connection limit).
+    pub open: AtomicUsize,
+    /// Source of connection ids.
+    conn_ids: AtomicU64,
+    /// Cancelled when the server begins shutting down.
+    pub shutdown: CancellationToken,
+}
+
+/// Encodes a CLOSE frame once, for sharing.
+pub fn close_frame(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> Bytes {
+    let packet = Packet::new(
+        0,
+        Frame::Close(Close {
+            code,
+            reconnect_ms,
+            reason: reason.into(),
+        }),
+    );
+    encode_to_bytes(&packet, &EncodeOptions::default()).expect("short CLOSE always encodes")
+}
+
+/// A close order with its encoded frame.
+pub fn close_order(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> CloseOrder {
+    CloseOrder {
+        code,
+        frame: close_frame(code, reconnect_ms, reason),
+    }
+}
+
+impl Ctx {
+    /// Builds the shared state from a validated config.
+    pub fn new(config: Config) -> Arc<Ctx> {
+        let stats = Arc::new(Stats::default());
+        let slow = close_frame(
+            ErrorCode::SLOW_CONSUMER,
+            Some(config.reconnect_hint_ms),
+            "outbound queue full: reading too slowly",
+        );
+        let hub = Arc::new(Hub::new(
+            QueueLimits {
+                max_frames: config.queue_max_frames,
+                max_bytes: config.queue_max_bytes,
+            },
+            config.max_connections_per_user,
+            config.max_rooms_per_connection,
+            slow,
+        ));
+        let options = EncodeOptions {
+            compress_min: if config.compress_min == 0 {
+                usize::MAX
+            } else {
+                config.compress_min
+            },
+            ..EncodeOptions::default()
+        };
+        let delivery = Arc::new(Delivery::new(hub.clone(), stats.clone(), options));
+        let limits = Limits {
+            max_frame_len: config.max_frame_len,
+            max_message_len: config.max_message_len,
+            max_decompressed_len: config.max_message_len,
+            ..Limits::default()
+        };
+        Arc::new(Ctx {
+            config,
+            hub,
+            delivery,
+            stats,
+            limits,
+            open: AtomicUsize::new(0),
+            conn_ids: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+}

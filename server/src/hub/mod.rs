@@ -1,0 +1,371 @@
+//! Who is connected where: user -> connections, room -> members, and every connection for
+//! broadcast. Each map is split into shards with their own lock so that concurrent pushes to
+//! different users or rooms do not contend.
+//!
+//! Lock order: a shard lock may be held while taking a connection's outbox lock, never the
+//! reverse.
+
+mod conn;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use push_protocol::ErrorCode;
+
+pub use conn::{CloseOrder, Conn, EnqueueError, Output, QueueLimits};
+
+/// Number of shards per map; a power of two well above the core count.
+const SHARDS: usize = 64;
+
+type UserMap = HashMap<Arc<str>, Vec<Arc<Conn>>>;
+type RoomMap = HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>;
+type ConnMap = HashMap<u64, Arc<Conn>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts of one fan-out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    /// Connections the frame was queued to.
+    pub queued: usize,
+    /// Connections dropped as slow consumers by this fan-out.
+    pub slow: usize,
+}
+
+impl FanOut {
+    fn record(&mut self, r: Result<(), EnqueueError>) {
+        match r {
+            Ok(()) => self.queued += 1,
+            Err(EnqueueError::SlowConsumer) => self.slow += 1,
+            Err(EnqueueError::Closed) => {}
+        }
+    }
+}
+
+/// The registry of live, authenticated connections.
+pub struct Hub {
+    users: Box<[Mutex<UserMap>]>,
+    rooms: Box<[Mutex<RoomMap>]>,
+    conns: Box<[Mutex<ConnMap>]>,
+    hasher: RandomState,
+    count: AtomicUsize,
+    limits: QueueLimits,
+    max_per_user: usize,
+    max_rooms: usize,
+    /// Final frame for connections dropped as slow consumers, encoded once.
+    slow_close: Bytes,
+    epoch: Instant,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(
+        limits: QueueLimits,
+        max_per_user: usize,
+        max_rooms: usize,
+        slow_close: Bytes,
+    ) -> Self {
+        Hub {
+            users: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            rooms: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            conns: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            count: AtomicUsize::new(0),
+            limits,
+            max_per_user,
+            max_rooms,
+            slow_close,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds on the hub's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) & (SHARDS - 1)
+    }
+
+    fn conn_shard(id: u64) -> usize {
+        (id as usize) & (SHARDS - 1)
+    }
+
+    /// Registers an authenticated connection, enforcing the per-user limit.
+    pub fn register(&self, conn: Arc<Conn>) -> Result<(), ErrorCode> {
+        {
+            let mut users = lock(&self.users[self.shard_of(&conn.user)]);
+            let list = users.entry(conn.user.clone()).or_default();
+            if list.len() >= self.max_per_user {
+                if list.is_empty() {
+                    users.remove(&conn.user);
+                }
+                return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS);
+            }
+            list.push(conn.clone());
+        }
+        lock(&self.conns[Self::conn_shard(conn.id)]).insert(conn.id, conn);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes a connection from every map.
+    pub fn unregister(&self, conn: &Conn) {
+        for room in conn.take_rooms() {
+            self.remove_member(&room, conn.id);
+        }
+        {
+            let mut users = lock(&self.users[self.shard_of(&conn.user)]);
+            if let Some(list) = users.get_mut(&conn.user) {
+                list.retain(|c| c.id != conn.id);
+                if list.is_empty() {
+                    users.remove(&conn.user);
+                }
+            }
+        }
+        if lock(&self.conns[Self::conn_shard(conn.id)])
+            .remove(&conn.id)
+            .is_some()
+        {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Connections of one user.
+    pub fn user_connections(&self, user: &str) -> Vec<Arc<Conn>> {
+        lock(&self.users[self.shard_of(user)])
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds `conn` to `room`; false when it was already a member.
+    pub fn join(&self, room: &str, conn: &Arc<Conn>) -> Result<bool, ErrorCode> {
+        let mut rooms = lock(&self.rooms[self.shard_of(room)]);
+        let key: Arc<str> = match rooms.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => room.into(),
+        };
+        if !conn.add_room(&key, self.max_rooms)? {
+            return Ok(false);
+        }
+        rooms.entry(key).or_default().insert(conn.id, conn.clone());
+        Ok(true)
+    }
+
+    /// Removes `conn` from `room`; false when it was not a member.
+    pub fn leave(&self, room: &str, conn: &Conn) -> bool {
+        if !conn.remove_room(room) {
+            return false;
+        }
+        self.remove_member(room, conn.id);
+        true
+    }
+
+    fn remove_member(&self, room: &str, id: u64) {
+        let mut rooms = lock(&self.rooms[self.shard_of(room)]);
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&id);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Server-side join: every connection of `user` joins `room`. Returns how many joined.
+    pub fn join_user(&self, user: &str, room: &str) -> usize {
+        self.user_connections(user)
+            .iter()
+            .filter(|c| matches!(self.join(room, c), Ok(true)))
+            .count()
+    }
+
+    /// Server-side leave: every connection of `user` leaves `room`. Returns how many left.
+    pub fn leave_user(&self, user: &str, room: &str) -> usize {
+        self.user_connections(user)
+            .iter()
+            .filter(|c| self.leave(room, c))
+            .count()
+    }
+
+    /// Members of a room.
+    pub fn room_size(&self, room: &str) -> usize {
+        lock(&self.rooms[self.shard_of(room)])
+            .get(room)
+            .map_or(0, HashMap::len)
+    }
+
+    /// Number of non-empty rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Number of users with at least one connection.
+    pub fn user_count(&self) -> usize {
+        self.users.iter().map(|s| lock(s).len()).sum()
+    }
+
+    fn enqueue(&self, conn: &Conn, frame: &Bytes) -> Result<(), EnqueueError> {
+        conn.enqueue(frame.clone(), &self.limits, &self.slow_close)
+    }
+
+    /// Queues a frame to one connection under the hub's queue limits.
+    pub fn send_conn(&self, conn: &Conn, frame: Bytes) -> Result<(), EnqueueError> {
+        conn.enqueue(frame, &self.limits, &self.slow_close)
+    }
+
+    /// Queues a frame to every connection of `user`.
+    pub fn send_user(&self, user: &str, frame: &Bytes) -> FanOut {
+        let mut out = FanOut::default();
+        if let Some(list) = lock(&self.users[self.shard_of(user)]).get(user) {
+            for c in list {
+                out.record(self.enqueue(c, frame));
+            }
+        }
+        out
+    }
+
+    /// Queues a frame to every member of `room`.
+    pub fn send_room(&self, room: &str, frame: &Bytes) -> FanOut {
+        let mut out = FanOut::default();
+        if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(room) {
+            for c in members.values() {
+                out.record(self.enqueue(c, frame));
+            }
+        }
+        out
+    }
+
+    /// Queues the same frame bytes to every connection.
+    pub fn broadcast(&self, frame: &Bytes) -> FanOut {
+        let mut out = FanOut::default();
+        for shard in self.conns.iter() {
+            for c in lock(shard).values() {
+                out.record(self.enqueue(c, frame));
+            }
+        }
+        out
+    }
+
+    /// Orders every connection of `user` closed; returns how many.
+    pub fn close_user(&self, user: &str, order: &CloseOrder) -> usize {
+        let list = self.user_connections(user);
+        for c in &list {
+            c.close(order.clone(), true);
+        }
+        list.len()
+    }
+
+    /// Orders every connection closed after its queued frames.
+    pub fn close_all(&self, order: &CloseOrder) {
+        for shard in self.conns.iter() {
+            for c in lock(shard).values() {
+                c.close(order.clone(), false);
+            }
+        }
+    }
+
+    /// Heartbeat sweep: pings live connections and closes those silent since `deadline_ms`.
+    /// Returns (pinged, timed out).
+    pub fn sweep(&self, ping: &Bytes, deadline_ms: u64, timeout: &CloseOrder) -> (usize, usize) {
+        let (mut pinged, mut dead) = (0, 0);
+        for shard in self.conns.iter() {
+            for c in lock(shard).values() {
+                if c.last_seen_ms() < deadline_ms {
+                    c.close(timeout.clone(), true);
+                    dead += 1;
+                } else if self.enqueue(c, ping).is_ok() {
+                    pinged += 1;
+                }
+            }
+        }
+        (pinged, dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        Hub::new(
+            QueueLimits {
+                max_frames: 8,
+                max_bytes: 1024,
+            },
+            2,
+            4,
+            Bytes::new(),
+        )
+    }
+
+    fn conn(id: u64, user: &str) -> Arc<Conn> {
+        Arc::new(Conn::new(id, user.into(), None, 0))
+    }
+
+    #[test]
+    fn register_route_and_unregister_leave_nothing_behind() {
+        let h = hub();
+        let a1 = conn(1, "alice");
+        let a2 = conn(2, "alice");
+        let b = conn(3, "bob");
+        for c in [&a1, &a2, &b] {
+            h.register(c.clone()).unwrap();
+        }
+        assert_eq!(
+            h.register(conn(4, "alice")),
+            Err(ErrorCode::TOO_MANY_USER_CONNECTIONS)
+        );
+        assert!(h.join("lobby", &a1).unwrap());
+        assert!(h.join("lobby", &b).unwrap());
+        let f = Bytes::from_static(b"x");
+        assert_eq!(h.send_user("alice", &f).queued, 2);
+        assert_eq!(h.send_room("lobby", &f).queued, 2);
+        assert_eq!(h.broadcast(&f).queued, 3);
+        assert_eq!(h.connection_count(), 3);
+        for c in [&a1, &a2, &b] {
+            h.unregister(c);
+        }
+        assert_eq!(h.connection_count(), 0);
+        assert_eq!(h.user_count(), 0);
+        assert_eq!(h.room_count(), 0);
+    }
+
+    #[test]
+    fn server_side_membership() {
+        let h = hub();
+        let a = conn(1, "alice");
+        h.register(a.clone()).unwrap();
+        assert_eq!(h.join_user("alice", "r"), 1);
+        assert_eq!(h.room_size("r"), 1);
+        assert_eq!(h.leave_user("alice", "r"), 1);
+        assert_eq!(h.room_count(), 0);
+    }
+
+    #[test]
+    fn sweep_closes_silent_connections() {
+        let h = hub();
+        let a = conn(1, "alice");
+        h.register(a.clone()).unwrap();
+        a.touch(100);
+        let order = CloseOrder {
+            code: ErrorCode::HEARTBEAT_TIMEOUT,
+            frame: Bytes::new(),
+        };
+        assert_eq!(h.sweep(&Bytes::from_static(b"p"), 50, &order), (1, 0));
+        assert_eq!(h.sweep(&Bytes::from_static(b"p"), 150, &order), (0, 1));
+        assert!(a.is_closing());
+    }
+}

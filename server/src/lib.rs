@@ -1,0 +1,24 @@
+//! The push server: long-lived TCP connections speaking the binary protocol of SPEC.md, a
+//! registry of users and rooms, message acceptance and fan-out, and an HTTP API.
+//!
+//! Layout (data flows top to bottom):
+//! - `api`: HTTP push API and health (axum);
+//! - `delivery`: ids, positions, idempotency, routing a message to the hub;
+//! - `hub`: who is connected where (user, room, everyone), sharded; per-connection outboxes;
+//! - `session`: one task per connection: handshake, then the read/write event loop;
+//! - `transport`: accept loops;
+//! - `server`: lifecycle (start, heartbeat sweep, graceful shutdown);
+//! - `config`, `context`, `stats`: settings, shared state, counters.
+
+pub mod api;
+pub mod config;
+pub mod context;
+pub mod delivery;
+pub mod hub;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod transport;
+
+pub use config::Config;
+pub use server::{start, ServerHandle, StartError};

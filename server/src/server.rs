@@ -1,0 +1,150 @@
+//! Server lifecycle: bind, run the listeners and the heartbeat sweep, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use push_protocol::{encode_to_bytes, ErrorCode, Frame, Packet};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::context::{close_order, Ctx};
+use crate::{api, transport};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration rejected.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// Bound address of the binary-protocol listener.
+    pub tcp_addr: SocketAddr,
+    /// Bound address of the HTTP API.
+    pub http_addr: SocketAddr,
+    /// Shared state (hub, stats) for inspection.
+    pub ctx: Arc<Ctx>,
+    done: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.ctx.shutdown.cancel();
+    }
+
+    /// Waits until shutdown has completed.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let tcp = bind(config.listen).await?;
+    let http = bind(config.http_listen).await?;
+    let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+        addr: config.http_listen,
+        source,
+    })?;
+    let ctx = Ctx::new(config);
+    let tracker = TaskTracker::new();
+    tokio::spawn(transport::tcp::accept_loop(
+        tcp,
+        ctx.clone(),
+        tracker.clone(),
+    ));
+    tokio::spawn(heartbeat(ctx.clone()));
+    let api = tokio::spawn(api::serve(http, ctx.clone()));
+    tracing::info!(%tcp_addr, %http_addr, "push server listening");
+    let done = tokio::spawn(supervise(ctx.clone(), tracker, api));
+    Ok(ServerHandle {
+        tcp_addr,
+        http_addr,
+        ctx,
+        done,
+    })
+}
+
+/// Waits for shutdown, then closes every connection with a reconnect hint and drains.
+async fn supervise(ctx: Arc<Ctx>, tracker: TaskTracker, api: JoinHandle<()>) {
+    ctx.shutdown.cancelled().await;
+    let open = ctx.hub.connection_count();
+    tracing::info!(connections = open, "shutting down: closing connections");
+    let order = close_order(
+        ErrorCode::SHUTTING_DOWN,
+        Some(ctx.config.reconnect_hint_ms),
+        "server shutting down",
+    );
+    ctx.hub.close_all(&order);
+    tracker.close();
+    let drain = Duration::from_millis(ctx.config.shutdown_drain_ms);
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = tracker.len(),
+            "drain period over, abandoning connections"
+        );
+    }
+    let _ = api.await;
+    tracing::info!("shutdown complete");
+}
+
+/// One shared sweep pings every connection and closes the silent ones, so connections need no
+/// timers of their own.
+async fn heartbeat(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(ctx.config.heartbeat_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let timeout_order = close_order(
+        ErrorCode::HEARTBEAT_TIMEOUT,
+        Some(ctx.config.reconnect_hint_ms),
+        "no frame received within the heartbeat timeout",
+    );
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ping = encode_to_bytes(
+            &Packet::new(ctx.delivery.next_seq(), Frame::Ping),
+            &Default::default(),
+        )
+        .expect("PING encodes");
+        let deadline = ctx
+            .hub
+            .now_ms()
+            .saturating_sub(ctx.config.heartbeat_timeout_ms);
+        let (pinged, dead) = ctx.hub.sweep(&ping, deadline, &timeout_order);
+        if dead > 0 {
+            tracing::info!(
+                pinged,
+                timed_out = dead,
+                "heartbeat sweep closed silent connections"
+            );
+        }
+    }
+}

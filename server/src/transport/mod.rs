@@ -1,0 +1,3 @@
+//! Socket adapters that feed connections to sessions.
+
+pub mod tcp;

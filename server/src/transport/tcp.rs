@@ -1,0 +1,58 @@
+//! The TCP accept loop: global connection limit, backoff on accept errors, one task per socket.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use push_protocol::{encode_to_bytes, ErrorBody, ErrorCode, Frame, Packet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use crate::context::Ctx;
+use crate::session;
+
+/// Accepts until shutdown; every socket gets its own task on `tracker`.
+pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tracker: TaskTracker) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                ctx.stats.inc(&ctx.stats.accepted);
+                if ctx.open.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections {
+                    ctx.open.fetch_sub(1, Ordering::Relaxed);
+                    ctx.stats.inc(&ctx.stats.refused_limit);
+                    tracing::warn!(%peer, limit = ctx.config.max_connections, "connection refused: server is full");
+                    refuse_full(stream, ctx.config.max_connections);
+                    continue;
+                }
+                tracker.spawn(session::serve(stream, peer, ctx.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: wait for descriptors to free up instead of spinning.
+                tracing::warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::info!("tcp listener stopped");
+}
+
+/// Best-effort AUTH_ERROR for a socket over the global limit; never blocks the accept loop.
+fn refuse_full(stream: TcpStream, limit: usize) {
+    let frame = Frame::AuthError(ErrorBody {
+        code: ErrorCode::TOO_MANY_CONNECTIONS,
+        reason: format!("server holds its maximum of {limit} connections"),
+    });
+    if let Ok(bytes) = encode_to_bytes(&Packet::new(0, frame), &Default::default()) {
+        let _ = stream.try_write(&bytes);
+    }
+}

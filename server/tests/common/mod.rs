@@ -1,0 +1,143 @@
+//! Helpers shared by the integration tests: a real server on ephemeral ports, tokens, clients
+//! and a minimal HTTP/1.1 client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use push_client::token::{mint, Claims};
+use push_client::{ClientError, ConnectOptions, Connection};
+use push_server::{Config, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+pub const API_TOKEN: &str = "integration-api-token";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: SECRET.into(),
+        api_tokens: vec![API_TOKEN.into()],
+        shutdown_drain_ms: 2000,
+        ..Config::default()
+    }
+}
+
+pub async fn start(config: Config) -> ServerHandle {
+    push_server::start(config).await.expect("server starts")
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn token(user: &str) -> String {
+    mint(
+        SECRET.as_bytes(),
+        &Claims {
+            sub: user.into(),
+            exp: now_secs() + 3600,
+            device: None,
+        },
+    )
+}
+
+pub async fn connect(addr: SocketAddr, user: &str) -> Connection {
+    try_connect(addr, &token(user)).await.expect("connects")
+}
+
+pub async fn try_connect(addr: SocketAddr, token: &str) -> Result<Connection, ClientError> {
+    Connection::connect(
+        addr,
+        &ConnectOptions {
+            token: token.into(),
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+}
+
+/// Minimal HTTP/1.1 request; returns (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = auth {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("http response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, decode_chunked(&body))
+}
+
+/// Undoes chunked transfer encoding if the body looks chunked.
+fn decode_chunked(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size_line, after)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
+            return body.to_string();
+        };
+        if size == 0 {
+            return out;
+        }
+        if after.len() < size {
+            return body.to_string();
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+}
+
+pub async fn push(server: &ServerHandle, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = http(
+        server.http_addr,
+        "POST",
+        "/api/v1/push",
+        Some(API_TOKEN),
+        body,
+    )
+    .await;
+    let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, v)
+}
+
+/// Polls `f` until it is true or the wait runs out.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
