@@ -148,6 +148,9 @@ impl Config {
         if self.queue_max_frames == 0 || self.queue_max_bytes == 0 {
             return bad("queue_max_frames", "queue limits must be positive");
         }
+        if self.queue_max_bytes > 1 << 30 {
+            return bad("queue_max_bytes", "must be at most 1 GiB");
+        }
         if self.api_tokens.iter().any(|t| t.len() < 8) {
             return bad("api_tokens", "every token must be at least 8 bytes");
         }

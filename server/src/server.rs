@@ -1,13 +1,13 @@
 //! Server lifecycle: bind, run the listeners and the heartbeat sweep, shut down gracefully.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use push_protocol::{encode_to_bytes, ErrorCode, Frame, Packet};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError};
 use crate::context::{close_order, Ctx};
@@ -72,16 +72,11 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         source,
     })?;
     let ctx = Ctx::new(config);
-    let tracker = TaskTracker::new();
-    tokio::spawn(transport::tcp::accept_loop(
-        tcp,
-        ctx.clone(),
-        tracker.clone(),
-    ));
+    tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
     let api = tokio::spawn(api::serve(http, ctx.clone()));
     tracing::info!(%tcp_addr, %http_addr, "push server listening");
-    let done = tokio::spawn(supervise(ctx.clone(), tracker, api));
+    let done = tokio::spawn(supervise(ctx.clone(), api));
     Ok(ServerHandle {
         tcp_addr,
         http_addr,
@@ -91,7 +86,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
 }
 
 /// Waits for shutdown, then closes every connection with a reconnect hint and drains.
-async fn supervise(ctx: Arc<Ctx>, tracker: TaskTracker, api: JoinHandle<()>) {
+async fn supervise(ctx: Arc<Ctx>, api: JoinHandle<()>) {
     ctx.shutdown.cancelled().await;
     let open = ctx.hub.connection_count();
     tracing::info!(connections = open, "shutting down: closing connections");
@@ -101,13 +96,14 @@ async fn supervise(ctx: Arc<Ctx>, tracker: TaskTracker, api: JoinHandle<()>) {
         "server shutting down",
     );
     ctx.hub.close_all(&order);
-    tracker.close();
     let drain = Duration::from_millis(ctx.config.shutdown_drain_ms);
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            remaining = tracker.len(),
-            "drain period over, abandoning connections"
-        );
+    let deadline = tokio::time::Instant::now() + drain;
+    while ctx.open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let remaining = ctx.open.load(Ordering::Relaxed);
+    if remaining > 0 {
+        tracing::warn!(remaining, "drain period over, abandoning connections");
     }
     let _ = api.await;
     tracing::info!("shutdown complete");

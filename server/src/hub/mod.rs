@@ -21,9 +21,54 @@ pub use conn::{CloseOrder, Conn, EnqueueError, Output, QueueLimits};
 /// Number of shards per map; a power of two well above the core count.
 const SHARDS: usize = 64;
 
-type UserMap = HashMap<Arc<str>, Vec<Arc<Conn>>>;
+type UserMap = HashMap<Arc<str>, Devices>;
+
+/// A user's connections. Most users hold one, which needs no separate allocation.
+#[derive(Debug, Clone)]
+enum Devices {
+    One(Arc<Conn>),
+    Many(Vec<Arc<Conn>>),
+}
+
+impl Devices {
+    fn as_slice(&self) -> &[Arc<Conn>] {
+        match self {
+            Devices::One(c) => std::slice::from_ref(c),
+            Devices::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, conn: Arc<Conn>) {
+        match self {
+            Devices::One(first) => *self = Devices::Many(vec![first.clone(), conn]),
+            Devices::Many(v) => v.push(conn),
+        }
+    }
+
+    /// Removes `id`; returns true when no connection is left.
+    fn remove(&mut self, id: u64) -> bool {
+        match self {
+            Devices::One(c) => c.id == id,
+            Devices::Many(v) => {
+                v.retain(|c| c.id != id);
+                match v.len() {
+                    0 => true,
+                    1 => {
+                        let last = v[0].clone();
+                        *self = Devices::One(last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
 type RoomMap = HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>;
-type ConnMap = HashMap<u64, Arc<Conn>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -52,7 +97,6 @@ impl FanOut {
 pub struct Hub {
     users: Box<[Mutex<UserMap>]>,
     rooms: Box<[Mutex<RoomMap>]>,
-    conns: Box<[Mutex<ConnMap>]>,
     hasher: RandomState,
     count: AtomicUsize,
     limits: QueueLimits,
@@ -74,7 +118,6 @@ impl Hub {
         Hub {
             users: (0..SHARDS).map(|_| Mutex::default()).collect(),
             rooms: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            conns: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             count: AtomicUsize::new(0),
             limits,
@@ -94,24 +137,21 @@ impl Hub {
         (self.hasher.hash_one(key) as usize) & (SHARDS - 1)
     }
 
-    fn conn_shard(id: u64) -> usize {
-        (id as usize) & (SHARDS - 1)
-    }
-
     /// Registers an authenticated connection, enforcing the per-user limit.
     pub fn register(&self, conn: Arc<Conn>) -> Result<(), ErrorCode> {
         {
             let mut users = lock(&self.users[self.shard_of(&conn.user)]);
-            let list = users.entry(conn.user.clone()).or_default();
-            if list.len() >= self.max_per_user {
-                if list.is_empty() {
-                    users.remove(&conn.user);
+            match users.get_mut(&conn.user) {
+                Some(list) if list.len() >= self.max_per_user => {
+                    return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS)
                 }
-                return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS);
+                Some(list) => list.push(conn.clone()),
+                None if self.max_per_user == 0 => return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS),
+                None => {
+                    users.insert(conn.user.clone(), Devices::One(conn.clone()));
+                }
             }
-            list.push(conn.clone());
         }
-        lock(&self.conns[Self::conn_shard(conn.id)]).insert(conn.id, conn);
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -123,19 +163,17 @@ impl Hub {
         }
         {
             let mut users = lock(&self.users[self.shard_of(&conn.user)]);
-            if let Some(list) = users.get_mut(&conn.user) {
-                list.retain(|c| c.id != conn.id);
-                if list.is_empty() {
-                    users.remove(&conn.user);
-                }
+            let Some(list) = users.get_mut(&conn.user) else {
+                return;
+            };
+            if !list.as_slice().iter().any(|c| c.id == conn.id) {
+                return;
+            }
+            if list.remove(conn.id) {
+                users.remove(&conn.user);
             }
         }
-        if lock(&self.conns[Self::conn_shard(conn.id)])
-            .remove(&conn.id)
-            .is_some()
-        {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Live connections.
@@ -147,7 +185,7 @@ impl Hub {
     pub fn user_connections(&self, user: &str) -> Vec<Arc<Conn>> {
         lock(&self.users[self.shard_of(user)])
             .get(user)
-            .cloned()
+            .map(|d| d.as_slice().to_vec())
             .unwrap_or_default()
     }
 
@@ -230,7 +268,7 @@ impl Hub {
     pub fn send_user(&self, user: &str, frame: &Bytes) -> FanOut {
         let mut out = FanOut::default();
         if let Some(list) = lock(&self.users[self.shard_of(user)]).get(user) {
-            for c in list {
+            for c in list.as_slice() {
                 out.record(self.enqueue(c, frame));
             }
         }
@@ -251,8 +289,8 @@ impl Hub {
     /// Queues the same frame bytes to every connection.
     pub fn broadcast(&self, frame: &Bytes) -> FanOut {
         let mut out = FanOut::default();
-        for shard in self.conns.iter() {
-            for c in lock(shard).values() {
+        for shard in self.users.iter() {
+            for c in lock(shard).values().flat_map(Devices::as_slice) {
                 out.record(self.enqueue(c, frame));
             }
         }
@@ -270,8 +308,8 @@ impl Hub {
 
     /// Orders every connection closed after its queued frames.
     pub fn close_all(&self, order: &CloseOrder) {
-        for shard in self.conns.iter() {
-            for c in lock(shard).values() {
+        for shard in self.users.iter() {
+            for c in lock(shard).values().flat_map(Devices::as_slice) {
                 c.close(order.clone(), false);
             }
         }
@@ -281,8 +319,8 @@ impl Hub {
     /// Returns (pinged, timed out).
     pub fn sweep(&self, ping: &Bytes, deadline_ms: u64, timeout: &CloseOrder) -> (usize, usize) {
         let (mut pinged, mut dead) = (0, 0);
-        for shard in self.conns.iter() {
-            for c in lock(shard).values() {
+        for shard in self.users.iter() {
+            for c in lock(shard).values().flat_map(Devices::as_slice) {
                 if c.last_seen_ms() < deadline_ms {
                     c.close(timeout.clone(), true);
                     dead += 1;

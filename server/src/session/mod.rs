@@ -1,18 +1,22 @@
 //! One task per connection: handshake, then a single event loop that reads and decodes inbound
 //! frames, writes queued outbound frames in vectored batches, and obeys close orders.
 //!
-//! The loop waits on exactly two sources, socket readiness and the connection's outbox, through
-//! one `poll_fn`: a hand-rolled `select!` whose state is a few words, so an idle connection costs
-//! little memory. Heartbeats, shutdown and kicks reach the task as frames or close orders in its
-//! outbox (from the shared heartbeat sweep and the hub), so it holds no timer of its own.
-//! Read and write buffers exist only while bytes are in flight.
+//! The task is a small hand-written future ([`ConnTask`]) rather than an `async fn`: the
+//! handshake and the final flush run as boxed futures that exist only while they run, and the
+//! long-lived part is a [`Session`] of about a hundred bytes. Its loop waits on exactly two
+//! sources, socket readiness and the connection's outbox (a hand-rolled `select!`).
+//! Heartbeats, shutdown and kicks reach it as frames or close orders in its outbox (from the
+//! shared heartbeat sweep and the hub), so it holds no timer of its own. Read state (buffer and
+//! codec) exists only while a partial frame is pending; the write batch only while writing.
 
 mod handshake;
 mod rooms;
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,6 +41,8 @@ const READ_CHUNK: usize = 4096;
 const READ_BUDGET: usize = 16;
 /// Frames taken from the outbox per vectored write.
 const WRITE_BATCH: usize = 64;
+/// Loop iterations per poll before yielding, so one busy connection cannot starve others.
+const POLL_BUDGET: usize = 32;
 
 /// How a session ended.
 #[derive(Debug)]
@@ -60,50 +66,23 @@ struct Wake {
     close: Option<CloseOrder>,
 }
 
-/// Serves one accepted socket until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
-    let _open = OpenGuard(ctx.clone());
-    let _ = stream.set_nodelay(true);
-    let mut stream = stream;
-    let mut rbuf = BytesMut::new();
-    let mut codec = FrameCodec::new(ctx.limits, *ctx.delivery.options());
-    // Boxed so the handshake's timer and buffers do not enlarge the long-lived task.
-    let hs = Box::pin(handshake::handshake(
-        &mut stream,
-        &mut rbuf,
-        &mut codec,
-        &ctx,
-        peer,
-    ))
-    .await;
-    let conn = match hs {
-        Ok(conn) => conn,
-        Err(e) => {
-            ctx.stats.inc(&ctx.stats.handshakes_failed);
-            match &e {
-                HandshakeError::Refused { .. } => tracing::warn!(%peer, "handshake {e}"),
-                _ => tracing::debug!(%peer, "handshake ended: {e}"),
-            }
-            return;
-        }
-    };
-    ctx.stats.inc(&ctx.stats.handshakes_ok);
-    let mut session = Session {
-        stream,
-        rbuf: (!rbuf.is_empty()).then_some(rbuf),
-        codec,
-        batch: Vec::new(),
-        partial: false,
-        conn,
-        ctx,
-        peer,
-    };
-    let ending = session.run().await;
-    session.finish(ending).await;
+/// The shared context, counted as one open socket for as long as it is held.
+pub(crate) struct OpenGuard(Arc<Ctx>);
+
+impl OpenGuard {
+    /// Takes ownership of one count already added to `ctx.open`.
+    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
+        OpenGuard(ctx)
+    }
 }
 
-/// Keeps the global open-socket count exact whatever path the task ends on.
-struct OpenGuard(Arc<Ctx>);
+impl Deref for OpenGuard {
+    type Target = Arc<Ctx>;
+
+    fn deref(&self) -> &Arc<Ctx> {
+        &self.0
+    }
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -113,38 +92,140 @@ impl Drop for OpenGuard {
     }
 }
 
-struct Session {
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Session size is part of the memory budget per idle connection.
+const _: () = assert!(std::mem::size_of::<Session>() <= 96);
+
+/// The future of one connection's task.
+pub enum ConnTask {
+    /// Reading HELLO, verifying, registering.
+    Handshake(BoxFuture<Option<Box<Session>>>),
+    /// The long-lived event loop. Boxed so the task cell itself fits tokio's smallest
+    /// 128-byte-aligned slot.
+    Running(Box<Session>),
+    /// Writing the last frames.
+    Finishing(BoxFuture<()>),
+    /// Over.
+    Done,
+}
+
+/// Serves one accepted socket until it closes. The caller has already counted it in
+/// `ctx.open`; the count is released when the task ends.
+pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> ConnTask {
+    ConnTask::Handshake(Box::pin(handshake_phase(stream, peer, OpenGuard::new(ctx))))
+}
+
+async fn handshake_phase(
     stream: TcpStream,
-    /// Present only while a partial frame is pending.
-    rbuf: Option<BytesMut>,
+    peer: SocketAddr,
+    ctx: OpenGuard,
+) -> Option<Box<Session>> {
+    let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let mut rbuf = BytesMut::new();
+    let mut codec = FrameCodec::new(ctx.limits, *ctx.delivery.options());
+    match handshake::handshake(&mut stream, &mut rbuf, &mut codec, &ctx, peer).await {
+        Ok(conn) => {
+            ctx.stats.inc(&ctx.stats.handshakes_ok);
+            let pending = (!rbuf.is_empty() || codec.partial_messages() > 0)
+                .then(|| Box::new(ReadState { rbuf, codec }));
+            Some(Box::new(Session {
+                stream,
+                pending,
+                batch: Vec::new(),
+                partial: false,
+                conn,
+                ctx,
+            }))
+        }
+        Err(e) => {
+            ctx.stats.inc(&ctx.stats.handshakes_failed);
+            match &e {
+                HandshakeError::Refused { .. } => tracing::warn!(%peer, "handshake {e}"),
+                _ => tracing::debug!(%peer, "handshake ended: {e}"),
+            }
+            None
+        }
+    }
+}
+
+impl Future for ConnTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                ConnTask::Handshake(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => *this = ConnTask::Done,
+                    Poll::Ready(Some(session)) => *this = ConnTask::Running(session),
+                },
+                ConnTask::Running(session) => {
+                    let ending = match session.poll_run(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(ending) => ending,
+                    };
+                    let ConnTask::Running(session) = std::mem::replace(this, ConnTask::Done) else {
+                        unreachable!("matched Running above");
+                    };
+                    *this = ConnTask::Finishing(Box::pin((*session).finish(ending)));
+                }
+                ConnTask::Finishing(f) => {
+                    if f.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *this = ConnTask::Done;
+                }
+                ConnTask::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// Read buffer and codec, kept between reads only while a frame is incomplete.
+struct ReadState {
+    rbuf: BytesMut,
     codec: FrameCodec,
+}
+
+/// The long-lived state of an authenticated connection.
+pub struct Session {
+    stream: TcpStream,
+    /// Present only while a partial frame or fragmented message is pending.
+    pending: Option<Box<ReadState>>,
     /// Frames taken from the outbox and not yet fully written; the first may be partly sent.
     batch: Vec<Bytes>,
     /// True when the first frame of `batch` has been partly written.
     partial: bool,
     conn: Arc<Conn>,
-    ctx: Arc<Ctx>,
-    peer: SocketAddr,
+    ctx: OpenGuard,
 }
 
 impl Session {
-    async fn run(&mut self) -> Ending {
-        loop {
-            let wake = poll_fn(|cx| self.poll_wake(cx)).await;
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Ending> {
+        for _ in 0..POLL_BUDGET {
+            let wake = match self.poll_wake(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(w) => w,
+            };
             if let Some(order) = wake.close {
-                return Ending::Ordered(order);
+                return Poll::Ready(Ending::Ordered(order));
             }
             if wake.readable {
                 if let Err(e) = self.on_readable() {
-                    return e;
+                    return Poll::Ready(e);
                 }
             }
             if wake.output || wake.writable {
                 if let Err(e) = self.flush() {
-                    return Ending::Io(e);
+                    return Poll::Ready(Ending::Io(e));
                 }
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
@@ -214,30 +295,38 @@ impl Session {
     }
 
     fn on_readable(&mut self) -> Result<(), Ending> {
+        let mut st = self.pending.take().unwrap_or_else(|| {
+            Box::new(ReadState {
+                rbuf: BytesMut::with_capacity(READ_CHUNK),
+                codec: FrameCodec::new(self.ctx.limits, *self.ctx.delivery.options()),
+            })
+        });
+        let result = self.read_into(&mut st);
+        if !st.rbuf.is_empty() || st.codec.partial_messages() > 0 {
+            self.pending = Some(st);
+        }
+        result
+    }
+
+    fn read_into(&mut self, st: &mut ReadState) -> Result<(), Ending> {
         for _ in 0..READ_BUDGET {
-            let buf = self
-                .rbuf
-                .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
-            if buf.capacity() == buf.len() {
-                buf.reserve(READ_CHUNK);
+            if st.rbuf.capacity() == st.rbuf.len() {
+                st.rbuf.reserve(READ_CHUNK);
             }
-            match self.stream.try_read_buf(buf) {
+            match self.stream.try_read_buf(&mut st.rbuf) {
                 Ok(0) => return Err(Ending::PeerClosed),
-                Ok(_) => self.decode_all()?,
+                Ok(_) => self.decode_all(st)?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Ending::Io(e)),
             }
         }
-        if self.rbuf.as_ref().is_some_and(BytesMut::is_empty) {
-            self.rbuf = None;
-        }
         Ok(())
     }
 
-    fn decode_all(&mut self) -> Result<(), Ending> {
-        self.codec.set_now_ms(self.ctx.hub.now_ms());
-        while let Some(buf) = self.rbuf.as_mut() {
-            let packet = match self.codec.decode(buf) {
+    fn decode_all(&mut self, st: &mut ReadState) -> Result<(), Ending> {
+        st.codec.set_now_ms(self.ctx.hub.now_ms());
+        loop {
+            let packet = match st.codec.decode(&mut st.rbuf) {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => return Err(Ending::Protocol(e)),
@@ -246,7 +335,7 @@ impl Session {
             self.conn.touch(self.ctx.hub.now_ms());
             self.handle(packet)?;
         }
-        self.codec.check_timeouts().map_err(Ending::Protocol)
+        st.codec.check_timeouts().map_err(Ending::Protocol)
     }
 
     /// Queues a reply on this connection's own outbox, behind pushes already queued.
@@ -308,7 +397,7 @@ impl Session {
             Ending::PeerClosed | Ending::Io(_) => None,
             Ending::Protocol(e) => {
                 self.ctx.stats.inc(&self.ctx.stats.protocol_errors);
-                tracing::warn!(peer = %self.peer, conn = self.conn.id, "protocol error: {e}");
+                tracing::warn!(conn = self.conn.id, user = %self.conn.user, "protocol error: {e}");
                 self.batch.clear();
                 encode_to_bytes(
                     &Packet::new(
@@ -355,6 +444,35 @@ impl Session {
             }))
             .await;
         }
-        tracing::debug!(peer = %self.peer, conn = self.conn.id, "disconnected");
+        tracing::debug!(conn = self.conn.id, "disconnected");
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// tokio allocates each task in a 128-byte-aligned cell of about 104 bytes plus the future;
+    /// a future of at most 24 bytes keeps the whole cell in one 128-byte slot, which is part of
+    /// the idle-connection memory budget (BENCHMARKS.md).
+    #[tokio::test]
+    async fn connection_task_future_fits_the_smallest_task_cell() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = TcpStream::connect(addr).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        let ctx = Ctx::new(crate::Config::default());
+        ctx.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fut = serve(s, peer, ctx);
+        assert!(
+            std::mem::size_of_val(&fut) <= 24,
+            "{}",
+            std::mem::size_of_val(&fut)
+        );
+        assert!(
+            std::mem::size_of::<Conn>() <= 128,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

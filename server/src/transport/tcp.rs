@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use push_protocol::{encode_to_bytes, ErrorBody, ErrorCode, Frame, Packet};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::task::TaskTracker;
 
 use crate::context::Ctx;
 use crate::session;
 
-/// Accepts until shutdown; every socket gets its own task on `tracker`.
-pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tracker: TaskTracker) {
+/// Accepts until shutdown; every socket gets its own task, counted in `ctx.open` until it ends.
+pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -30,7 +29,9 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, tracker: TaskTrac
                     refuse_full(stream, ctx.config.max_connections);
                     continue;
                 }
-                tracker.spawn(session::serve(stream, peer, ctx.clone()));
+                // No TaskTracker: its token would push the task cell past 128 bytes; the
+                // open-socket count serves to wait for the drain instead.
+                tokio::spawn(session::serve(stream, peer, ctx.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: wait for descriptors to free up instead of spinning.

@@ -1,0 +1,102 @@
+//! What a coordinator tells a worker process, and what the worker reports back (JSON lines).
+
+use serde::{Deserialize, Serialize};
+
+/// What one worker does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// Server's binary-protocol address.
+    pub addr: String,
+    /// JWT secret for minting tokens.
+    pub secret: String,
+    /// User ids are `{user_prefix}{index}`.
+    pub user_prefix: String,
+    /// First index of this worker's users.
+    pub first: usize,
+    /// Connections this worker opens.
+    pub count: usize,
+    /// Handshakes in flight at once.
+    pub concurrency: usize,
+    /// Role.
+    pub mode: Mode,
+}
+
+/// The worker's role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Mode {
+    /// Hold connections, answer heartbeats.
+    Idle,
+    /// Hold connections, optionally join a room, record latency of every PUSH.
+    Receive {
+        /// Room to join, if any.
+        room: Option<String>,
+    },
+    /// Connect, authenticate and disconnect at `rate` per second for `seconds`.
+    Churn {
+        /// Connections per second from this worker.
+        rate: f64,
+        /// Duration.
+        seconds: f64,
+    },
+}
+
+/// A line a worker prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event")]
+pub enum Event {
+    /// All connections attempted; `ok` are authenticated (and joined).
+    Ready {
+        /// Authenticated connections.
+        ok: usize,
+        /// Failed attempts.
+        failed: usize,
+        /// Time to open them all.
+        elapsed_ms: u64,
+        /// First failure reason, if any.
+        error: Option<String>,
+    },
+    /// Periodic progress while receiving.
+    Progress {
+        /// Messages received so far.
+        received: u64,
+    },
+    /// Final figures.
+    Done {
+        /// Messages received.
+        received: u64,
+        /// Messages whose position was not above the last one seen on that connection.
+        duplicates: u64,
+        /// Connections that ended early.
+        lost_connections: u64,
+        /// Churn: successful connect+auth+close cycles.
+        cycles_ok: u64,
+        /// Churn: failed cycles.
+        cycles_failed: u64,
+        /// Latency histogram in microseconds: `[value, count]` pairs.
+        hist: Vec<(u64, u64)>,
+        /// First error seen, if any.
+        error: Option<String>,
+    },
+}
+
+/// Microseconds since the Unix epoch (the clock publishers and receivers share on one machine).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A payload of `size` bytes starting with the send time: `<micros>|xxxx...`.
+pub fn stamped_payload(size: usize) -> String {
+    let mut s = format!("{}|", unix_micros());
+    while s.len() < size {
+        s.push('x');
+    }
+    s
+}
+
+/// Reads the send time back out of a stamped payload.
+pub fn stamp_of(payload: &[u8]) -> Option<u64> {
+    let end = payload.iter().position(|&b| b == b'|')?;
+    std::str::from_utf8(&payload[..end]).ok()?.parse().ok()
+}

@@ -1,0 +1,266 @@
+//! A worker process: holds its share of connections on one thread and reports JSON lines.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use push_client::protocol::{Frame, Join, Stream};
+use push_client::token::{mint, Claims};
+use push_client::{ConnectOptions, Connection};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::LocalSet;
+
+use crate::spec::{stamp_of, unix_micros, Event, Mode, WorkerSpec};
+
+/// Prints one event line.
+fn emit(e: &Event) {
+    println!("{}", serde_json::to_string(e).expect("event serializes"));
+}
+
+fn token(spec: &WorkerSpec, i: usize) -> String {
+    mint(
+        spec.secret.as_bytes(),
+        &Claims {
+            sub: format!("{}{}", spec.user_prefix, spec.first + i),
+            exp: unix_micros() / 1_000_000 + 24 * 3600,
+            device: None,
+        },
+    )
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: Cell<usize>,
+    failed: Cell<usize>,
+    received: Cell<u64>,
+    duplicates: Cell<u64>,
+    lost: Cell<u64>,
+    error: RefCell<Option<String>>,
+}
+
+impl Tally {
+    fn note_error(&self, e: String) {
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+/// Runs the worker described by `spec` until stdin says stop (or closes).
+pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = LocalSet::new();
+    local.block_on(&rt, async move {
+        match spec.mode.clone() {
+            Mode::Churn { rate, seconds } => churn(spec, rate, seconds).await,
+            Mode::Idle => hold(spec, None, false).await,
+            Mode::Receive { room } => hold(spec, room, true).await,
+        }
+    });
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim() == "stop" {
+            return;
+        }
+    }
+}
+
+async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
+    let Ok(addr) = spec.addr.parse() else {
+        emit(&Event::Ready {
+            ok: 0,
+            failed: spec.count,
+            elapsed_ms: 0,
+            error: Some(format!("bad address {}", spec.addr)),
+        });
+        return;
+    };
+    let tally = Rc::new(Tally::default());
+    let hist = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
+    ));
+    let sem = Rc::new(Semaphore::new(spec.concurrency.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    for i in 0..spec.count {
+        let opts = ConnectOptions {
+            token: token(&spec, i),
+            timeout: Some(Duration::from_secs(30)),
+            ..ConnectOptions::default()
+        };
+        let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
+        let mut stop = stop_rx.clone();
+        tokio::task::spawn_local(async move {
+            let permit = sem.acquire().await.expect("semaphore open");
+            let mut conn = match Connection::connect(addr, &opts).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tally.failed.set(tally.failed.get() + 1);
+                    tally.note_error(e.to_string());
+                    return;
+                }
+            };
+            if let Some(room) = room {
+                if let Err(e) = conn
+                    .request(Frame::Join(Join {
+                        room,
+                        resume_after: None,
+                    }))
+                    .await
+                {
+                    tally.failed.set(tally.failed.get() + 1);
+                    tally.note_error(e.to_string());
+                    return;
+                }
+            }
+            drop(permit);
+            tally.ok.set(tally.ok.get() + 1);
+            let mut last: Option<(Stream, u64)> = None;
+            loop {
+                let packet = tokio::select! {
+                    _ = stop.changed() => return,
+                    p = conn.next() => p,
+                };
+                match packet {
+                    Ok(p) => {
+                        if let Frame::Push(push) = p.frame {
+                            if !record {
+                                continue;
+                            }
+                            let now = unix_micros();
+                            if let Some(ts) = stamp_of(&push.payload) {
+                                let _ = hist.borrow_mut().record(now.saturating_sub(ts).max(1));
+                            }
+                            if matches!(&last, Some((s, pos)) if *s == push.stream && push.position <= *pos)
+                            {
+                                tally.duplicates.set(tally.duplicates.get() + 1);
+                            }
+                            last = Some((push.stream, push.position));
+                            tally.received.set(tally.received.get() + 1);
+                        }
+                    }
+                    Err(e) => {
+                        tally.lost.set(tally.lost.get() + 1);
+                        tally.note_error(e.to_string());
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    while tally.ok.get() + tally.failed.get() < spec.count {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    emit(&Event::Ready {
+        ok: tally.ok.get(),
+        failed: tally.failed.get(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        error: tally.error.borrow().clone(),
+    });
+    let progress = {
+        let tally = tally.clone();
+        tokio::task::spawn_local(async move {
+            let mut last = u64::MAX;
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let r = tally.received.get();
+                if r != last {
+                    emit(&Event::Progress { received: r });
+                    last = r;
+                }
+            }
+        })
+    };
+    wait_for_stop().await;
+    progress.abort();
+    let _ = stop_tx.send(true);
+    let hist = hist.borrow();
+    emit(&Event::Done {
+        received: tally.received.get(),
+        duplicates: tally.duplicates.get(),
+        lost_connections: tally.lost.get(),
+        cycles_ok: 0,
+        cycles_failed: 0,
+        hist: hist
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect(),
+        error: tally.error.borrow().clone(),
+    });
+}
+
+async fn churn(spec: WorkerSpec, rate: f64, seconds: f64) {
+    let Ok(addr) = spec.addr.parse() else {
+        return;
+    };
+    emit(&Event::Ready {
+        ok: 0,
+        failed: 0,
+        elapsed_ms: 0,
+        error: None,
+    });
+    let tally = Rc::new(Tally::default());
+    let sem = std::sync::Arc::new(Semaphore::new(spec.concurrency.max(1)));
+    let hist = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds"),
+    ));
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut i = 0usize;
+    while Instant::now() < end {
+        tick.tick().await;
+        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+        let opts = ConnectOptions {
+            token: token(&spec, i % spec.count.max(1)),
+            timeout: Some(Duration::from_secs(10)),
+            ..ConnectOptions::default()
+        };
+        i += 1;
+        let (tally, hist) = (tally.clone(), hist.clone());
+        tokio::task::spawn_local(async move {
+            let t = Instant::now();
+            match Connection::connect(addr, &opts).await {
+                Ok(c) => {
+                    let _ = hist
+                        .borrow_mut()
+                        .record(t.elapsed().as_micros().max(1) as u64);
+                    let _ = c.close().await;
+                    tally.ok.set(tally.ok.get() + 1);
+                }
+                Err(e) => {
+                    tally.failed.set(tally.failed.get() + 1);
+                    tally.note_error(e.to_string());
+                }
+            }
+            drop(permit);
+        });
+    }
+    // Let in-flight cycles finish.
+    let _ = sem.acquire_many(spec.concurrency.max(1) as u32).await;
+    let hist_pairs: Vec<(u64, u64)> = hist
+        .borrow()
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
+    emit(&Event::Done {
+        received: 0,
+        duplicates: 0,
+        lost_connections: 0,
+        cycles_ok: tally.ok.get() as u64,
+        cycles_failed: tally.failed.get() as u64,
+        hist: hist_pairs,
+        error: tally.error.borrow().clone(),
+    });
+    wait_for_stop().await;
+}
