@@ -614,3 +614,46 @@ async fn http_api_success_and_errors() {
     assert_eq!(body["accepted"][0]["online"], 0);
     assert_eq!(body["accepted"][0]["id"].as_str().unwrap().len(), 32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_never_reorder_a_stream() {
+    let server = start(config()).await;
+    let mut receivers = Vec::new();
+    for i in 0..3 {
+        let mut c = connect(server.tcp_addr, &format!("r{i}")).await;
+        c.request(Frame::Join(Join {
+            room: "busy".into(),
+            resume_after: None,
+        }))
+        .await
+        .unwrap();
+        receivers.push(c);
+    }
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let delivery = server.ctx.delivery.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    delivery
+                        .publish(
+                            &Target::Room("busy".into()),
+                            opaque("seq", format!("{p}-{i}").as_bytes()),
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    for c in &mut receivers {
+        for expected in 1..=800u64 {
+            let p = expect_push(c.next_timeout(WAIT).await.unwrap());
+            assert_eq!(
+                p.position, expected,
+                "positions arrive in order without gaps"
+            );
+        }
+    }
+}

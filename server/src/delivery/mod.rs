@@ -121,14 +121,17 @@ impl Delivery {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn next_position(&self, stream: &str) -> u64 {
+    /// Assigns the next position in `stream` and runs `send` with it while still holding the
+    /// stream's lock, so that two concurrent publishes to one stream reach every connection in
+    /// position order.
+    fn sequenced<T>(&self, stream: &str, send: impl FnOnce(u64) -> T) -> T {
         let shard = (self.hasher.hash_one(stream) as usize) % POSITION_SHARDS;
         let mut map = self.positions[shard]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let p = map.entry(stream.to_owned()).or_insert(0);
         *p += 1;
-        *p
+        send(*p)
     }
 
     /// Last position assigned in `stream` (0 when none).
@@ -188,9 +191,10 @@ impl Delivery {
             Target::Users(users) => {
                 for user in users {
                     let stream = format!("user:{user}");
-                    let position = self.next_position(&stream);
-                    let frame = self.encode_push(id, Stream::User, position, &msg, now)?;
-                    let fan = self.hub.send_user(user, &frame);
+                    let (position, fan) = self.sequenced(&stream, |position| {
+                        let frame = self.encode_push(id, Stream::User, position, &msg, now)?;
+                        Ok::<_, ProtocolError>((position, self.hub.send_user(user, &frame)))
+                    })?;
                     self.count(fan, "user");
                     accepted.push(Accepted {
                         id,
@@ -203,10 +207,11 @@ impl Delivery {
             }
             Target::Room(room) => {
                 let stream = format!("room:{room}");
-                let position = self.next_position(&stream);
-                let frame =
-                    self.encode_push(id, Stream::Room(room.clone()), position, &msg, now)?;
-                let fan = self.hub.send_room(room, &frame);
+                let (position, fan) = self.sequenced(&stream, |position| {
+                    let frame =
+                        self.encode_push(id, Stream::Room(room.clone()), position, &msg, now)?;
+                    Ok::<_, ProtocolError>((position, self.hub.send_room(room, &frame)))
+                })?;
                 self.count(fan, "room");
                 accepted.push(Accepted {
                     id,
@@ -218,9 +223,10 @@ impl Delivery {
             }
             Target::Broadcast => {
                 let stream = "broadcast".to_string();
-                let position = self.next_position(&stream);
-                let frame = self.encode_push(id, Stream::Broadcast, position, &msg, now)?;
-                let fan = self.hub.broadcast(&frame);
+                let (position, fan) = self.sequenced(&stream, |position| {
+                    let frame = self.encode_push(id, Stream::Broadcast, position, &msg, now)?;
+                    Ok::<_, ProtocolError>((position, self.hub.broadcast(&frame)))
+                })?;
                 self.count(fan, "broadcast");
                 accepted.push(Accepted {
                     id,

@@ -1,0 +1,306 @@
+//! `push-cli`: mint test tokens, subscribe and print arriving messages, publish through the API.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use push_client::protocol::{Frame, Join, Notice, PayloadFormat, Push, Stream};
+use push_client::token::{mint, Claims};
+use push_client::{ClientError, ConnectOptions, Connection};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Command-line client for the push server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mint an HS256 client token (for development and tests).
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// Secret the server verifies with.
+        #[arg(long, env = "PUSH_JWT_SECRET", default_value = "dev-secret-change-me")]
+        secret: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+        /// Optional device id claim.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Connect and print every message that arrives.
+    Subscribe {
+        /// Server address.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        addr: SocketAddr,
+        /// Token; if absent one is minted for --user with --secret.
+        #[arg(long, env = "PUSH_TOKEN")]
+        token: Option<String>,
+        /// User to mint a token for when --token is absent.
+        #[arg(long, default_value = "alice")]
+        user: String,
+        /// Secret to mint with when --token is absent.
+        #[arg(long, env = "PUSH_JWT_SECRET", default_value = "dev-secret-change-me")]
+        secret: String,
+        /// Rooms to join (repeatable).
+        #[arg(long)]
+        room: Vec<String>,
+        /// Print one JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Push a message through the HTTP API.
+    Publish {
+        /// HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:7180")]
+        http: SocketAddr,
+        /// API bearer token.
+        #[arg(long, env = "PUSH_API_TOKEN", default_value = "dev-api-token")]
+        api_token: String,
+        /// Target users (repeatable).
+        #[arg(long)]
+        user: Vec<String>,
+        /// Target room.
+        #[arg(long)]
+        room: Option<String>,
+        /// Target everyone.
+        #[arg(long)]
+        broadcast: bool,
+        /// Message kind.
+        #[arg(long, default_value = "notice")]
+        kind: String,
+        /// Notice title.
+        #[arg(long)]
+        title: Option<String>,
+        /// Notice content.
+        #[arg(long)]
+        content: Option<String>,
+        /// Notice level: info, warning, error, critical.
+        #[arg(long)]
+        level: Option<String>,
+        /// Opaque payload instead of a notice.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Idempotency id.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let code = match run(Cli::parse()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("push-cli: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.cmd {
+        Cmd::Token {
+            user,
+            secret,
+            ttl,
+            device,
+        } => {
+            println!(
+                "{}",
+                mint(
+                    secret.as_bytes(),
+                    &Claims {
+                        sub: user,
+                        exp: now_secs() + ttl,
+                        device
+                    }
+                )
+            );
+            Ok(())
+        }
+        Cmd::Subscribe {
+            addr,
+            token,
+            user,
+            secret,
+            room,
+            json,
+            count,
+        } => {
+            let token = token.unwrap_or_else(|| {
+                mint(
+                    secret.as_bytes(),
+                    &Claims {
+                        sub: user,
+                        exp: now_secs() + 86_400,
+                        device: None,
+                    },
+                )
+            });
+            subscribe(addr, token, room, json, count).await
+        }
+        Cmd::Publish {
+            http,
+            api_token,
+            user,
+            room,
+            broadcast,
+            kind,
+            title,
+            content,
+            level,
+            payload,
+            id,
+        } => {
+            let to = if !user.is_empty() {
+                json!({ "users": user })
+            } else if let Some(r) = room {
+                json!({ "room": r })
+            } else if broadcast {
+                json!({ "broadcast": true })
+            } else {
+                return Err("give --user, --room or --broadcast".into());
+            };
+            let mut body = json!({ "to": to, "kind": kind });
+            for (k, v) in [
+                ("title", title),
+                ("content", content),
+                ("level", level),
+                ("payload", payload),
+                ("id", id),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            let (status, text) = post(http, "/api/v1/push", &api_token, &body.to_string()).await?;
+            println!("{text}");
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}").into())
+            }
+        }
+    }
+}
+
+fn describe(p: &Push) -> (String, serde_json::Value) {
+    let stream = match &p.stream {
+        Stream::User => "user".to_string(),
+        Stream::Room(r) => format!("room:{r}"),
+        Stream::Broadcast => "broadcast".to_string(),
+    };
+    let mut v = json!({
+        "id": p.id.to_string(),
+        "stream": stream,
+        "position": p.position,
+        "timestamp": p.timestamp_ms,
+        "kind": p.kind,
+    });
+    let text = if p.format == PayloadFormat::NOTICE {
+        match Notice::decode(p.payload.clone()) {
+            Ok(n) => {
+                v["data"] =
+                    json!({ "title": n.title, "content": n.content, "level": n.level.as_str() });
+                format!("[{}] {}: {}", n.level.as_str(), n.title, n.content)
+            }
+            Err(e) => format!("(bad notice: {e})"),
+        }
+    } else {
+        let s = String::from_utf8_lossy(&p.payload).to_string();
+        v["payload"] = json!(s);
+        s
+    };
+    (format!("{stream} #{} {} {}", p.position, p.kind, text), v)
+}
+
+async fn subscribe(
+    addr: SocketAddr,
+    token: String,
+    rooms: Vec<String>,
+    as_json: bool,
+    count: Option<u64>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = ConnectOptions {
+        token,
+        ..ConnectOptions::default()
+    };
+    let mut conn = Connection::connect(addr, &opts).await?;
+    eprintln!(
+        "connected as {} (connection {})",
+        conn.auth.user, conn.auth.conn_id
+    );
+    for room in rooms {
+        conn.request(Frame::Join(Join {
+            room: room.clone(),
+            resume_after: None,
+        }))
+        .await?;
+        eprintln!("joined {room}");
+    }
+    let mut seen = 0;
+    loop {
+        match conn.next().await {
+            Ok(p) => {
+                if let Frame::Push(push) = p.frame {
+                    let (text, v) = describe(&push);
+                    if as_json {
+                        println!("{v}");
+                    } else {
+                        println!("{text}");
+                    }
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(ClientError::Closed { code, reason, .. }) => {
+                return Err(format!("server closed the connection: {code}: {reason}").into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: push\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad HTTP response")?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
