@@ -1,14 +1,34 @@
 //! Rust SDK for the push server.
 //!
-//! - [`Connection`]: one authenticated connection; send and receive frames.
+//! - [`Client`]: the application-facing client. It reconnects with exponential backoff and
+//!   jitter, resumes from the positions it has seen, re-joins rooms, answers heartbeats, detects
+//!   a dead server by its own timeout, acknowledges automatically (or when told, in manual
+//!   mode) and never hands the application the same message id twice.
+//! - [`Connection`]: one authenticated connection, frame by frame (tools and tests).
 //! - [`ClientError`]: typed errors; [`ClientError::is_auth_failure`] tells a rejected token
 //!   from a transient failure.
 //! - `token`: mint HS256 test tokens (re-exported from `push-protocol`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), push_client::ClientError> {
+//! use push_client::{Client, ClientConfig};
+//! let addr = "127.0.0.1:7100".parse().unwrap();
+//! let mut client = Client::connect(ClientConfig::new(addr, "<jwt>")).await?;
+//! client.join("lobby").await?;
+//! while let Some(msg) = client.next_message().await {
+//!     println!("{} #{} {}", msg.kind, msg.position, String::from_utf8_lossy(&msg.payload));
+//! }
+//! # Ok(()) }
+//! ```
 
+mod client;
 mod connection;
+mod dedupe;
 mod error;
 
+pub use client::{Client, ClientConfig, Event, Message};
 pub use connection::{ConnectOptions, Connection};
+pub use dedupe::Dedupe;
 pub use error::ClientError;
 pub use push_protocol as protocol;
 pub use push_protocol::token;

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use push_client::protocol::{Frame, Join, Notice, PayloadFormat, Push, Stream};
+use push_client::protocol::{Notice, PayloadFormat, Push, Stream};
 use push_client::token::{mint, Claims};
-use push_client::{ClientError, ConnectOptions, Connection};
+use push_client::{Client, ClientConfig, Event};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -239,46 +239,52 @@ async fn subscribe(
     as_json: bool,
     count: Option<u64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let opts = ConnectOptions {
-        token,
-        ..ConnectOptions::default()
-    };
-    let mut conn = Connection::connect(addr, &opts).await?;
-    eprintln!(
-        "connected as {} (connection {})",
-        conn.auth.user, conn.auth.conn_id
-    );
+    let mut client = Client::connect(ClientConfig::new(addr, token)).await?;
     for room in rooms {
-        conn.request(Frame::Join(Join {
-            room: room.clone(),
-            resume_after: None,
-        }))
-        .await?;
+        client.join(&room).await?;
         eprintln!("joined {room}");
     }
     let mut seen = 0;
-    loop {
-        match conn.next().await {
-            Ok(p) => {
-                if let Frame::Push(push) = p.frame {
-                    let (text, v) = describe(&push);
-                    if as_json {
-                        println!("{v}");
-                    } else {
-                        println!("{text}");
-                    }
-                    seen += 1;
-                    if count.is_some_and(|c| seen >= c) {
-                        return Ok(());
-                    }
+    while let Some(event) = client.next_event().await {
+        match event {
+            Event::Connected { conn_id, user } => {
+                eprintln!("connected as {user} (connection {conn_id})")
+            }
+            Event::Disconnected { error, fatal } => {
+                eprintln!("disconnected: {error}");
+                if fatal {
+                    return Err(error.into());
                 }
             }
-            Err(ClientError::Closed { code, reason, .. }) => {
-                return Err(format!("server closed the connection: {code}: {reason}").into())
+            Event::Gap {
+                stream,
+                first_available,
+            } => eprintln!("history of {stream:?} before position {first_available} is gone"),
+            Event::Message(m) => {
+                let push = Push {
+                    id: m.id,
+                    stream: m.stream,
+                    position: m.position,
+                    timestamp_ms: m.timestamp_ms,
+                    kind: m.kind,
+                    format: m.format,
+                    payload: m.payload,
+                };
+                let (text, v) = describe(&push);
+                if as_json {
+                    println!("{v}");
+                } else {
+                    println!("{text}");
+                }
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    client.close();
+                    return Ok(());
+                }
             }
-            Err(e) => return Err(e.into()),
         }
     }
+    Ok(())
 }
 
 async fn post(

@@ -1,0 +1,198 @@
+//! The SDK against a real server: connect, receive, ack, rooms, reconnect after a restart,
+//! rejected tokens; and a small smoke run of the load harness.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use push_client::protocol::{ErrorCode, PayloadFormat, Stream};
+use push_client::token::{mint, Claims};
+use push_client::{Client, ClientConfig, ClientError, Event};
+use push_server::delivery::{Message, Target};
+use push_server::{Config, ServerHandle};
+
+const SECRET: &str = "sdk-test-secret-0123456789";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(listen: SocketAddr) -> Config {
+    Config {
+        listen,
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        jwt_secret: SECRET.into(),
+        api_tokens: vec!["sdk-test-api-token".into()],
+        shutdown_drain_ms: 1000,
+        reconnect_hint_ms: 50,
+        ..Config::default()
+    }
+}
+
+async fn start(listen: SocketAddr) -> ServerHandle {
+    push_server::start(config(listen)).await.unwrap()
+}
+
+fn token(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    mint(
+        SECRET.as_bytes(),
+        &Claims {
+            sub: user.into(),
+            exp,
+            device: None,
+        },
+    )
+}
+
+fn client_config(addr: SocketAddr, user: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(addr, token(user));
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
+fn text(kind: &str, payload: &str) -> Message {
+    Message {
+        key: None,
+        kind: kind.into(),
+        format: PayloadFormat::OPAQUE,
+        payload: Bytes::from(payload.to_string()),
+    }
+}
+
+async fn next_message(c: &mut Client) -> push_client::Message {
+    tokio::time::timeout(WAIT, c.next_message())
+        .await
+        .expect("message in time")
+        .expect("client running")
+}
+
+#[tokio::test]
+async fn receives_user_and_room_messages() {
+    let server = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut c = Client::connect(client_config(server.tcp_addr, "alice"))
+        .await
+        .unwrap();
+    assert_eq!(c.join("news").await.unwrap(), 0);
+    server
+        .ctx
+        .delivery
+        .publish(&Target::Users(vec!["alice".into()]), text("k", "direct"))
+        .unwrap();
+    let m = next_message(&mut c).await;
+    assert_eq!((m.stream, &m.payload[..]), (Stream::User, &b"direct"[..]));
+    server
+        .ctx
+        .delivery
+        .publish(&Target::Room("news".into()), text("k", "room"))
+        .unwrap();
+    let m = next_message(&mut c).await;
+    assert_eq!(m.stream, Stream::Room("news".into()));
+    c.leave("news").await.unwrap();
+    assert_eq!(server.ctx.hub.room_size("news"), 0);
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_reported_not_retried() {
+    let server = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut cfg = client_config(server.tcp_addr, "alice");
+    cfg.token = "garbage".into();
+    match Client::connect(cfg).await {
+        Err(e @ ClientError::Rejected { .. }) => assert!(e.is_auth_failure()),
+        other => panic!("expected rejection, got {:?}", other.err()),
+    }
+    assert_eq!(
+        push_server::stats::Stats::get(&server.ctx.stats.handshakes_failed),
+        1,
+        "exactly one attempt"
+    );
+}
+
+#[tokio::test]
+async fn reconnects_after_a_server_restart_and_rejoins_rooms() {
+    let first = start("127.0.0.1:0".parse().unwrap()).await;
+    let addr = first.tcp_addr;
+    let mut c = Client::connect(client_config(addr, "bob")).await.unwrap();
+    c.join("ops").await.unwrap();
+    first.shutdown();
+    first.wait().await;
+    let second = start(addr).await;
+    // The client sees the CLOSE (a shutdown, with a reconnect hint), then reconnects.
+    let mut saw_shutdown = false;
+    loop {
+        match tokio::time::timeout(WAIT, c.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Disconnected { error, fatal } => {
+                assert!(!fatal, "{error}");
+                if let ClientError::Closed { code, .. } = error {
+                    saw_shutdown |= code == ErrorCode::SHUTTING_DOWN;
+                }
+            }
+            Event::Connected { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saw_shutdown);
+    // Rooms are re-joined by the client itself.
+    let deadline = std::time::Instant::now() + WAIT;
+    while second.ctx.hub.room_size("ops") == 0 {
+        assert!(std::time::Instant::now() < deadline, "room re-joined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    second
+        .ctx
+        .delivery
+        .publish(&Target::Room("ops".into()), text("k", "after restart"))
+        .unwrap();
+    let m = next_message(&mut c).await;
+    assert_eq!(&m.payload[..], b"after restart");
+}
+
+#[test]
+fn load_harness_smoke_run() {
+    // A tiny run of push-bench against a real server, so the harness cannot rot.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(start("127.0.0.1:0".parse().unwrap()));
+    let bench = env!("CARGO_BIN_EXE_push-bench");
+    let pid = std::process::id().to_string();
+    let common = |scenario: &str| {
+        let mut cmd = std::process::Command::new(bench);
+        cmd.arg(scenario)
+            .args(["--addr", &server.tcp_addr.to_string()])
+            .args(["--http", &server.http_addr.to_string()])
+            .args(["--secret", SECRET, "--api-token", "sdk-test-api-token"])
+            .args(["--server-pid", &pid, "--per-worker", "100"]);
+        cmd
+    };
+    let idle = common("idle")
+        .args(["--conns", "200", "--hold", "0.2"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&idle.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(idle.status.success(), "{line}");
+    assert_eq!(v["connections_ok"], 200);
+    let fanout = common("fanout")
+        .args(["--conns", "200", "--messages", "10", "--rate", "100"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&fanout.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(fanout.status.success(), "{line}");
+    assert_eq!(v["deliveries_received"], 2000);
+    assert_eq!(v["deliveries_lost"], 0);
+    assert!(v["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+}
