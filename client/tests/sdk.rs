@@ -15,8 +15,17 @@ const SECRET: &str = "sdk-test-secret-0123456789";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(listen: SocketAddr) -> Config {
+    let dir = std::env::temp_dir().join(format!(
+        "push-sdk-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
     Config {
         listen,
+        data_dir: dir,
         http_listen: "127.0.0.1:0".parse().unwrap(),
         jwt_secret: SECRET.into(),
         api_tokens: vec!["sdk-test-api-token".into()],
@@ -80,6 +89,7 @@ async fn receives_user_and_room_messages() {
         .ctx
         .delivery
         .publish(&Target::Users(vec!["alice".into()]), text("k", "direct"))
+            .await
         .unwrap();
     let m = next_message(&mut c).await;
     assert_eq!((m.stream, &m.payload[..]), (Stream::User, &b"direct"[..]));
@@ -87,6 +97,7 @@ async fn receives_user_and_room_messages() {
         .ctx
         .delivery
         .publish(&Target::Room("news".into()), text("k", "room"))
+            .await
         .unwrap();
     let m = next_message(&mut c).await;
     assert_eq!(m.stream, Stream::Room("news".into()));
@@ -148,6 +159,7 @@ async fn reconnects_after_a_server_restart_and_rejoins_rooms() {
         .ctx
         .delivery
         .publish(&Target::Room("ops".into()), text("k", "after restart"))
+            .await
         .unwrap();
     let m = next_message(&mut c).await;
     assert_eq!(&m.payload[..], b"after restart");

@@ -56,6 +56,26 @@ pub struct Config {
     pub reconnect_hint_ms: u32,
     /// Compress outgoing bodies of at least this many bytes (0 disables compression).
     pub compress_min: usize,
+    /// Storage backend: `sled` or `redb`.
+    pub store: crate::store::Backend,
+    /// Room and broadcast history kept per stream (count).
+    pub room_retention_count: u64,
+    /// Room and broadcast history kept per stream (age, ms).
+    pub room_retention_ms: u64,
+    /// Unacknowledged messages kept per user; older ones are dropped (and reported as a GAP).
+    pub user_max_pending: u64,
+    /// First retry delay for unacknowledged messages to an online user, ms (doubles per retry).
+    pub retry_interval_ms: u64,
+    /// Retries before unacknowledged messages are marked failed (still replayed on reconnect).
+    pub max_retries: u8,
+    /// How long a publisher's idempotency id is remembered, ms.
+    pub idempotency_window_ms: u64,
+    /// Interval of the compaction pass (acked messages, expired history, old ids), ms.
+    pub compaction_interval_ms: u64,
+    /// Most messages replayed per stream when a client connects or joins.
+    pub replay_limit: usize,
+    /// Publishes waiting for the storage engine before new ones are refused with 503.
+    pub max_pending_publishes: usize,
 }
 
 impl Default for Config {
@@ -81,6 +101,16 @@ impl Default for Config {
             shutdown_drain_ms: 5_000,
             reconnect_hint_ms: 2_000,
             compress_min: 512,
+            store: crate::store::Backend::Sled,
+            room_retention_count: 1000,
+            room_retention_ms: 24 * 3600 * 1000,
+            user_max_pending: 10_000,
+            retry_interval_ms: 10_000,
+            max_retries: 5,
+            idempotency_window_ms: 24 * 3600 * 1000,
+            compaction_interval_ms: 10_000,
+            replay_limit: 10_000,
+            max_pending_publishes: 100_000,
         }
     }
 }
@@ -147,6 +177,12 @@ impl Config {
         }
         if self.queue_max_frames == 0 || self.queue_max_bytes == 0 {
             return bad("queue_max_frames", "queue limits must be positive");
+        }
+        if self.retry_interval_ms < 10 || self.compaction_interval_ms < 10 {
+            return bad("retry_interval_ms", "retry and compaction intervals must be at least 10 ms");
+        }
+        if self.replay_limit == 0 || self.room_retention_count == 0 {
+            return bad("replay_limit", "replay_limit and room_retention_count must be positive");
         }
         if self.queue_max_bytes > 1 << 30 {
             return bad("queue_max_bytes", "must be at most 1 GiB");

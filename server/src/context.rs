@@ -54,8 +54,8 @@ pub fn close_order(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> 
 }
 
 impl Ctx {
-    /// Builds the shared state from a validated config.
-    pub fn new(config: Config) -> Arc<Ctx> {
+    /// Builds the shared state from a validated config; opens storage.
+    pub fn new(config: Config) -> Result<Arc<Ctx>, crate::store::StoreError> {
         let stats = Arc::new(Stats::default());
         let slow = close_frame(
             ErrorCode::SLOW_CONSUMER,
@@ -79,14 +79,14 @@ impl Ctx {
             },
             ..EncodeOptions::default()
         };
-        let delivery = Arc::new(Delivery::new(hub.clone(), stats.clone(), options));
+        let delivery = Arc::new(Delivery::start(&config, hub.clone(), stats.clone(), options)?);
         let limits = Limits {
             max_frame_len: config.max_frame_len,
             max_message_len: config.max_message_len,
             max_decompressed_len: config.max_message_len,
             ..Limits::default()
         };
-        Arc::new(Ctx {
+        Ok(Arc::new(Ctx {
             config,
             hub,
             delivery,
@@ -95,7 +95,7 @@ impl Ctx {
             open: AtomicUsize::new(0),
             conn_ids: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
-        })
+        }))
     }
 
     /// A fresh connection id.

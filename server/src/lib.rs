@@ -8,6 +8,7 @@
 //! - `session`: one task per connection: handshake, then the read/write event loop;
 //! - `transport`: accept loops;
 //! - `server`: lifecycle (start, heartbeat sweep, graceful shutdown);
+//! - `store`: the storage trait and its sled and redb backends;
 //! - `config`, `context`, `stats`: settings, shared state, counters.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod hub;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod store;
 pub mod transport;
 
 pub use config::Config;

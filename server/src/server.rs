@@ -19,6 +19,9 @@ pub enum StartError {
     /// Configuration rejected.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Storage could not be opened.
+    #[error("cannot open storage: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,7 +74,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         addr: config.http_listen,
         source,
     })?;
-    let ctx = Ctx::new(config);
+    let ctx = Ctx::new(config)?;
     tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
     let api = tokio::spawn(api::serve(http, ctx.clone()));
@@ -106,6 +109,7 @@ async fn supervise(ctx: Arc<Ctx>, api: JoinHandle<()>) {
         tracing::warn!(remaining, "drain period over, abandoning connections");
     }
     let _ = api.await;
+    ctx.delivery.shutdown().await;
     tracing::info!("shutdown complete");
 }
 

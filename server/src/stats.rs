@@ -29,6 +29,18 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Protocol errors that closed a connection.
     pub protocol_errors: AtomicU64,
+    /// Group commits to storage.
+    pub store_commits: AtomicU64,
+    /// Total time spent in storage commits, µs.
+    pub store_commit_micros: AtomicU64,
+    /// Failed storage commits.
+    pub store_errors: AtomicU64,
+    /// Messages resent to online users that had not acknowledged them.
+    pub retries: AtomicU64,
+    /// Users whose unacknowledged messages were marked failed after the last retry.
+    pub messages_failed: AtomicU64,
+    /// Compaction steps that deleted records.
+    pub compactions: AtomicU64,
 }
 
 impl Stats {

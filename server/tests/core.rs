@@ -262,6 +262,7 @@ async fn broadcast_reaches_every_client_with_one_shared_frame() {
         .ctx
         .delivery
         .publish(&Target::Broadcast, opaque("news", b"hello everyone"))
+            .await
         .unwrap();
     assert_eq!(accepted[0].queued, 100);
     for c in &mut clients {
@@ -367,6 +368,7 @@ async fn a_slow_consumer_is_dropped_while_others_keep_receiving() {
                 &Target::Users(vec!["slow".into(), "fast".into()]),
                 opaque("bulk", &payload),
             )
+            .await
             .unwrap();
         tokio::task::yield_now().await;
     }
@@ -632,20 +634,21 @@ async fn concurrent_publishers_never_reorder_a_stream() {
     let publishers: Vec<_> = (0..4)
         .map(|p| {
             let delivery = server.ctx.delivery.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 for i in 0..200 {
                     delivery
                         .publish(
                             &Target::Room("busy".into()),
                             opaque("seq", format!("{p}-{i}").as_bytes()),
                         )
+                        .await
                         .unwrap();
                 }
             })
         })
         .collect();
     for p in publishers {
-        p.join().unwrap();
+        p.await.unwrap();
     }
     for c in &mut receivers {
         for expected in 1..=800u64 {

@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::context::Ctx;
+use crate::delivery::DeliveryError;
 pub use push::{AcceptedJson, PushRequest};
 
 /// Builds the router.
@@ -85,12 +86,13 @@ async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Byt
         Ok(v) => v,
         Err(inv) => return error(StatusCode::BAD_REQUEST, inv.reason, Some(inv.field)),
     };
-    match ctx.delivery.publish(&target, msg) {
+    match ctx.delivery.publish(&target, msg).await {
         Ok(accepted) => {
             let list: Vec<AcceptedJson> = accepted.iter().map(AcceptedJson::from).collect();
             (StatusCode::OK, Json(json!({ "accepted": list }))).into_response()
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
+        Err(e @ DeliveryError::Encode(_)) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
 }
 

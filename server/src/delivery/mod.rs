@@ -1,26 +1,31 @@
-//! Accepting messages and routing them: ids, positions per stream, idempotency, fan-out.
+//! Accepting messages and routing them: persist first (group-committed), then push; positions
+//! per stream; cumulative acks; retries; replay on connect; idempotency; retention.
 //!
-//! Positions and idempotency keys live in memory for now; the durable store takes over both
-//! (persist first, then push) without changing this module's interface.
+//! [`Delivery`] is the handle the rest of the server uses; the work happens on the engine
+//! thread (`engine`), with `replay` (attach, join) and `maintenance` (retries, compaction)
+//! beside it. DELIVERY.md states the guarantees.
 
+mod engine;
 mod idempotency;
 pub mod ids;
+mod maintenance;
+mod replay;
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
-use push_protocol::{
-    encode_to_bytes, EncodeOptions, Frame, MessageId, Packet, PayloadFormat, ProtocolError, Push,
-    Stream,
-};
+use push_protocol::{EncodeOptions, ErrorCode, MessageId, PayloadFormat, ProtocolError, StreamPos};
+use tokio::sync::oneshot;
 
-use crate::hub::{FanOut, Hub};
+use crate::config::Config;
+use crate::hub::{Conn, Hub};
 use crate::stats::Stats;
+use crate::store::{self, Record, StoreError};
+pub use engine::{room_stream, user_stream, BROADCAST};
+use engine::{Engine, EngineConfig, Request};
 pub use idempotency::IdempotencyCache;
-use ids::{unix_ms, IdGen};
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,53 +62,117 @@ pub struct Accepted {
     pub position: u64,
     /// Connections the message was queued to right away.
     pub queued: usize,
-    /// True when the key had been accepted before (nothing was sent this time).
+    /// True when the key had been accepted before (nothing was stored or sent this time).
     pub duplicate: bool,
 }
 
+/// One stored message with its delivery state.
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    /// Position.
+    pub position: u64,
+    /// The stored message.
+    pub record: Record,
+    /// `pending`, `sent` (acknowledged), `failed` (retries exhausted) or `stored` (rooms).
+    pub state: &'static str,
+}
+
+/// A page of a stream's history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Stream name.
+    pub stream: String,
+    /// First position still retained.
+    pub first_retained: u64,
+    /// Last position assigned.
+    pub tail: u64,
+    /// Last acknowledged position (user streams).
+    pub acked: u64,
+    /// The messages.
+    pub items: Vec<HistoryItem>,
+}
+
 /// Why a publish was refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
     /// The message cannot be encoded (a field too long for the wire).
     #[error("message cannot be encoded: {0}")]
-    Encode(#[from] ProtocolError),
+    Encode(String),
+    /// Storage failed; nothing was accepted.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+    /// Too many publishes are waiting for storage.
+    #[error("too many publishes waiting for storage ({0}); retry later")]
+    Overloaded(usize),
+    /// The engine has stopped (shutdown).
+    #[error("the server is shutting down")]
+    Stopped,
 }
 
-const POSITION_SHARDS: usize = 64;
+impl DeliveryError {
+    /// The wire code for a client-side publish.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DeliveryError::Encode(_) => ErrorCode::BAD_REQUEST,
+            DeliveryError::Storage(_) | DeliveryError::Overloaded(_) => {
+                ErrorCode::STORAGE_UNAVAILABLE
+            }
+            DeliveryError::Stopped => ErrorCode::SHUTTING_DOWN,
+        }
+    }
+}
 
-/// Idempotency keys remembered (count).
-const IDEMPOTENCY_ENTRIES: usize = 100_000;
-/// Idempotency keys remembered (time).
-const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3600 * 1000;
+impl From<ProtocolError> for DeliveryError {
+    fn from(e: ProtocolError) -> Self {
+        DeliveryError::Encode(e.to_string())
+    }
+}
 
 /// The delivery service shared by the API, the sessions and (later) the queue consumer.
 pub struct Delivery {
+    tx: mpsc::Sender<Request>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     hub: Arc<Hub>,
-    stats: Arc<Stats>,
-    ids: IdGen,
-    positions: Box<[Mutex<HashMap<String, u64>>]>,
-    hasher: RandomState,
-    idempotency: Mutex<IdempotencyCache<Vec<Accepted>>>,
     options: EncodeOptions,
-    seq: AtomicU32,
+    seq: Arc<AtomicU32>,
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
 }
 
 impl Delivery {
-    /// A delivery service routing through `hub`, encoding with `options`.
-    pub fn new(hub: Arc<Hub>, stats: Arc<Stats>, options: EncodeOptions) -> Self {
-        Delivery {
-            hub,
+    /// Opens the store under `config.data_dir` and starts the engine thread.
+    pub fn start(
+        config: &Config,
+        hub: Arc<Hub>,
+        stats: Arc<Stats>,
+        options: EncodeOptions,
+    ) -> Result<Delivery, StoreError> {
+        let kv = store::open(config.store, Path::new(&config.data_dir))?;
+        let seq = Arc::new(AtomicU32::new(1));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let engine = Engine::load(
+            kv,
+            hub.clone(),
             stats,
-            ids: IdGen::default(),
-            positions: (0..POSITION_SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
-            idempotency: Mutex::new(IdempotencyCache::new(
-                IDEMPOTENCY_ENTRIES,
-                IDEMPOTENCY_WINDOW_MS,
-            )),
+            EngineConfig::from(config),
             options,
-            seq: AtomicU32::new(1),
-        }
+            seq.clone(),
+            pending.clone(),
+        )?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("push-storage".into())
+            .spawn(move || engine.run(rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the storage thread: {e}")))?;
+        Ok(Delivery {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            hub,
+            options,
+            seq,
+            pending,
+            max_pending: config.max_pending_publishes,
+        })
     }
 
     /// The hub this service routes through.
@@ -121,138 +190,97 @@ impl Delivery {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Assigns the next position in `stream` and runs `send` with it while still holding the
-    /// stream's lock, so that two concurrent publishes to one stream reach every connection in
-    /// position order.
-    fn sequenced<T>(&self, stream: &str, send: impl FnOnce(u64) -> T) -> T {
-        let shard = (self.hasher.hash_one(stream) as usize) % POSITION_SHARDS;
-        let mut map = self.positions[shard]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let p = map.entry(stream.to_owned()).or_insert(0);
-        *p += 1;
-        send(*p)
+    /// Accepts a message: answered once it is durable, after it has been queued to every
+    /// connection it reaches.
+    pub async fn publish(&self, target: &Target, msg: Message) -> Result<Vec<Accepted>, DeliveryError> {
+        let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
+        if waiting >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(DeliveryError::Overloaded(waiting));
+        }
+        let (reply, rx) = oneshot::channel();
+        let req = Request::Publish {
+            target: target.clone(),
+            msg,
+            reply,
+        };
+        if self.tx.send(req).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(DeliveryError::Stopped);
+        }
+        rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
-    /// Last position assigned in `stream` (0 when none).
-    pub fn tail(&self, stream: &str) -> u64 {
-        let shard = (self.hasher.hash_one(stream) as usize) % POSITION_SHARDS;
-        self.positions[shard]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(stream)
-            .copied()
-            .unwrap_or(0)
+    /// Upstream PUBLISH from a connection; the engine answers on the connection.
+    pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
+        let _ = self.tx.send(Request::PublishFromConn {
+            conn,
+            seq,
+            room,
+            msg,
+        });
     }
 
-    fn encode_push(
+    /// Registers an authenticated connection and queues what it missed.
+    pub async fn attach(&self, conn: Arc<Conn>, resume: Vec<StreamPos>) -> Result<(), ErrorCode> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Attach {
+                conn,
+                resume,
+                reply,
+            })
+            .map_err(|_| ErrorCode::SHUTTING_DOWN)?;
+        rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
+    }
+
+    /// JOIN with optional replay; answered on the connection.
+    pub fn join(&self, conn: Arc<Conn>, room: String, resume_after: Option<u64>, seq: u32) {
+        let _ = self.tx.send(Request::Join {
+            conn,
+            room,
+            resume_after,
+            seq,
+        });
+    }
+
+    /// ACK from a connection.
+    pub fn ack(&self, conn: Arc<Conn>, positions: Vec<StreamPos>, seq: u32) {
+        let _ = self.tx.send(Request::Ack {
+            conn,
+            positions,
+            seq,
+        });
+    }
+
+    /// A page of a stream's history.
+    pub async fn history(
         &self,
-        id: MessageId,
-        stream: Stream,
-        position: u64,
-        msg: &Message,
-        timestamp_ms: u64,
-    ) -> Result<Bytes, ProtocolError> {
-        let packet = Packet::new(
-            self.next_seq(),
-            Frame::Push(Push {
-                id,
-                stream,
-                position,
-                timestamp_ms,
-                kind: msg.kind.clone(),
-                format: msg.format,
-                payload: msg.payload.clone(),
-            }),
-        );
-        encode_to_bytes(&packet, &self.options)
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, DeliveryError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::History {
+                stream: stream.to_string(),
+                after,
+                limit,
+                reply,
+            })
+            .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
-    /// Accepts a message for `target` and queues it to every connection it reaches.
-    pub fn publish(&self, target: &Target, msg: Message) -> Result<Vec<Accepted>, DeliveryError> {
-        let now = unix_ms();
-        if let Some(key) = &msg.key {
-            let mut cache = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(previous) = cache.get(key, now) {
-                self.stats.inc(&self.stats.duplicates);
-                return Ok(previous
-                    .into_iter()
-                    .map(|a| Accepted {
-                        duplicate: true,
-                        queued: 0,
-                        ..a
-                    })
-                    .collect());
-            }
+    /// Commits everything pending and stops the engine thread.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Request::Shutdown(done)).is_ok() {
+            let _ = rx.await;
         }
-        let id = self.ids.next();
-        let mut accepted = Vec::new();
-        match target {
-            Target::Users(users) => {
-                for user in users {
-                    let stream = format!("user:{user}");
-                    let (position, fan) = self.sequenced(&stream, |position| {
-                        let frame = self.encode_push(id, Stream::User, position, &msg, now)?;
-                        Ok::<_, ProtocolError>((position, self.hub.send_user(user, &frame)))
-                    })?;
-                    self.count(fan, "user");
-                    accepted.push(Accepted {
-                        id,
-                        stream,
-                        position,
-                        queued: fan.queued,
-                        duplicate: false,
-                    });
-                }
-            }
-            Target::Room(room) => {
-                let stream = format!("room:{room}");
-                let (position, fan) = self.sequenced(&stream, |position| {
-                    let frame =
-                        self.encode_push(id, Stream::Room(room.clone()), position, &msg, now)?;
-                    Ok::<_, ProtocolError>((position, self.hub.send_room(room, &frame)))
-                })?;
-                self.count(fan, "room");
-                accepted.push(Accepted {
-                    id,
-                    stream,
-                    position,
-                    queued: fan.queued,
-                    duplicate: false,
-                });
-            }
-            Target::Broadcast => {
-                let stream = "broadcast".to_string();
-                let (position, fan) = self.sequenced(&stream, |position| {
-                    let frame = self.encode_push(id, Stream::Broadcast, position, &msg, now)?;
-                    Ok::<_, ProtocolError>((position, self.hub.broadcast(&frame)))
-                })?;
-                self.count(fan, "broadcast");
-                accepted.push(Accepted {
-                    id,
-                    stream,
-                    position,
-                    queued: fan.queued,
-                    duplicate: false,
-                });
-            }
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        if let Some(key) = msg.key {
-            self.idempotency
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, accepted.clone(), now);
-        }
-        Ok(accepted)
-    }
-
-    fn count(&self, fan: FanOut, scenario: &'static str) {
-        self.stats
-            .add(&self.stats.deliveries_queued, fan.queued as u64);
-        self.stats.add(&self.stats.slow_consumers, fan.slow as u64);
-        if fan.slow > 0 {
-            tracing::warn!(scenario, dropped = fan.slow, "slow consumers disconnected");
-        }
-        self.stats.inc(&self.stats.messages_accepted);
     }
 }

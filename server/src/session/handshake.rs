@@ -152,11 +152,15 @@ pub async fn handshake(
         device,
         ctx.hub.now_ms(),
     ));
-    if let Err(code) = ctx.hub.register(conn.clone()) {
-        let reason = format!(
-            "user {} already holds {} connections",
-            claims.sub, ctx.config.max_connections_per_user
-        );
+    if let Err(code) = ctx.delivery.attach(conn.clone(), hello.resume).await {
+        let reason = if code == ErrorCode::TOO_MANY_USER_CONNECTIONS {
+            format!(
+                "user {} already holds {} connections",
+                claims.sub, ctx.config.max_connections_per_user
+            )
+        } else {
+            code.description().to_string()
+        };
         return Err(refuse(stream, seq, code, reason).await);
     }
     let ok = Frame::AuthOk(AuthOk {

@@ -362,9 +362,7 @@ impl Session {
         let seq = packet.seq;
         match packet.frame {
             Frame::Pong => {}
-            Frame::Ack(_) => {
-                // Acks become meaningful with durable delivery; until then they only count as life.
-            }
+            Frame::Ack(positions) => self.ctx.delivery.ack(self.conn.clone(), positions, seq),
             Frame::Join(join) => self.on_join(seq, join),
             Frame::Leave(room) => self.on_leave(seq, room),
             Frame::Publish(p) => self.on_publish(seq, p),
@@ -461,7 +459,12 @@ mod size_tests {
         let addr = l.local_addr().unwrap();
         let _c = TcpStream::connect(addr).await.unwrap();
         let (s, peer) = l.accept().await.unwrap();
-        let ctx = Ctx::new(crate::Config::default());
+        let dir = std::env::temp_dir().join(format!("push-size-{}", crate::delivery::ids::random_u64()));
+        let ctx = Ctx::new(crate::Config {
+            data_dir: dir.clone(),
+            ..crate::Config::default()
+        })
+        .unwrap();
         ctx.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fut = serve(s, peer, ctx);
         assert!(

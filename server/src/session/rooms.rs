@@ -1,9 +1,9 @@
 //! Room requests from a client: JOIN, LEAVE and upstream PUBLISH.
 
-use push_protocol::{ErrorCode, Frame, Gap, Join, Publish, PublishAck, Stream};
+use push_protocol::{ErrorCode, Frame, Join, Publish};
 
 use super::Session;
-use crate::delivery::{Message, Target};
+use crate::delivery::Message;
 
 /// Longest room name.
 pub const MAX_ROOM_LEN: usize = 64;
@@ -27,33 +27,10 @@ impl Session {
         if let Err(reason) = valid_room_name(&join.room) {
             return self.error(seq, ErrorCode::BAD_REQUEST, reason);
         }
-        match self.ctx.hub.join(&join.room, &self.conn) {
-            Err(code) => self.error(
-                seq,
-                code,
-                format!(
-                    "a connection may join at most {} rooms",
-                    self.ctx.config.max_rooms_per_connection
-                ),
-            ),
-            Ok(_) => {
-                let tail = self.ctx.delivery.tail(&format!("room:{}", join.room));
-                if let Some(after) = join.resume_after {
-                    // No room history is retained yet: everything after `after` is gone.
-                    if after < tail {
-                        self.reply(
-                            0,
-                            Frame::Gap(Gap {
-                                stream: Stream::Room(join.room.clone()),
-                                requested_after: after,
-                                first_available: tail + 1,
-                            }),
-                        );
-                    }
-                }
-                self.reply(seq, Frame::Ok(Some(tail)));
-            }
-        }
+        // Membership, replay and the OK reply happen on the delivery engine, in stream order.
+        self.ctx
+            .delivery
+            .join(self.conn.clone(), join.room, join.resume_after, seq);
     }
 
     pub(super) fn on_leave(&mut self, seq: u32, room: String) {
@@ -83,20 +60,10 @@ impl Session {
             format: p.format,
             payload: p.payload,
         };
-        match self.ctx.delivery.publish(&Target::Room(p.room), msg) {
-            Ok(accepted) => {
-                let a = &accepted[0];
-                self.reply(
-                    seq,
-                    Frame::PublishAck(PublishAck {
-                        id: a.id,
-                        position: a.position,
-                        duplicate: a.duplicate,
-                    }),
-                );
-            }
-            Err(e) => self.error(seq, ErrorCode::INTERNAL, e.to_string()),
-        }
+        // PUBLISH_ACK (or ERROR) comes from the engine once the message is durable.
+        self.ctx
+            .delivery
+            .publish_from_conn(self.conn.clone(), seq, p.room, msg);
     }
 }
 

@@ -16,8 +16,20 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 pub const API_TOKEN: &str = "integration-api-token";
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A fresh data directory per server, under the system temp dir.
+pub fn data_dir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    std::env::temp_dir().join(format!("push-test-{}-{n}-{nanos}", std::process::id()))
+}
+
 pub fn config() -> Config {
     Config {
+        data_dir: data_dir(),
         listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
         jwt_secret: SECRET.into(),

@@ -1,0 +1,123 @@
+//! Attach (register + replay on connect) and JOIN with resume, run on the engine thread so a
+//! replay is never overtaken by a live message of the same stream.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use push_protocol::{ErrorCode, Frame, Gap, Stream, StreamPos};
+
+use super::engine::{room_stream, user_stream, Engine, RetryState, BROADCAST};
+use crate::hub::Conn;
+use crate::store::{keys_position, record_range, Record};
+
+impl Engine {
+    /// Queues to `conn` the stored messages of `name` with positions `from..=to`, as `wire`.
+    /// Returns how many were queued.
+    fn replay(&self, conn: &Conn, name: &str, wire: &Stream, from: u64, to: u64) -> usize {
+        if from > to {
+            return 0;
+        }
+        let (a, b) = record_range(name, from, to);
+        let rows = match self.kv.scan(&a, &b, self.cfg.replay_limit) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(stream = name, "replay read failed: {e}");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for (k, v) in rows {
+            let (Some(position), Ok(rec)) = (keys_position(&k), Record::decode(&v)) else {
+                tracing::error!(stream = name, "skipping an undecodable stored record");
+                continue;
+            };
+            if let Some(frame) = self.encode_push(rec.id, wire.clone(), position, &rec) {
+                if self.hub.send_conn(conn, frame).is_err() {
+                    break;
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Tells `conn` that positions before `first` of a stream are gone.
+    fn gap(&self, conn: &Conn, wire: &Stream, requested_after: u64, first_available: u64) {
+        self.send_frame(
+            conn,
+            0,
+            Frame::Gap(Gap {
+                stream: wire.clone(),
+                requested_after,
+                first_available,
+            }),
+        );
+    }
+
+    /// Resumes `wire` for `conn` after position `after` of stream `name`.
+    fn resume(&self, conn: &Conn, name: &str, wire: &Stream, after: u64) -> usize {
+        let meta = self.meta(name);
+        if after >= meta.tail {
+            return 0;
+        }
+        if after + 1 < meta.first {
+            self.gap(conn, wire, after, meta.first);
+        }
+        self.replay(conn, name, wire, (after + 1).max(meta.first), meta.tail)
+    }
+
+    /// Registers `conn` and queues everything it missed: every unacknowledged message of the
+    /// user's stream (pending and failed alike), and broadcast after the position it names.
+    pub(super) fn attach(&mut self, conn: &Arc<Conn>, resume: &[StreamPos]) -> Result<(), ErrorCode> {
+        self.hub.register(conn.clone())?;
+        let name = user_stream(&conn.user);
+        let mut meta = self.meta(&name);
+        // A client that says it processed more than it acknowledged has acknowledged it now.
+        if let Some(p) = resume
+            .iter()
+            .find(|p| p.stream == Stream::User)
+            .map(|p| p.position)
+        {
+            if p > meta.acked && p <= meta.tail {
+                meta.acked = p;
+                self.set_meta(&name, meta);
+            }
+        }
+        let replayed = self.resume(conn, &name, &Stream::User, meta.acked);
+        if meta.acked < meta.tail {
+            self.retry.insert(
+                conn.user.to_string(),
+                RetryState {
+                    retries: 0,
+                    next_at: Instant::now() + self.cfg.retry_interval,
+                },
+            );
+        }
+        let mut broadcast = 0;
+        if let Some(p) = resume.iter().find(|p| p.stream == Stream::Broadcast) {
+            broadcast = self.resume(conn, BROADCAST, &Stream::Broadcast, p.position);
+        }
+        if replayed + broadcast > 0 {
+            tracing::debug!(conn = conn.id, user = %conn.user, replayed, broadcast, "replayed on connect");
+        }
+        Ok(())
+    }
+
+    /// JOIN: membership, optional replay after `resume_after`, then OK with the room's tail.
+    pub(super) fn join(&mut self, conn: &Arc<Conn>, room: &str, resume_after: Option<u64>, seq: u32) {
+        if let Err(code) = self.hub.join(room, conn) {
+            let reason = if code == ErrorCode::TOO_MANY_ROOMS {
+                "this connection has joined the maximum number of rooms".to_string()
+            } else {
+                format!("cannot join {room}")
+            };
+            return self.send_error(conn, seq, code, reason);
+        }
+        let name = room_stream(room);
+        if let Some(after) = resume_after {
+            self.resume(conn, &name, &Stream::Room(room.to_string()), after);
+        }
+        let tail = self.meta(&name).tail;
+        self.send_frame(conn, seq, Frame::Ok(Some(tail)));
+    }
+}

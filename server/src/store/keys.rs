@@ -1,0 +1,85 @@
+//! Key layout of the single ordered keyspace.
+//!
+//! | key | value |
+//! |---|---|
+//! | `r` `len:u8` `stream` `position:u64be` | a [`super::Record`] |
+//! | `m` `stream` | a [`super::Meta`]: tail, acked and first retained position |
+//! | `i` `idempotency key` | accepted time and the (id, stream, position) list |
+//!
+//! Stream names are `user:<id>`, `room:<id>` and `broadcast`. The length byte keeps one
+//! stream's records contiguous and ordered by position even when one name prefixes another.
+
+/// Prefix of message records.
+pub const RECORD_PREFIX: u8 = b'r';
+/// Prefix of stream metadata.
+pub const META_PREFIX: u8 = b'm';
+/// Prefix of idempotency entries.
+pub const IDEM_PREFIX: u8 = b'i';
+
+fn stream_prefix(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + stream.len() + 8);
+    k.push(RECORD_PREFIX);
+    k.push(stream.len().min(255) as u8);
+    k.extend_from_slice(&stream.as_bytes()[..stream.len().min(255)]);
+    k
+}
+
+/// Key of the record at `position` in `stream`.
+pub fn record_key(stream: &str, position: u64) -> Vec<u8> {
+    let mut k = stream_prefix(stream);
+    k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// Key range `[from, to)` covering positions `first..=last` of `stream`.
+pub fn record_range(stream: &str, first: u64, last: u64) -> (Vec<u8>, Vec<u8>) {
+    let from = record_key(stream, first);
+    let to = match last.checked_add(1) {
+        Some(end) => record_key(stream, end),
+        None => {
+            let mut k = stream_prefix(stream);
+            k.extend_from_slice(&[0xff; 9]);
+            k
+        }
+    };
+    (from, to)
+}
+
+/// Position encoded at the end of a record key.
+pub fn position_of(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// Key of a stream's metadata.
+pub fn meta_key(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + stream.len());
+    k.push(META_PREFIX);
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+/// Key of an idempotency entry.
+pub fn idem_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(IDEM_PREFIX);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_sort_by_stream_then_position() {
+        let a = record_key("user:a", 2);
+        let b = record_key("user:a", 10);
+        let c = record_key("user:ab", 1);
+        assert!(a < b);
+        assert!(b < c, "length byte separates user:a from user:ab");
+        assert_eq!(position_of(&b), Some(10));
+        let (from, to) = record_range("user:a", 2, 10);
+        assert!(from <= a && b < to && c >= to);
+    }
+}
