@@ -89,7 +89,7 @@ async fn receives_user_and_room_messages() {
         .ctx
         .delivery
         .publish(&Target::Users(vec!["alice".into()]), text("k", "direct"))
-            .await
+        .await
         .unwrap();
     let m = next_message(&mut c).await;
     assert_eq!((m.stream, &m.payload[..]), (Stream::User, &b"direct"[..]));
@@ -97,7 +97,7 @@ async fn receives_user_and_room_messages() {
         .ctx
         .delivery
         .publish(&Target::Room("news".into()), text("k", "room"))
-            .await
+        .await
         .unwrap();
     let m = next_message(&mut c).await;
     assert_eq!(m.stream, Stream::Room("news".into()));
@@ -159,7 +159,7 @@ async fn reconnects_after_a_server_restart_and_rejoins_rooms() {
         .ctx
         .delivery
         .publish(&Target::Room("ops".into()), text("k", "after restart"))
-            .await
+        .await
         .unwrap();
     let m = next_message(&mut c).await;
     assert_eq!(&m.payload[..], b"after restart");

@@ -179,10 +179,16 @@ impl Config {
             return bad("queue_max_frames", "queue limits must be positive");
         }
         if self.retry_interval_ms < 10 || self.compaction_interval_ms < 10 {
-            return bad("retry_interval_ms", "retry and compaction intervals must be at least 10 ms");
+            return bad(
+                "retry_interval_ms",
+                "retry and compaction intervals must be at least 10 ms",
+            );
         }
         if self.replay_limit == 0 || self.room_retention_count == 0 {
-            return bad("replay_limit", "replay_limit and room_retention_count must be positive");
+            return bad(
+                "replay_limit",
+                "replay_limit and room_retention_count must be positive",
+            );
         }
         if self.queue_max_bytes > 1 << 30 {
             return bad("queue_max_bytes", "must be at most 1 GiB");

@@ -79,7 +79,12 @@ impl Ctx {
             },
             ..EncodeOptions::default()
         };
-        let delivery = Arc::new(Delivery::start(&config, hub.clone(), stats.clone(), options)?);
+        let delivery = Arc::new(Delivery::start(
+            &config,
+            hub.clone(),
+            stats.clone(),
+            options,
+        )?);
         let limits = Limits {
             max_frame_len: config.max_frame_len,
             max_message_len: config.max_message_len,

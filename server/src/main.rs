@@ -36,6 +36,9 @@ struct Cli {
     /// Data directory.
     #[arg(long, env = "PUSH_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Storage backend: sled or redb.
+    #[arg(long, env = "PUSH_STORE")]
+    store: Option<push_server::store::Backend>,
     /// HS256 secret for client tokens.
     #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -77,6 +80,7 @@ impl Cli {
             listen,
             http_listen,
             data_dir,
+            store,
             jwt_secret,
             api_tokens,
             max_connections,

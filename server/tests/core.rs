@@ -262,7 +262,7 @@ async fn broadcast_reaches_every_client_with_one_shared_frame() {
         .ctx
         .delivery
         .publish(&Target::Broadcast, opaque("news", b"hello everyone"))
-            .await
+        .await
         .unwrap();
     assert_eq!(accepted[0].queued, 100);
     for c in &mut clients {

@@ -1,5 +1,6 @@
-//! The HTTP API for other services (axum): push, health.
+//! The HTTP API for other services (axum): push, history, health.
 
+mod history;
 mod push;
 
 use std::sync::Arc;
@@ -21,6 +22,9 @@ pub use push::{AcceptedJson, PushRequest};
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/api/v1/push", post(push_handler))
+        .route("/api/v1/history/users/{id}", get(history::user))
+        .route("/api/v1/history/rooms/{id}", get(history::room))
+        .route("/api/v1/history/broadcast", get(history::broadcast))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(ctx.config.max_api_body))
         .with_state(ctx)
@@ -39,7 +43,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
 }
 
 /// A JSON error body: `{"error": reason, "field": name}`.
-fn error(status: StatusCode, reason: impl Into<String>, field: Option<&str>) -> Response {
+pub(crate) fn error(
+    status: StatusCode,
+    reason: impl Into<String>,
+    field: Option<&str>,
+) -> Response {
     let mut body = json!({ "error": reason.into() });
     if let Some(f) = field {
         body["field"] = json!(f);
@@ -53,7 +61,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks the bearer token; the error is the reason for a 401.
-fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), &'static str> {
+pub(crate) fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err("missing Authorization: Bearer <token>");
     };

@@ -110,6 +110,9 @@ enum Route {
     Broadcast,
 }
 
+/// Frames to fan out after a commit, one per accepted stream.
+type Sends = Vec<(Route, Bytes)>;
+
 /// A publish waiting for its commit.
 enum Done {
     Service {
@@ -439,7 +442,7 @@ impl Engine {
         &mut self,
         target: &Target,
         msg: &Message,
-    ) -> Result<(Vec<Accepted>, Vec<(Route, Bytes)>), DeliveryError> {
+    ) -> Result<(Vec<Accepted>, Sends), DeliveryError> {
         let now = unix_ms();
         if let Some(key) = &msg.key {
             if let Some(previous) = self.lookup_idem(key, now)? {
@@ -528,8 +531,10 @@ impl Engine {
         } else {
             self.kv.apply(&stage.ops)
         };
-        self.stats
-            .add(&self.stats.store_commit_micros, started.elapsed().as_micros() as u64);
+        self.stats.add(
+            &self.stats.store_commit_micros,
+            started.elapsed().as_micros() as u64,
+        );
         self.stats.inc(&self.stats.store_commits);
         match result {
             Ok(()) => {
@@ -582,7 +587,8 @@ impl Engine {
                 Route::Broadcast => self.hub.broadcast(&frame),
             };
             a.queued = fan.queued;
-            self.stats.add(&self.stats.deliveries_queued, fan.queued as u64);
+            self.stats
+                .add(&self.stats.deliveries_queued, fan.queued as u64);
             self.stats.add(&self.stats.slow_consumers, fan.slow as u64);
             if fan.slow > 0 {
                 tracing::warn!(stream = %a.stream, dropped = fan.slow, "slow consumers disconnected");
@@ -641,7 +647,10 @@ impl Engine {
                     conn,
                     seq,
                     ErrorCode::INVALID_ACK,
-                    format!("position {} of {name} was never sent (last is {})", sp.position, meta.tail),
+                    format!(
+                        "position {} of {name} was never sent (last is {})",
+                        sp.position, meta.tail
+                    ),
                 );
                 continue;
             }
@@ -655,7 +664,12 @@ impl Engine {
         }
     }
 
-    fn history(&self, stream: &str, after: u64, limit: usize) -> Result<HistoryPage, DeliveryError> {
+    fn history(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, DeliveryError> {
         let meta = self.meta(stream);
         let first = after.saturating_add(1).max(meta.first);
         let items = if first > meta.tail {

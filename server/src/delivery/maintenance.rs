@@ -43,7 +43,8 @@ impl Engine {
             state.retries = state.retries.saturating_add(1);
             let retries = state.retries;
             let exhausted = retries > self.cfg.max_retries;
-            state.next_at = now + self.cfg.retry_interval * 2u32.saturating_pow(u32::from(retries.min(16)));
+            state.next_at =
+                now + self.cfg.retry_interval * 2u32.saturating_pow(u32::from(retries.min(16)));
             if exhausted {
                 self.retry.remove(&user);
             }
@@ -103,8 +104,10 @@ impl Engine {
                     .max(meta.acked + 1)
                     .max(meta.tail.saturating_sub(self.cfg.user_max_pending) + 1);
             } else {
-                keep_from = keep_from.max(meta.tail.saturating_sub(self.cfg.room_retention_count) + 1);
-                keep_from = keep_from.max(self.first_unexpired(&name, keep_from, meta.tail, now_ms));
+                keep_from =
+                    keep_from.max(meta.tail.saturating_sub(self.cfg.room_retention_count) + 1);
+                keep_from =
+                    keep_from.max(self.first_unexpired(&name, keep_from, meta.tail, now_ms));
             }
             if keep_from <= meta.first {
                 continue;

@@ -192,7 +192,11 @@ impl Delivery {
 
     /// Accepts a message: answered once it is durable, after it has been queued to every
     /// connection it reaches.
-    pub async fn publish(&self, target: &Target, msg: Message) -> Result<Vec<Accepted>, DeliveryError> {
+    pub async fn publish(
+        &self,
+        target: &Target,
+        msg: Message,
+    ) -> Result<Vec<Accepted>, DeliveryError> {
         let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
         if waiting >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::Relaxed);

@@ -68,7 +68,11 @@ impl Engine {
 
     /// Registers `conn` and queues everything it missed: every unacknowledged message of the
     /// user's stream (pending and failed alike), and broadcast after the position it names.
-    pub(super) fn attach(&mut self, conn: &Arc<Conn>, resume: &[StreamPos]) -> Result<(), ErrorCode> {
+    pub(super) fn attach(
+        &mut self,
+        conn: &Arc<Conn>,
+        resume: &[StreamPos],
+    ) -> Result<(), ErrorCode> {
         self.hub.register(conn.clone())?;
         let name = user_stream(&conn.user);
         let mut meta = self.meta(&name);
@@ -104,7 +108,13 @@ impl Engine {
     }
 
     /// JOIN: membership, optional replay after `resume_after`, then OK with the room's tail.
-    pub(super) fn join(&mut self, conn: &Arc<Conn>, room: &str, resume_after: Option<u64>, seq: u32) {
+    pub(super) fn join(
+        &mut self,
+        conn: &Arc<Conn>,
+        room: &str,
+        resume_after: Option<u64>,
+        seq: u32,
+    ) {
         if let Err(code) = self.hub.join(room, conn) {
             let reason = if code == ErrorCode::TOO_MANY_ROOMS {
                 "this connection has joined the maximum number of rooms".to_string()

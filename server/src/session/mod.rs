@@ -459,7 +459,8 @@ mod size_tests {
         let addr = l.local_addr().unwrap();
         let _c = TcpStream::connect(addr).await.unwrap();
         let (s, peer) = l.accept().await.unwrap();
-        let dir = std::env::temp_dir().join(format!("push-size-{}", crate::delivery::ids::random_u64()));
+        let dir =
+            std::env::temp_dir().join(format!("push-size-{}", crate::delivery::ids::random_u64()));
         let ctx = Ctx::new(crate::Config {
             data_dir: dir.clone(),
             ..crate::Config::default()

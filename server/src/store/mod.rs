@@ -29,6 +29,9 @@ pub enum StoreError {
     Corrupt(&'static str),
 }
 
+/// Key-value pairs read by a scan.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One write in a batch.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -45,7 +48,7 @@ pub trait Kv: Send + 'static {
     /// Reads one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads up to `limit` entries with `from <= key < to`, in key order.
-    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Rows, StoreError>;
     /// Backend name for logs.
     fn name(&self) -> &'static str;
 }
@@ -131,7 +134,11 @@ mod tests {
             }
             // Reopen: data survives.
             let kv = open(backend, &dir).unwrap();
-            assert_eq!(kv.get(b"b1").unwrap().as_deref(), Some(&b"z"[..]), "{backend:?}");
+            assert_eq!(
+                kv.get(b"b1").unwrap().as_deref(),
+                Some(&b"z"[..]),
+                "{backend:?}"
+            );
             drop(kv);
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -51,11 +51,18 @@ impl Record {
         let id_bytes = r.take(16, "id").map_err(corrupt)?;
         let mut id = [0u8; 16];
         id.copy_from_slice(&id_bytes);
-        let ts = u64::from_be_bytes(r.take(8, "ts").map_err(corrupt)?[..].try_into().unwrap_or_default());
+        let ts = u64::from_be_bytes(
+            r.take(8, "ts").map_err(corrupt)?[..]
+                .try_into()
+                .unwrap_or_default(),
+        );
         let flags = r.u8("flags").map_err(corrupt)?;
         let retries = r.u8("retries").map_err(corrupt)?;
-        let updated =
-            u64::from_be_bytes(r.take(8, "updated").map_err(corrupt)?[..].try_into().unwrap_or_default());
+        let updated = u64::from_be_bytes(
+            r.take(8, "updated").map_err(corrupt)?[..]
+                .try_into()
+                .unwrap_or_default(),
+        );
         let kind = r.str8("kind").map_err(corrupt)?;
         let format = PayloadFormat(r.u8("format").map_err(corrupt)?);
         Ok(Record {
@@ -116,6 +123,9 @@ impl Meta {
     }
 }
 
+/// What an idempotency key was accepted as: (id, stream, position) per stream.
+pub type AcceptedList = Vec<(MessageId, String, u64)>;
+
 /// Encodes an idempotency entry: accepted time, then (id, stream, position) per stream.
 pub fn encode_accepted(at_ms: u64, list: &[(MessageId, String, u64)]) -> Vec<u8> {
     let mut b = bytes::BytesMut::new();
@@ -130,10 +140,14 @@ pub fn encode_accepted(at_ms: u64, list: &[(MessageId, String, u64)]) -> Vec<u8>
 }
 
 /// Decodes an idempotency entry.
-pub fn decode_accepted(v: &[u8]) -> Result<(u64, Vec<(MessageId, String, u64)>), StoreError> {
+pub fn decode_accepted(v: &[u8]) -> Result<(u64, AcceptedList), StoreError> {
     let corrupt = |_| StoreError::Corrupt("idempotency entry");
     let mut r = Reader::new("idem", bytes::Bytes::copy_from_slice(v));
-    let at = u64::from_be_bytes(r.take(8, "at").map_err(corrupt)?[..].try_into().unwrap_or_default());
+    let at = u64::from_be_bytes(
+        r.take(8, "at").map_err(corrupt)?[..]
+            .try_into()
+            .unwrap_or_default(),
+    );
     let n = r.u32("n").map_err(corrupt)?;
     let mut out = Vec::new();
     for _ in 0..n.min(100_000) {
@@ -141,7 +155,11 @@ pub fn decode_accepted(v: &[u8]) -> Result<(u64, Vec<(MessageId, String, u64)>),
         let mut id = [0u8; 16];
         id.copy_from_slice(&idb);
         let stream = r.str8("stream").map_err(corrupt)?;
-        let pos = u64::from_be_bytes(r.take(8, "pos").map_err(corrupt)?[..].try_into().unwrap_or_default());
+        let pos = u64::from_be_bytes(
+            r.take(8, "pos").map_err(corrupt)?[..]
+                .try_into()
+                .unwrap_or_default(),
+        );
         out.push((MessageId(id), stream, pos));
     }
     Ok((at, out))
@@ -172,6 +190,9 @@ mod tests {
         };
         assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
         let list = vec![(MessageId([1; 16]), "user:a".to_string(), 7)];
-        assert_eq!(decode_accepted(&encode_accepted(5, &list)).unwrap(), (5, list));
+        assert_eq!(
+            decode_accepted(&encode_accepted(5, &list)).unwrap(),
+            (5, list)
+        );
     }
 }

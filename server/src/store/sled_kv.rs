@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{Kv, Op, StoreError};
+use super::{Kv, Op, Rows, StoreError};
 
 /// sled database.
 pub struct SledKv {
@@ -45,7 +45,7 @@ impl Kv for SledKv {
         Ok(self.db.get(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Rows, StoreError> {
         let mut out = Vec::new();
         for item in self.db.range(from..to).take(limit) {
             let (k, v) = item.map_err(err)?;

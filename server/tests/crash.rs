@@ -1,0 +1,220 @@
+//! SIGKILL the real server binary while publishers stream messages with ids, restart it, and
+//! check that every acknowledged message reaches its user exactly once (application view).
+//!
+//! Scale with CRASH_MESSAGES, CRASH_KILLS, CRASH_PUBLISHERS and CRASH_STORE (sled|redb); the
+//! defaults are a small CI run. The figures are printed.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use push_client::{Client, ClientConfig};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(tcp: SocketAddr, http: SocketAddr, dir: &std::path::Path, store: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_push-server"))
+        .args([
+            "--listen",
+            &tcp.to_string(),
+            "--http-listen",
+            &http.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--store", store, "--log", "warn"])
+        .env("PUSH_JWT_SECRET", SECRET)
+        .env("PUSH_API_TOKENS", API_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary starts")
+}
+
+async fn wait_up(http: SocketAddr) {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(http).await {
+            drop(s);
+            let (status, _) = common::http(http, "GET", "/healthz", None, "").await;
+            if status == 200 {
+                return;
+            }
+        }
+        assert!(start.elapsed() < WAIT, "server came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn random_ms(lo: u64, hi: u64) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    lo + RandomState::new().hash_one(Instant::now()) % (hi - lo).max(1)
+}
+
+/// POSTs with a short timeout; `None` when the outcome is unknown (connection failed).
+async fn try_push(http: SocketAddr, body: &str) -> Option<u16> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(http).await.ok()?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!(
+            "POST /api/v1/push HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out).to_string();
+        text.split_whitespace().nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_message_and_delivers_none_twice() {
+    let total = env_or("CRASH_MESSAGES", 3000);
+    let kills = env_or("CRASH_KILLS", 2);
+    let publishers = env_or("CRASH_PUBLISHERS", 4);
+    let store = std::env::var("CRASH_STORE").unwrap_or_else(|_| "redb".into());
+    let users = ["crash-a", "crash-b", "crash-c"];
+    let dir = data_dir();
+    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+
+    // Ids whose publish got a 200: these must all arrive.
+    let acked: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Ids whose outcome is unknown (the server died mid-request); retried with the same id.
+    let unknown: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let started = Instant::now();
+    let mut killed = 0;
+    while killed <= kills {
+        let mut child = spawn(tcp, http, &dir, &store);
+        wait_up(http).await;
+        let last_round = killed == kills;
+        let mut tasks = Vec::new();
+        for _ in 0..publishers {
+            let (acked, next, unknown) = (acked.clone(), next.clone(), unknown.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let retry = unknown.lock().unwrap().pop();
+                    let n = match retry {
+                        Some(n) => n,
+                        None => {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if n >= total {
+                                return;
+                            }
+                            n
+                        }
+                    };
+                    let user = users[n % users.len()];
+                    let body = format!(
+                        r#"{{"to":{{"users":["{user}"]}},"kind":"crash","payload":"m{n}","id":"m{n}"}}"#
+                    );
+                    match try_push(http, &body).await {
+                        Some(200) => {
+                            acked.lock().unwrap().insert(format!("m{n}"), user);
+                        }
+                        _ => {
+                            unknown.lock().unwrap().push(n);
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        if last_round {
+            for t in tasks {
+                t.await.unwrap();
+            }
+            // Drain anything left unknown from earlier rounds against the live server.
+            loop {
+                let Some(n) = unknown.lock().unwrap().pop() else {
+                    break;
+                };
+                let user = users[n % users.len()];
+                let body = format!(
+                    r#"{{"to":{{"users":["{user}"]}},"kind":"crash","payload":"m{n}","id":"m{n}"}}"#
+                );
+                assert_eq!(try_push(http, &body).await, Some(200));
+                acked.lock().unwrap().insert(format!("m{n}"), user);
+            }
+            // Receive as each user through the SDK (auto-ack, dedupe by id).
+            let acked = acked.lock().unwrap().clone();
+            let mut received: HashMap<String, usize> = HashMap::new();
+            for user in users {
+                let want: HashSet<&String> = acked
+                    .iter()
+                    .filter(|(_, u)| **u == user)
+                    .map(|(id, _)| id)
+                    .collect();
+                let mut client = Client::connect(ClientConfig::new(tcp, token(user)))
+                    .await
+                    .unwrap();
+                let mut got = 0;
+                while got < want.len() {
+                    let m = tokio::time::timeout(WAIT, client.next_message())
+                        .await
+                        .unwrap_or_else(|_| panic!("{user}: {got}/{} received", want.len()))
+                        .unwrap();
+                    let id = String::from_utf8_lossy(&m.payload).to_string();
+                    *received.entry(id.clone()).or_default() += 1;
+                    if want.contains(&id) {
+                        got += 1;
+                    }
+                }
+                client.close();
+            }
+            let lost = acked
+                .keys()
+                .filter(|id| !received.contains_key(*id))
+                .count();
+            let twice = received.values().filter(|c| **c > 1).count();
+            eprintln!(
+                "crash test ({store}): {} messages acknowledged over {kills} SIGKILLs in {:.1} s, {} received, lost {lost}, delivered twice to the application {twice}",
+                acked.len(),
+                started.elapsed().as_secs_f64(),
+                received.len()
+            );
+            assert_eq!(lost, 0, "acknowledged messages lost");
+            assert_eq!(twice, 0, "messages delivered twice to the application");
+            assert_eq!(acked.len(), total);
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(random_ms(50, 300))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        killed += 1;
+        eprintln!(
+            "SIGKILL {killed}: {} acknowledged so far",
+            acked.lock().unwrap().len()
+        );
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
