@@ -463,8 +463,11 @@ async fn on_push(
         *last = p.position;
     }
     let fresh = state.dedupe.insert(p.id);
-    if state.config.auto_ack || !fresh {
-        // A duplicate is acknowledged again so the server stops resending it.
+    if state.config.auto_ack && p.stream == Stream::User {
+        // Only the user's own stream keeps per-recipient state on the server; room and
+        // broadcast positions are remembered here for resume and need no ACK. Duplicates are
+        // acknowledged too, so the server stops resending them. In manual mode the application
+        // acknowledges once it has processed the message; a resent copy is just dropped.
         conn.send(Frame::Ack(vec![StreamPos {
             stream: p.stream.clone(),
             position: p.position,

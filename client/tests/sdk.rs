@@ -208,3 +208,76 @@ fn load_harness_smoke_run() {
     assert_eq!(v["deliveries_lost"], 0);
     assert!(v["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test]
+async fn manual_ack_and_no_duplicate_ids_when_the_server_resends() {
+    let dir = std::env::temp_dir().join(format!(
+        "push-sdk-dedupe-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let server = push_server::start(Config {
+        retry_interval_ms: 30,
+        max_retries: 3,
+        data_dir: dir,
+        ..config("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let mut cfg = client_config(server.tcp_addr, "kim");
+    cfg.auto_ack = false;
+    let mut c = Client::connect(cfg).await.unwrap();
+    server
+        .ctx
+        .delivery
+        .publish(&Target::Users(vec!["kim".into()]), text("k", "only once"))
+        .await
+        .unwrap();
+    let m = next_message(&mut c).await;
+    assert_eq!(&m.payload[..], b"only once");
+    // Unacknowledged, the server resends the same id; the SDK must not hand it over again.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = server
+            .ctx
+            .delivery
+            .history("user:kim", 0, 10)
+            .await
+            .unwrap();
+        if page.items[0].record.retries >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "server resent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server
+        .ctx
+        .delivery
+        .publish(&Target::Users(vec!["kim".into()]), text("k", "second"))
+        .await
+        .unwrap();
+    let next = next_message(&mut c).await;
+    assert_eq!(&next.payload[..], b"second", "the resent id was dropped");
+    // Manual ack of both: no more resends, the stream is acknowledged.
+    c.ack(Stream::User, next.position);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = server
+            .ctx
+            .delivery
+            .history("user:kim", 0, 10)
+            .await
+            .unwrap();
+        if page.acked == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ack reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -76,6 +76,8 @@ pub struct Config {
     pub replay_limit: usize,
     /// Publishes waiting for the storage engine before new ones are refused with 503.
     pub max_pending_publishes: usize,
+    /// Time the storage engine waits for more messages before a group commit, µs.
+    pub commit_linger_us: u64,
 }
 
 impl Default for Config {
@@ -111,6 +113,7 @@ impl Default for Config {
             compaction_interval_ms: 10_000,
             replay_limit: 10_000,
             max_pending_publishes: 100_000,
+            commit_linger_us: 0,
         }
     }
 }

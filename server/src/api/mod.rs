@@ -105,9 +105,26 @@ async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Byt
 }
 
 async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
+    let s = &ctx.stats;
+    let get = crate::stats::Stats::get;
     Json(json!({
         "status": "ok",
         "connections": ctx.hub.connection_count(),
+        "counters": {
+            "accepted": get(&s.accepted),
+            "handshakes_ok": get(&s.handshakes_ok),
+            "handshakes_failed": get(&s.handshakes_failed),
+            "messages_accepted": get(&s.messages_accepted),
+            "duplicates": get(&s.duplicates),
+            "deliveries_queued": get(&s.deliveries_queued),
+            "slow_consumers": get(&s.slow_consumers),
+            "heartbeat_timeouts": get(&s.heartbeat_timeouts),
+            "store_commits": get(&s.store_commits),
+            "store_commit_micros": get(&s.store_commit_micros),
+            "store_errors": get(&s.store_errors),
+            "retries": get(&s.retries),
+            "compactions": get(&s.compactions),
+        },
     }))
     .into_response()
 }

@@ -154,6 +154,7 @@ pub struct EngineConfig {
     pub(super) idempotency_window_ms: u64,
     pub(super) compaction_interval: Duration,
     pub(super) replay_limit: usize,
+    pub(super) commit_linger: Duration,
 }
 
 impl EngineConfig {
@@ -168,6 +169,7 @@ impl EngineConfig {
             idempotency_window_ms: c.idempotency_window_ms,
             compaction_interval: Duration::from_millis(c.compaction_interval_ms),
             replay_limit: c.replay_limit,
+            commit_linger: Duration::from_micros(c.commit_linger_us),
         }
     }
 }
@@ -266,10 +268,22 @@ impl Engine {
             match rx.recv_timeout(wait) {
                 Ok(r) => {
                     batch.push(r);
+                    // Linger briefly so that one commit (one fsync) covers more messages; the
+                    // wait is bounded by `commit_linger` and cut short by a full batch.
+                    let linger_until = Instant::now() + self.cfg.commit_linger;
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
                             Ok(r) => batch.push(r),
-                            Err(_) => break,
+                            Err(_) => {
+                                let left = linger_until.saturating_duration_since(Instant::now());
+                                if left.is_zero() {
+                                    break;
+                                }
+                                match rx.recv_timeout(left) {
+                                    Ok(r) => batch.push(r),
+                                    Err(_) => break,
+                                }
+                            }
                         }
                     }
                 }

@@ -126,6 +126,9 @@ struct Load {
     /// Seconds to wait for stragglers after the last publish.
     #[arg(long, default_value_t = 30.0)]
     drain: f64,
+    /// Unicast: users per publish request (each gets its own stored message).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 fn main() {
@@ -269,12 +272,19 @@ enum Target {
 
 const ROOM: &str = "bench-room";
 
-fn body(target: Target, i: usize, conns: usize, prefix: &str, size: usize) -> String {
+fn body(target: Target, i: usize, load: &Load, prefix: &str) -> String {
     let to = match target {
         Target::Room => json!({ "room": ROOM }),
         Target::Broadcast => json!({ "broadcast": true }),
-        Target::Users => json!({ "users": [format!("{prefix}{}", i % conns)] }),
+        Target::Users => {
+            let k = load.batch.max(1);
+            let users: Vec<String> = (0..k)
+                .map(|j| format!("{prefix}{}", (i * k + j) % load.conns))
+                .collect();
+            json!({ "users": users })
+        }
     };
+    let size = load.size;
     json!({ "to": to, "kind": "bench", "payload": stamped_payload(size) }).to_string()
 }
 
@@ -289,7 +299,7 @@ async fn deliver(c: Common, load: Load, target: Target) -> Res {
         return Err(format!("no receiver connected: {:?}", ready.error).into());
     }
     let expected = match target {
-        Target::Users => load.messages as u64,
+        Target::Users => (load.messages * load.batch.max(1)) as u64,
         _ => (load.messages * ready.ok) as u64,
     };
     let cpu0 = pid.and_then(procstat::cpu_seconds);
@@ -307,7 +317,7 @@ async fn deliver(c: Common, load: Load, target: Target) -> Res {
                     let due = t0 + Duration::from_secs_f64(i as f64 / load.rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let b = body(target, i, load.conns, &c.user_prefix, load.size);
+                let b = body(target, i, &load, &c.user_prefix);
                 match http.post("/api/v1/push", &c.api_token, &b).await {
                     Ok((200, _)) => {}
                     Ok((s, text)) => {
@@ -351,6 +361,13 @@ async fn deliver(c: Common, load: Load, target: Target) -> Res {
     fig.insert("receivers".into(), json!(ready.ok));
     fig.insert("receivers_failed".into(), json!(ready.failed));
     fig.insert("messages".into(), json!(load.messages));
+    if target == Target::Users {
+        fig.insert("users_per_request".into(), json!(load.batch.max(1)));
+        fig.insert(
+            "accepted_per_second".into(),
+            json!((expected as f64 / publish_secs.max(1e-9)).round()),
+        );
+    }
     fig.insert("payload_bytes".into(), json!(load.size));
     fig.insert(
         "rate_requested".into(),

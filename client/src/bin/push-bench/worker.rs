@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use push_client::protocol::{Frame, Join, Stream};
+use push_client::protocol::{Frame, Join, Stream, StreamPos};
 use push_client::token::{mint, Claims};
 use push_client::{ConnectOptions, Connection};
 use tokio::io::AsyncBufReadExt;
@@ -143,6 +143,18 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
                             if matches!(&last, Some((s, pos)) if *s == push.stream && push.position <= *pos)
                             {
                                 tally.duplicates.set(tally.duplicates.get() + 1);
+                            }
+                            if push.stream == Stream::User {
+                                // Acknowledge like the SDK does, so the server neither keeps
+                                // nor resends what was received.
+                                let ack = Frame::Ack(vec![StreamPos {
+                                    stream: Stream::User,
+                                    position: push.position,
+                                }]);
+                                if conn.send(ack).await.is_err() {
+                                    tally.lost.set(tally.lost.get() + 1);
+                                    return;
+                                }
                             }
                             last = Some((push.stream, push.position));
                             tally.received.set(tally.received.get() + 1);
