@@ -72,7 +72,9 @@ pub struct Config {
     pub idempotency_window_ms: u64,
     /// Interval of the compaction pass (acked messages, expired history, old ids), ms.
     pub compaction_interval_ms: u64,
-    /// Most messages replayed per stream when a client connects or joins.
+    /// Most messages queued per replay step (also capped at half of `queue_max_frames`). A
+    /// user's larger backlog follows step by step as the connection drains its queue; a room
+    /// or broadcast resume replays one step and reports anything older with a GAP.
     pub replay_limit: usize,
     /// Publishes waiting for the storage engine before new ones are refused with 503.
     pub max_pending_publishes: usize,

@@ -1,8 +1,9 @@
 //! SIGKILL the real server binary while publishers stream messages with ids, restart it, and
 //! check that every acknowledged message reaches its user exactly once (application view).
 //!
-//! Scale with CRASH_MESSAGES, CRASH_KILLS, CRASH_PUBLISHERS and CRASH_STORE (sled|redb); the
-//! defaults are a small CI run. The figures are printed.
+//! Scale with CRASH_MESSAGES, CRASH_KILLS, CRASH_PUBLISHERS, CRASH_KILL_MS_MAX (longest time a
+//! server lives before its SIGKILL) and CRASH_STORE (sled|redb); the defaults are a small CI
+//! run. The figures are printed.
 
 mod common;
 
@@ -31,7 +32,13 @@ fn free_port() -> u16 {
 }
 
 fn spawn(tcp: SocketAddr, http: SocketAddr, dir: &std::path::Path, store: &str) -> Child {
+    // Keep every unacknowledged message however long the run (the default bound of 10,000 per
+    // user would drop the oldest of a large run by design, with a GAP).
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "user_max_pending = 100000000\n").unwrap();
     Command::new(env!("CARGO_BIN_EXE_push-server"))
+        .arg("--config")
+        .arg(&config)
         .args([
             "--listen",
             &tcp.to_string(),
@@ -204,7 +211,8 @@ async fn sigkill_loses_no_acknowledged_message_and_delivers_none_twice() {
             let _ = child.wait();
             break;
         }
-        tokio::time::sleep(Duration::from_millis(random_ms(50, 300))).await;
+        let max_ms = env_or("CRASH_KILL_MS_MAX", 300) as u64;
+        tokio::time::sleep(Duration::from_millis(random_ms(max_ms / 6, max_ms))).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         killed += 1;

@@ -453,3 +453,43 @@ async fn disk_use_stays_bounded_under_steady_publish_and_ack() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_the_queue_is_replayed_in_steps_without_reordering() {
+    for backend in BACKENDS {
+        let server = start(Config {
+            queue_max_frames: 64,
+            ..cfg(backend)
+        })
+        .await;
+        for i in 1..=500 {
+            server
+                .ctx
+                .delivery
+                .publish(&Target::Users(vec!["kai".into()]), msg(&format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let mut c = connect(server.tcp_addr, "kai").await;
+        // Live messages published while the replay is under way must not overtake it.
+        let delivery = server.ctx.delivery.clone();
+        let live = tokio::spawn(async move {
+            for i in 501..=600 {
+                delivery
+                    .publish(&Target::Users(vec!["kai".into()]), msg(&format!("m{i}")))
+                    .await
+                    .unwrap();
+            }
+        });
+        for i in 1..=600u64 {
+            let p = expect_push(c.next_timeout(WAIT).await.unwrap());
+            assert_eq!(p.position, i, "{backend:?}");
+        }
+        live.await.unwrap();
+        assert_eq!(
+            server.ctx.hub.user_connections("kai").len(),
+            1,
+            "never dropped as a slow consumer"
+        );
+    }
+}

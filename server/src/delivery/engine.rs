@@ -79,6 +79,11 @@ pub enum Request {
         /// Request sequence number.
         seq: u32,
     },
+    /// The connection drained its queue; queue the next replay chunk.
+    ContinueReplay {
+        /// The connection.
+        conn: Arc<Conn>,
+    },
     /// ACK from a connection.
     Ack {
         /// The connection.
@@ -153,8 +158,9 @@ pub struct EngineConfig {
     pub(super) max_retries: u8,
     pub(super) idempotency_window_ms: u64,
     pub(super) compaction_interval: Duration,
-    pub(super) replay_limit: usize,
     pub(super) commit_linger: Duration,
+    /// Messages queued per replay step: small enough to fit a connection's queue.
+    pub(super) replay_chunk: usize,
 }
 
 impl EngineConfig {
@@ -168,8 +174,8 @@ impl EngineConfig {
             max_retries: c.max_retries,
             idempotency_window_ms: c.idempotency_window_ms,
             compaction_interval: Duration::from_millis(c.compaction_interval_ms),
-            replay_limit: c.replay_limit,
             commit_linger: Duration::from_micros(c.commit_linger_us),
+            replay_chunk: c.replay_limit.min(c.queue_max_frames / 2).max(1),
         }
     }
 }
@@ -344,6 +350,10 @@ impl Engine {
                 positions,
                 seq,
             } => self.ack(&conn, positions, seq),
+            Request::ContinueReplay { conn } => {
+                self.flush();
+                self.continue_replay(&conn);
+            }
             Request::Attach {
                 conn,
                 resume,

@@ -32,7 +32,13 @@ impl Engine {
         for user in due {
             let name = user_stream(&user);
             let meta = self.meta(&name);
-            let conns = self.hub.user_connections(&user);
+            // Connections still replaying their backlog get these messages from the replay.
+            let conns: Vec<_> = self
+                .hub
+                .user_connections(&user)
+                .into_iter()
+                .filter(|c| c.replay_next() == 0)
+                .collect();
             if meta.acked >= meta.tail || conns.is_empty() {
                 self.retry.remove(&user);
                 continue;
@@ -50,7 +56,7 @@ impl Engine {
             }
             let from = (meta.acked + 1).max(meta.first);
             let (a, b) = record_range(&name, from, meta.tail);
-            let rows = match self.kv.scan(&a, &b, self.cfg.replay_limit) {
+            let rows = match self.kv.scan(&a, &b, self.cfg.replay_chunk) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(%user, "retry read failed: {e}");

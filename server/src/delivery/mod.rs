@@ -248,6 +248,11 @@ impl Delivery {
         });
     }
 
+    /// The connection drained its queue during a replay: queue the next chunk.
+    pub fn continue_replay(&self, conn: Arc<Conn>) {
+        let _ = self.tx.send(Request::ContinueReplay { conn });
+    }
+
     /// ACK from a connection.
     pub fn ack(&self, conn: Arc<Conn>, positions: Vec<StreamPos>, seq: u32) {
         let _ = self.tx.send(Request::Ack {

@@ -18,7 +18,7 @@ impl Engine {
             return 0;
         }
         let (a, b) = record_range(name, from, to);
-        let rows = match self.kv.scan(&a, &b, self.cfg.replay_limit) {
+        let rows = match self.kv.scan(&a, &b, self.cfg.replay_chunk) {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(stream = name, "replay read failed: {e}");
@@ -54,16 +54,46 @@ impl Engine {
         );
     }
 
-    /// Resumes `wire` for `conn` after position `after` of stream `name`.
+    /// Resumes a room or broadcast stream for `conn` after position `after`. At most one
+    /// replay chunk is sent (it must fit the connection's queue); anything older is reported
+    /// with a GAP, like history that is no longer retained.
     fn resume(&self, conn: &Conn, name: &str, wire: &Stream, after: u64) -> usize {
         let meta = self.meta(name);
         if after >= meta.tail {
             return 0;
         }
-        if after + 1 < meta.first {
-            self.gap(conn, wire, after, meta.first);
+        let window_start = meta.tail.saturating_sub(self.cfg.replay_chunk as u64) + 1;
+        let first = meta.first.max(window_start);
+        if after + 1 < first {
+            self.gap(conn, wire, after, first);
         }
-        self.replay(conn, name, wire, (after + 1).max(meta.first), meta.tail)
+        self.replay(conn, name, wire, (after + 1).max(first), meta.tail)
+    }
+
+    /// Queues the next chunk of the user's backlog to `conn`, starting at `from`, and records
+    /// where the replay stands. Returns how many messages were queued.
+    fn replay_user_chunk(&self, conn: &Conn, from: u64) -> usize {
+        let name = user_stream(&conn.user);
+        let meta = self.meta(&name);
+        let from = from.max(meta.acked + 1).max(meta.first);
+        if from > meta.tail {
+            conn.set_replay_next(0);
+            return 0;
+        }
+        let to = from
+            .saturating_add(self.cfg.replay_chunk as u64 - 1)
+            .min(meta.tail);
+        let n = self.replay(conn, &name, &Stream::User, from, to);
+        conn.set_replay_next(if to >= meta.tail { 0 } else { to + 1 });
+        n
+    }
+
+    /// The connection drained its queue: continue its replay.
+    pub(super) fn continue_replay(&self, conn: &Conn) {
+        let next = conn.replay_next();
+        if next != 0 {
+            self.replay_user_chunk(conn, next);
+        }
     }
 
     /// Registers `conn` and queues everything it missed: every unacknowledged message of the
@@ -87,7 +117,10 @@ impl Engine {
                 self.set_meta(&name, meta);
             }
         }
-        let replayed = self.resume(conn, &name, &Stream::User, meta.acked);
+        if meta.acked + 1 < meta.first {
+            self.gap(conn, &Stream::User, meta.acked, meta.first);
+        }
+        let replayed = self.replay_user_chunk(conn, meta.acked + 1);
         if meta.acked < meta.tail {
             self.retry.insert(
                 conn.user.to_string(),

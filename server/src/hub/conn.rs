@@ -1,7 +1,7 @@
 //! The part of a connection that other tasks touch: its outbound queue, close command and rooms.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -72,6 +72,12 @@ pub struct Conn {
     pub device: Option<Box<Box<str>>>,
     /// Last time (ms on the hub clock) a whole frame arrived; read by the heartbeat sweep.
     last_seen_ms: AtomicU64,
+    /// Next position of the user's stream still to be replayed to this connection (0 = caught
+    /// up). While non-zero, live user messages are not queued directly: the replay, paced by
+    /// the connection draining its queue, delivers them in order.
+    replay_next: AtomicU64,
+    /// Set while a request to continue the replay is on its way to the delivery engine.
+    replay_asked: AtomicBool,
     outbox: Mutex<Outbox>,
 }
 
@@ -83,6 +89,8 @@ impl Conn {
             user,
             device: device.map(Box::new),
             last_seen_ms: AtomicU64::new(now_ms),
+            replay_next: AtomicU64::new(0),
+            replay_asked: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
         }
     }
@@ -100,6 +108,22 @@ impl Conn {
     /// When the last frame arrived.
     pub fn last_seen_ms(&self) -> u64 {
         self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Next user-stream position still to replay (0 = caught up).
+    pub fn replay_next(&self) -> u64 {
+        self.replay_next.load(Ordering::Acquire)
+    }
+
+    /// Records where the replay stands and allows the next continuation request.
+    pub fn set_replay_next(&self, next: u64) {
+        self.replay_next.store(next, Ordering::Release);
+        self.replay_asked.store(false, Ordering::Release);
+    }
+
+    /// True (once) when the caller should ask for the next replay chunk.
+    pub fn should_ask_replay(&self) -> bool {
+        self.replay_next() != 0 && !self.replay_asked.swap(true, Ordering::AcqRel)
     }
 
     /// Queues a frame for writing; on overflow the connection is closed as a slow consumer.

@@ -264,12 +264,17 @@ impl Hub {
         conn.enqueue(frame, &self.limits, &self.slow_close)
     }
 
-    /// Queues a frame to every connection of `user`.
+    /// Queues a live user-stream frame to every connection of `user` that is caught up; one
+    /// still replaying its backlog gets the message from the replay, in order.
     pub fn send_user(&self, user: &str, frame: &Bytes) -> FanOut {
         let mut out = FanOut::default();
         if let Some(list) = lock(&self.users[self.shard_of(user)]).get(user) {
             for c in list.as_slice() {
-                out.record(self.enqueue(c, frame));
+                if c.replay_next() == 0 {
+                    out.record(self.enqueue(c, frame));
+                } else {
+                    out.queued += 1;
+                }
             }
         }
         out
