@@ -13,11 +13,12 @@ export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
 export PUSH_API_TOKEN=bench-api-token
 QUICK=${1:-}
 
-start_server() {
+start_server() { # extra server flags, e.g. --store redb
   pkill -f "$SERVER" 2>/dev/null || true
   sleep 0.5
+  rm -rf "$OUT/data"
   PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" --listen 127.0.0.1:7100 \
-    --http-listen 127.0.0.1:7180 "$@" >"$OUT/server.log" 2>&1 &
+    --http-listen 127.0.0.1:7180 --data-dir "$OUT/data" "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 50); do
     if curl -sf http://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
@@ -41,10 +42,32 @@ if [ "$QUICK" = quick ]; then
   exit 0
 fi
 
+disk_per_message() { # store: 10,000 messages of 100 B to offline users, bytes on disk per message
+  local store=$1
+  start_server --store "$store"
+  local before after users body
+  before=$(du -sb "$OUT/data" | cut -f1)
+  users=$(python3 -c 'import json; print(json.dumps(["offline%d" % i for i in range(100)]))')
+  body="{\"to\":{\"users\":$users},\"kind\":\"bench\",\"payload\":\"$(head -c 100 /dev/zero | tr '\0' x)\"}"
+  for _ in $(seq 100); do
+    curl -sf -o /dev/null -H "Authorization: Bearer $PUSH_API_TOKEN" -H 'Content-Type: application/json' \
+      -d "$body" http://127.0.0.1:7180/api/v1/push
+  done
+  sleep 1
+  after=$(du -sb "$OUT/data" | cut -f1)
+  echo "{\"store\":\"$store\",\"messages\":10000,\"payload_bytes\":100,\"disk_bytes_before\":$before,\"disk_bytes_after\":$after,\"bytes_per_message\":$(( (after - before) / 10000 ))}" >"$OUT/disk-$store.json"
+  echo "100 requests x 100 offline users, 100 B payload (curl)" >"$OUT/disk-$store.cmd"
+}
+
 start_server; run idle idle --conns 18000
 start_server; run fanout-50 fanout --conns 10000 --messages 500 --size 100 --rate 50
-start_server; run fanout-max fanout --conns 10000 --messages 300 --size 100 --rate 0 --publishers 4
-start_server; run unicast unicast --conns 10000 --messages 100000 --size 100 --rate 10000 --publishers 8
+start_server; run fanout-max fanout --conns 10000 --messages 600 --size 100 --rate 0 --publishers 32
+start_server; run unicast unicast --conns 10000 --messages 100000 --size 100 --rate 10000 --publishers 32
+start_server --store redb; run unicast-redb unicast --conns 10000 --messages 100000 --size 100 --rate 10000 --publishers 32
+start_server; run durable-max unicast --conns 10000 --messages 3000 --batch 100 --size 100 --rate 0 --publishers 16
+start_server --store redb; run durable-max-redb unicast --conns 10000 --messages 3000 --batch 100 --size 100 --rate 0 --publishers 16
 start_server; run churn churn --rate 1000 --seconds 30
+disk_per_message sled
+disk_per_message redb
 pkill -f "$SERVER" || true
 python3 benches/suite_table.py "$OUT" BENCHMARKS.md

@@ -27,12 +27,18 @@ if idle:
         f"connects/s {idle.get('connects_per_second')} ({idle.get('handshakes_in_flight')} in flight)"))
 for name, label in [("fanout-50", "fanout 10,000 x 100 B, 50 msg/s"),
                     ("fanout-max", "fanout 10,000 x 100 B, max rate"),
-                    ("unicast", "unicast 10,000 msg/s")]:
+                    ("unicast", "durable unicast 10,000 msg/s, sled"),
+                    ("unicast-redb", "durable unicast 10,000 msg/s, redb"),
+                    ("durable-max", "durable unicast max, 100 users per request, sled"),
+                    ("durable-max-redb", "durable unicast max, 100 users per request, redb")]:
     r = load(name)
     if not r:
         continue
     lat = r.get("latency", {})
-    rows.append((label, cmd(name),
+    extra = ""
+    if "accepted_per_second" in r:
+        extra = f"**{r['accepted_per_second']} accepted messages/s**; "
+    rows.append((label, cmd(name), extra +
         f"received {r.get('deliveries_received')}/{r.get('deliveries_expected')} "
         f"(lost {r.get('deliveries_lost')}, dup/reordered {r.get('duplicates_or_reordered')}); "
         f"{r.get('deliveries_per_second')} deliveries/s; publish rate {r.get('publish_rate_achieved')}/s; "
@@ -45,6 +51,13 @@ if churn:
         f"{churn.get('cycles_ok')} cycles ok, {churn.get('cycles_failed')} failed, "
         f"{churn.get('cycles_per_second')}/s; server RSS {churn.get('server_rss_before_bytes')} -> "
         f"{churn.get('server_rss_after_bytes')} B; fds {churn.get('server_fds_before')} -> {churn.get('server_fds_after')}"))
+
+for store in ["sled", "redb"]:
+    d = load("disk-" + store)
+    if d:
+        rows.append((f"disk per stored message, {store}", cmd("disk-" + store),
+            f"{d['disk_bytes_before']} -> {d['disk_bytes_after']} B for {d['messages']} messages of "
+            f"{d['payload_bytes']} B: **{d['bytes_per_message']} B per message**"))
 
 lines = [f"Run {datetime.date.today()} by `benches/run-suite.sh`; raw output in `benches/out/` (not committed).", "",
          "| scenario | command (`target/release/push-bench ...`) | result |", "|---|---|---|"]
