@@ -71,6 +71,6 @@ if begin in text and end in text:
     post = text.split(end)[1]
     text = pre + begin + "\n" + block + "\n" + end + post
 else:
-    text += "\n## Load suite (issues 3 and 4)\n\n" + begin + "\n" + block + "\n" + end + "\n"
+    text += "\n## Load suite (issues 3, 4 and 5)\n\n" + begin + "\n" + block + "\n" + end + "\n"
 open(target, "w").write(text)
 print(block)
