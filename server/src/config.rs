@@ -12,6 +12,64 @@ pub const DEV_JWT_SECRET: &str = "dev-secret-change-me";
 /// The API token used when none is configured; the server warns loudly when it is in use.
 pub const DEV_API_TOKEN: &str = "dev-api-token";
 
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Push to users.
+    Users,
+    /// Push to rooms.
+    Rooms,
+    /// Push to everyone.
+    Broadcast,
+    /// Read presence, rooms, history.
+    Read,
+    /// Disconnect users, change room membership.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 5] = [
+        Scope::Users,
+        Scope::Rooms,
+        Scope::Broadcast,
+        Scope::Read,
+        Scope::Admin,
+    ];
+}
+
+fn all_scopes() -> Vec<Scope> {
+    Scope::ALL.to_vec()
+}
+
+fn default_key_rate() -> f64 {
+    50_000.0
+}
+
+fn default_key_burst() -> f64 {
+    100_000.0
+}
+
+/// A named API key for one calling service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Name for logs and metrics (e.g. the calling service).
+    pub name: String,
+    /// Bearer token.
+    pub token: String,
+    /// What it may do (default: everything).
+    #[serde(default = "all_scopes")]
+    pub scopes: Vec<Scope>,
+    /// Requests per second (token bucket rate).
+    #[serde(default = "default_key_rate")]
+    pub rate_per_sec: f64,
+    /// Burst size (token bucket capacity).
+    #[serde(default = "default_key_burst")]
+    pub burst: f64,
+}
+
 /// Everything the server can be told. Field docs double as the reference in `push-server.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,8 +82,18 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HS256 secret that signs client JWTs.
     pub jwt_secret: String,
-    /// Bearer tokens accepted by the HTTP push API.
+    /// Bearer tokens accepted by the HTTP API with every scope (simple setups).
     pub api_tokens: Vec<String>,
+    /// Named API keys with scopes and rate limits (one per calling service).
+    pub api_keys: Vec<ApiKey>,
+    /// Connection attempts per second allowed from one source address (0 = unlimited).
+    pub connect_rate_per_ip: f64,
+    /// Burst of connection attempts per source address.
+    pub connect_burst_per_ip: f64,
+    /// Failed handshakes per second tolerated from one address before it is refused.
+    pub failed_handshake_rate_per_ip: f64,
+    /// Burst of failed handshakes per address.
+    pub failed_handshake_burst_per_ip: f64,
     /// Time allowed between accept and a valid HELLO, in ms.
     pub handshake_timeout_ms: u64,
     /// Interval between server PINGs, in ms.
@@ -90,6 +158,11 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             jwt_secret: DEV_JWT_SECRET.into(),
             api_tokens: vec![DEV_API_TOKEN.into()],
+            api_keys: Vec::new(),
+            connect_rate_per_ip: 0.0,
+            connect_burst_per_ip: 1000.0,
+            failed_handshake_rate_per_ip: 20.0,
+            failed_handshake_burst_per_ip: 200.0,
             handshake_timeout_ms: 10_000,
             heartbeat_interval_ms: 30_000,
             heartbeat_timeout_ms: 90_000,
@@ -198,8 +271,20 @@ impl Config {
         if self.queue_max_bytes > 1 << 30 {
             return bad("queue_max_bytes", "must be at most 1 GiB");
         }
-        if self.api_tokens.iter().any(|t| t.len() < 8) {
+        if self.api_tokens.iter().any(|t| t.len() < 8)
+            || self.api_keys.iter().any(|k| k.token.len() < 8)
+        {
             return bad("api_tokens", "every token must be at least 8 bytes");
+        }
+        if self
+            .api_keys
+            .iter()
+            .any(|k| k.rate_per_sec <= 0.0 || k.burst < 1.0)
+        {
+            return bad(
+                "api_keys",
+                "rate_per_sec must be positive and burst at least 1",
+            );
         }
         Ok(())
     }

@@ -12,8 +12,22 @@ use crate::delivery::Delivery;
 use crate::hub::{CloseOrder, Hub, QueueLimits};
 use crate::stats::Stats;
 
+/// An API key with its live rate-limit bucket.
+pub struct KeyState {
+    /// Configured key.
+    pub key: crate::config::ApiKey,
+    /// Token bucket.
+    pub bucket: std::sync::Mutex<crate::ratelimit::Bucket>,
+}
+
 /// Shared server state.
 pub struct Ctx {
+    /// API keys (named keys plus the plain `api_tokens`, which get every scope).
+    pub keys: Vec<KeyState>,
+    /// Connection attempts per source address.
+    pub connect_limiter: crate::ratelimit::AddressLimiter,
+    /// Failed handshakes per source address.
+    pub handshake_limiter: crate::ratelimit::AddressLimiter,
     /// Effective configuration.
     pub config: Config,
     /// Connection registry.
@@ -91,7 +105,39 @@ impl Ctx {
             max_decompressed_len: config.max_message_len,
             ..Limits::default()
         };
+        let now = std::time::Instant::now();
+        let mut keys: Vec<KeyState> = config
+            .api_keys
+            .iter()
+            .cloned()
+            .map(|key| KeyState {
+                bucket: std::sync::Mutex::new(crate::ratelimit::Bucket::full(key.burst, now)),
+                key,
+            })
+            .collect();
+        for (i, token) in config.api_tokens.iter().enumerate() {
+            let key = crate::config::ApiKey {
+                name: format!("api_tokens[{i}]"),
+                token: token.clone(),
+                scopes: crate::config::Scope::ALL.to_vec(),
+                rate_per_sec: 50_000.0,
+                burst: 100_000.0,
+            };
+            keys.push(KeyState {
+                bucket: std::sync::Mutex::new(crate::ratelimit::Bucket::full(key.burst, now)),
+                key,
+            });
+        }
         Ok(Arc::new(Ctx {
+            keys,
+            connect_limiter: crate::ratelimit::AddressLimiter::new(
+                config.connect_rate_per_ip,
+                config.connect_burst_per_ip,
+            ),
+            handshake_limiter: crate::ratelimit::AddressLimiter::new(
+                config.failed_handshake_rate_per_ip,
+                config.failed_handshake_burst_per_ip,
+            ),
             config,
             hub,
             delivery,
@@ -101,6 +147,11 @@ impl Ctx {
             conn_ids: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
         }))
+    }
+
+    /// Counts a failed handshake against its source address.
+    pub fn note_failed_handshake(&self, ip: std::net::IpAddr) {
+        let _ = self.handshake_limiter.allow(ip);
     }
 
     /// A fresh connection id.

@@ -16,6 +16,8 @@ pub mod config;
 pub mod context;
 pub mod delivery;
 pub mod hub;
+pub mod metrics;
+pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod stats;

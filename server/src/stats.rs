@@ -2,6 +2,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use push_protocol::ErrorCode;
+
+use crate::metrics::Histogram;
+
+/// Delivery scenarios, the label of per-scenario metrics.
+pub const SCENARIOS: [&str; 3] = ["user", "room", "broadcast"];
+
 /// Monotonic counters.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -41,6 +48,28 @@ pub struct Stats {
     pub messages_failed: AtomicU64,
     /// Compaction steps that deleted records.
     pub compactions: AtomicU64,
+    /// Handshakes that ended because the peer went away.
+    pub handshakes_abandoned: AtomicU64,
+    /// Handshake refusals, indexed like `ErrorCode::ALL`.
+    pub handshake_refusals: [AtomicU64; 32],
+    /// Messages accepted per scenario (index into `SCENARIOS`).
+    pub accepted_by: [AtomicU64; 3],
+    /// Publishes refused per scenario.
+    pub failed_by: [AtomicU64; 3],
+    /// Frames queued per scenario.
+    pub queued_by: [AtomicU64; 3],
+    /// Commit-to-queued latency per scenario.
+    pub fanout_latency: [Histogram; 3],
+    /// Time from a publish reaching the storage engine to its commit.
+    pub publish_latency: Histogram,
+    /// Duration of group commits.
+    pub commit_latency: Histogram,
+    /// Connections closed through the API.
+    pub kicked: AtomicU64,
+    /// API requests refused by a key's rate limit.
+    pub rate_limited_api: AtomicU64,
+    /// Connections refused because their address failed too many handshakes.
+    pub rate_limited_handshake: AtomicU64,
 }
 
 impl Stats {
@@ -59,5 +88,24 @@ impl Stats {
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused handshake by its code.
+    pub fn handshake_refused(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            if let Some(slot) = self.handshake_refusals.get(i) {
+                slot.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Non-zero handshake refusals by code.
+    pub fn handshake_failures(&self) -> Vec<(ErrorCode, u64)> {
+        ErrorCode::ALL
+            .iter()
+            .zip(self.handshake_refusals.iter())
+            .map(|(c, n)| (*c, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }

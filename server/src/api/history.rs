@@ -12,7 +12,8 @@ use push_protocol::{Notice, PayloadFormat};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{authorized, error};
+use super::error;
+use crate::config::Scope;
 use crate::context::Ctx;
 use crate::delivery::{room_stream, user_stream, HistoryItem, BROADCAST};
 
@@ -60,8 +61,8 @@ fn item_json(i: &HistoryItem) -> Value {
 }
 
 async fn page(ctx: &Ctx, headers: &HeaderMap, stream: String, p: Page) -> Response {
-    if let Err(reason) = authorized(ctx, headers) {
-        return error(StatusCode::UNAUTHORIZED, reason, None);
+    if let Err(resp) = super::auth::authorize(ctx, headers, Scope::Read) {
+        return resp.into_response();
     }
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {

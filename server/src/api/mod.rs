@@ -1,21 +1,25 @@
-//! The HTTP API for other services (axum): push, history, health.
+//! The HTTP API for other services (axum): push, history, presence, rooms, disconnect,
+//! metrics, health and readiness.
 
+mod admin;
+mod auth;
 mod history;
 mod push;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::config::Scope;
 use crate::context::Ctx;
-use crate::delivery::DeliveryError;
+use crate::delivery::{DeliveryError, Target};
 pub use push::{AcceptedJson, PushRequest};
 
 /// Builds the router.
@@ -25,6 +29,15 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/api/v1/history/users/{id}", get(history::user))
         .route("/api/v1/history/rooms/{id}", get(history::room))
         .route("/api/v1/history/broadcast", get(history::broadcast))
+        .route("/api/v1/users/{id}/presence", get(admin::presence))
+        .route("/api/v1/users/{id}/connections", delete(admin::kick))
+        .route("/api/v1/rooms/{id}", get(admin::room))
+        .route(
+            "/api/v1/rooms/{id}/members/{user}",
+            put(admin::add_member).delete(admin::remove_member),
+        )
+        .route("/metrics", get(admin::metrics))
+        .route("/readyz", get(admin::readyz))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(ctx.config.max_api_body))
         .with_state(ctx)
@@ -55,37 +68,11 @@ pub(crate) fn error(
     (status, Json(body)).into_response()
 }
 
-/// Constant-time comparison, so token checks leak no prefix timing.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Checks the bearer token; the error is the reason for a 401.
-pub(crate) fn authorized(ctx: &Ctx, headers: &HeaderMap) -> Result<(), &'static str> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err("missing Authorization: Bearer <token>");
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if ctx
-        .config
-        .api_tokens
-        .iter()
-        .any(|t| same(t.as_bytes(), token.as_bytes()))
-    {
-        Ok(())
-    } else {
-        Err("invalid API token")
-    }
-}
-
 async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(reason) = authorized(&ctx, &headers) {
-        return error(StatusCode::UNAUTHORIZED, reason, None);
-    }
+    let key = match auth::authenticate(&ctx, &headers) {
+        Ok(k) => k,
+        Err(resp) => return resp.into_response(),
+    };
     let req: PushRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"), None),
@@ -94,6 +81,14 @@ async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Byt
         Ok(v) => v,
         Err(inv) => return error(StatusCode::BAD_REQUEST, inv.reason, Some(inv.field)),
     };
+    let scope = match &target {
+        Target::Users(_) => Scope::Users,
+        Target::Room(_) => Scope::Rooms,
+        Target::Broadcast => Scope::Broadcast,
+    };
+    if let Err(resp) = auth::require(key, scope) {
+        return resp.into_response();
+    }
     match ctx.delivery.publish(&target, msg).await {
         Ok(accepted) => {
             let list: Vec<AcceptedJson> = accepted.iter().map(AcceptedJson::from).collect();

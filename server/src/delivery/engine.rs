@@ -104,6 +104,8 @@ pub enum Request {
         /// Answer.
         reply: Reply<HistoryPage>,
     },
+    /// Liveness probe for /readyz.
+    Ping(oneshot::Sender<()>),
     /// Commit everything and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -115,6 +117,25 @@ enum Route {
     Broadcast,
 }
 
+impl Route {
+    /// Index into `stats::SCENARIOS`.
+    fn scenario(&self) -> usize {
+        match self {
+            Route::User(_) => 0,
+            Route::Room(_) => 1,
+            Route::Broadcast => 2,
+        }
+    }
+}
+
+fn scenario_of(target: &Target) -> usize {
+    match target {
+        Target::Users(_) => 0,
+        Target::Room(_) => 1,
+        Target::Broadcast => 2,
+    }
+}
+
 /// Frames to fan out after a commit, one per accepted stream.
 type Sends = Vec<(Route, Bytes)>;
 
@@ -123,13 +144,16 @@ enum Done {
     Service {
         reply: Reply<Vec<Accepted>>,
         accepted: Vec<Accepted>,
-        sends: Vec<(Route, Bytes)>,
+        sends: Sends,
+        staged: Instant,
+        scenario: usize,
     },
     Conn {
         conn: Arc<Conn>,
         seq: u32,
         accepted: Vec<Accepted>,
-        sends: Vec<(Route, Bytes)>,
+        sends: Sends,
+        staged: Instant,
     },
 }
 
@@ -320,13 +344,17 @@ impl Engine {
         match req {
             Request::Publish { target, msg, reply } => {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
+                let scenario = scenario_of(&target);
                 match self.stage_publish(&target, &msg) {
                     Ok((accepted, sends)) => self.stage.done.push(Done::Service {
                         reply,
                         accepted,
                         sends,
+                        staged: Instant::now(),
+                        scenario,
                     }),
                     Err(e) => {
+                        self.stats.inc(&self.stats.failed_by[scenario]);
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -342,6 +370,7 @@ impl Engine {
                     seq,
                     accepted,
                     sends,
+                    staged: Instant::now(),
                 }),
                 Err(e) => self.send_error(&conn, seq, e.code(), e.to_string()),
             },
@@ -379,6 +408,9 @@ impl Engine {
             } => {
                 self.flush();
                 let _ = reply.send(self.history(&stream, after, limit));
+            }
+            Request::Ping(done) => {
+                let _ = done.send(());
             }
             Request::Shutdown(_) => unreachable!("handled by run"),
         }
@@ -576,7 +608,10 @@ impl Engine {
                 tracing::error!("commit of {} writes failed: {e}", stage.ops.len());
                 for done in stage.done {
                     match done {
-                        Done::Service { reply, .. } => {
+                        Done::Service {
+                            reply, scenario, ..
+                        } => {
+                            self.stats.inc(&self.stats.failed_by[scenario]);
                             let _ = reply.send(Err(storage(e.clone())));
                         }
                         Done::Conn { conn, seq, .. } => self.send_error(
@@ -591,8 +626,9 @@ impl Engine {
         }
     }
 
-    fn fan_out(&mut self, accepted: &mut [Accepted], sends: Vec<(Route, Bytes)>) {
+    fn fan_out(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
         for ((route, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
+            let scenario = route.scenario();
             let fan = match &route {
                 Route::User(u) => {
                     let fan = self.hub.send_user(u, &frame);
@@ -611,6 +647,10 @@ impl Engine {
                 Route::Broadcast => self.hub.broadcast(&frame),
             };
             a.queued = fan.queued;
+            self.stats.inc(&self.stats.accepted_by[scenario]);
+            self.stats
+                .add(&self.stats.queued_by[scenario], fan.queued as u64);
+            self.stats.fanout_latency[scenario].observe_micros(staged.elapsed().as_micros() as u64);
             self.stats
                 .add(&self.stats.deliveries_queued, fan.queued as u64);
             self.stats.add(&self.stats.slow_consumers, fan.slow as u64);
@@ -626,11 +666,16 @@ impl Engine {
                 reply,
                 mut accepted,
                 sends,
+                staged,
+                ..
             } => {
                 if !sends.is_empty() {
                     self.stats.inc(&self.stats.messages_accepted);
+                    self.stats
+                        .publish_latency
+                        .observe_micros(staged.elapsed().as_micros() as u64);
                 }
-                self.fan_out(&mut accepted, sends);
+                self.fan_out(&mut accepted, sends, staged);
                 let _ = reply.send(Ok(accepted));
             }
             Done::Conn {
@@ -638,11 +683,15 @@ impl Engine {
                 seq,
                 mut accepted,
                 sends,
+                staged,
             } => {
                 if !sends.is_empty() {
                     self.stats.inc(&self.stats.messages_accepted);
+                    self.stats
+                        .publish_latency
+                        .observe_micros(staged.elapsed().as_micros() as u64);
                 }
-                self.fan_out(&mut accepted, sends);
+                self.fan_out(&mut accepted, sends, staged);
                 if let Some(a) = accepted.first() {
                     self.send_frame(
                         &conn,

@@ -281,6 +281,15 @@ impl Delivery {
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
+    /// True when the storage engine answers within `within`.
+    pub async fn ready(&self, within: std::time::Duration) -> bool {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Request::Ping(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+
     /// Commits everything pending and stops the engine thread.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();

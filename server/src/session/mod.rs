@@ -142,8 +142,15 @@ async fn handshake_phase(
         Err(e) => {
             ctx.stats.inc(&ctx.stats.handshakes_failed);
             match &e {
-                HandshakeError::Refused { .. } => tracing::warn!(%peer, "handshake {e}"),
-                _ => tracing::debug!(%peer, "handshake ended: {e}"),
+                HandshakeError::Refused { code, .. } => {
+                    ctx.stats.handshake_refused(*code);
+                    ctx.note_failed_handshake(peer.ip());
+                    tracing::warn!(%peer, "handshake {e}");
+                }
+                _ => {
+                    ctx.stats.inc(&ctx.stats.handshakes_abandoned);
+                    tracing::debug!(%peer, "handshake ended: {e}");
+                }
             }
             None
         }

@@ -22,11 +22,30 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 ctx.stats.inc(&ctx.stats.accepted);
+                let ip = peer.ip();
+                if !ctx.handshake_limiter.has_budget(ip) || !ctx.connect_limiter.allow(ip) {
+                    ctx.stats.inc(&ctx.stats.rate_limited_handshake);
+                    tracing::warn!(%peer, "connection refused: too many attempts or failed handshakes from this address");
+                    refuse(
+                        stream,
+                        ErrorCode::RATE_LIMITED,
+                        "too many connection attempts or failed handshakes from your address"
+                            .into(),
+                    );
+                    continue;
+                }
                 if ctx.open.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections {
                     ctx.open.fetch_sub(1, Ordering::Relaxed);
                     ctx.stats.inc(&ctx.stats.refused_limit);
                     tracing::warn!(%peer, limit = ctx.config.max_connections, "connection refused: server is full");
-                    refuse_full(stream, ctx.config.max_connections);
+                    refuse(
+                        stream,
+                        ErrorCode::TOO_MANY_CONNECTIONS,
+                        format!(
+                            "server holds its maximum of {} connections",
+                            ctx.config.max_connections
+                        ),
+                    );
                     continue;
                 }
                 // No TaskTracker: its token would push the task cell past 128 bytes; the
@@ -47,12 +66,9 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     tracing::info!("tcp listener stopped");
 }
 
-/// Best-effort AUTH_ERROR for a socket over the global limit; never blocks the accept loop.
-fn refuse_full(stream: TcpStream, limit: usize) {
-    let frame = Frame::AuthError(ErrorBody {
-        code: ErrorCode::TOO_MANY_CONNECTIONS,
-        reason: format!("server holds its maximum of {limit} connections"),
-    });
+/// Best-effort AUTH_ERROR for a refused socket; never blocks the accept loop.
+fn refuse(stream: TcpStream, code: ErrorCode, reason: String) {
+    let frame = Frame::AuthError(ErrorBody { code, reason });
     if let Ok(bytes) = encode_to_bytes(&Packet::new(0, frame), &Default::default()) {
         let _ = stream.try_write(&bytes);
     }

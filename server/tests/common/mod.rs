@@ -84,6 +84,18 @@ pub async fn http(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_full(addr, method, path, auth, body).await;
+    (status, body)
+}
+
+/// Minimal HTTP/1.1 request; returns (status, head, body).
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -106,8 +118,9 @@ pub async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status line");
+    let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, decode_chunked(&body))
+    (status, head, decode_chunked(&body))
 }
 
 /// Undoes chunked transfer encoding if the body looks chunked.

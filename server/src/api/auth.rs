@@ -1,0 +1,116 @@
+//! API authentication: which key is calling, whether it may do this, and whether it is within
+//! its rate.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error;
+use crate::config::Scope;
+use crate::context::{Ctx, KeyState};
+
+/// Why a request was refused before it did anything.
+#[derive(Debug)]
+pub enum Denied {
+    /// No or unknown token (401).
+    Unauthorized(&'static str),
+    /// The key lacks a scope (403).
+    Forbidden(String),
+    /// The key is over its rate (429 with Retry-After).
+    RateLimited {
+        /// Seconds until a request would be accepted.
+        retry_after: u64,
+        /// Reason text.
+        reason: String,
+    },
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Unauthorized(r) => error(StatusCode::UNAUTHORIZED, r, None),
+            Denied::Forbidden(r) => error(StatusCode::FORBIDDEN, r, None),
+            Denied::RateLimited {
+                retry_after,
+                reason,
+            } => {
+                let mut resp = error(StatusCode::TOO_MANY_REQUESTS, reason, None);
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+        }
+    }
+}
+
+/// Constant-time comparison, so token checks leak no prefix timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Identifies the calling key and charges one request to its bucket (401 or 429 otherwise).
+pub fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a KeyState, Denied> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(Denied::Unauthorized(
+            "missing Authorization: Bearer <token>",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let mut found = None;
+    for k in &ctx.keys {
+        // Compare against every key so timing does not reveal which one matched.
+        if same(k.key.token.as_bytes(), token.as_bytes()) {
+            found = Some(k);
+        }
+    }
+    let Some(key) = found else {
+        return Err(Denied::Unauthorized("invalid API token"));
+    };
+    let charged = key.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(
+        key.key.rate_per_sec,
+        key.key.burst,
+        std::time::Instant::now(),
+    );
+    if let Err(wait) = charged {
+        ctx.stats.inc(&ctx.stats.rate_limited_api);
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(Denied::RateLimited {
+            retry_after: secs,
+            reason: format!(
+                "key {} is limited to {} requests/s; retry in {secs} s",
+                key.key.name, key.key.rate_per_sec
+            ),
+        });
+    }
+    Ok(key)
+}
+
+/// 403 unless `key` holds `scope`.
+pub fn require(key: &KeyState, scope: Scope) -> Result<(), Denied> {
+    if key.key.scopes.contains(&scope) {
+        return Ok(());
+    }
+    let name = serde_json::to_value(scope)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Err(Denied::Forbidden(format!(
+        "key {} lacks the {name:?} scope",
+        key.key.name
+    )))
+}
+
+/// Authenticates and checks one scope.
+pub fn authorize<'a>(
+    ctx: &'a Ctx,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<&'a KeyState, Denied> {
+    let key = authenticate(ctx, headers)?;
+    require(key, scope)?;
+    Ok(key)
+}

@@ -1,0 +1,322 @@
+//! Prometheus text exposition (format 0.0.4) of the server's counters, gauges and histograms,
+//! written by hand: a few dozen lines instead of a metrics framework.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::context::Ctx;
+use crate::stats::{Stats, SCENARIOS};
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A latency histogram with fixed buckets; lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation in microseconds.
+    pub fn observe_micros(&self, micros: u64) {
+        let secs = micros as f64 / 1e6;
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Renders every metric.
+pub fn render(ctx: &Ctx) -> String {
+    let s: &Stats = &ctx.stats;
+    let get = Stats::get;
+    let mut out = String::with_capacity(8192);
+    header(
+        &mut out,
+        "push_connections",
+        "gauge",
+        "Authenticated connections open, by transport.",
+    );
+    let _ = writeln!(
+        out,
+        "push_connections{{transport=\"tcp\"}} {}",
+        ctx.hub.connection_count()
+    );
+    single(
+        &mut out,
+        "push_sockets_open",
+        "gauge",
+        "Sockets open, authenticated or not.",
+        ctx.open.load(Ordering::Relaxed) as u64,
+    );
+    single(
+        &mut out,
+        "push_rooms",
+        "gauge",
+        "Rooms with at least one member.",
+        ctx.hub.room_count() as u64,
+    );
+    single(
+        &mut out,
+        "push_accepted_sockets_total",
+        "counter",
+        "TCP connections accepted.",
+        get(&s.accepted),
+    );
+    header(
+        &mut out,
+        "push_handshakes_total",
+        "counter",
+        "Handshakes by result and reason.",
+    );
+    let _ = writeln!(
+        out,
+        "push_handshakes_total{{result=\"ok\",reason=\"\"}} {}",
+        get(&s.handshakes_ok)
+    );
+    for (code, n) in s.handshake_failures() {
+        let _ = writeln!(
+            out,
+            "push_handshakes_total{{result=\"failed\",reason=\"{}\"}} {n}",
+            code.name()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "push_handshakes_total{{result=\"failed\",reason=\"closed\"}} {}",
+        get(&s.handshakes_abandoned)
+    );
+    single(
+        &mut out,
+        "push_refused_connection_limit_total",
+        "counter",
+        "Sockets refused at the global connection limit.",
+        get(&s.refused_limit),
+    );
+    single(
+        &mut out,
+        "push_frames_in_total",
+        "counter",
+        "Frames decoded from clients.",
+        get(&s.frames_in),
+    );
+    single(
+        &mut out,
+        "push_bytes_out_total",
+        "counter",
+        "Bytes written to clients.",
+        get(&s.bytes_out),
+    );
+    single(
+        &mut out,
+        "push_protocol_errors_total",
+        "counter",
+        "Protocol errors that closed a connection.",
+        get(&s.protocol_errors),
+    );
+    header(
+        &mut out,
+        "push_messages_accepted_total",
+        "counter",
+        "Messages accepted (durably stored), by scenario.",
+    );
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "push_messages_accepted_total{{scenario=\"{sc}\"}} {}",
+            get(&s.accepted_by[i])
+        );
+    }
+    header(
+        &mut out,
+        "push_messages_failed_total",
+        "counter",
+        "Publishes refused (storage, overload), by scenario.",
+    );
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "push_messages_failed_total{{scenario=\"{sc}\"}} {}",
+            get(&s.failed_by[i])
+        );
+    }
+    header(
+        &mut out,
+        "push_deliveries_queued_total",
+        "counter",
+        "Message frames queued to connections, by scenario.",
+    );
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "push_deliveries_queued_total{{scenario=\"{sc}\"}} {}",
+            get(&s.queued_by[i])
+        );
+    }
+    header(
+        &mut out,
+        "push_accept_to_queue_seconds",
+        "histogram",
+        "Time from acceptance (commit) to the frame being queued on every connection, by scenario.",
+    );
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        s.fanout_latency[i].render(
+            &mut out,
+            "push_accept_to_queue_seconds",
+            &format!("scenario=\"{sc}\""),
+        );
+    }
+    header(
+        &mut out,
+        "push_publish_seconds",
+        "histogram",
+        "Time from a publish request reaching storage to its commit.",
+    );
+    s.publish_latency
+        .render(&mut out, "push_publish_seconds", "");
+    single(
+        &mut out,
+        "push_duplicates_total",
+        "counter",
+        "Publishes answered from the idempotency record.",
+        get(&s.duplicates),
+    );
+    single(
+        &mut out,
+        "push_slow_consumer_disconnects_total",
+        "counter",
+        "Connections dropped as slow consumers.",
+        get(&s.slow_consumers),
+    );
+    single(
+        &mut out,
+        "push_heartbeat_timeouts_total",
+        "counter",
+        "Connections closed by the heartbeat timeout.",
+        get(&s.heartbeat_timeouts),
+    );
+    single(
+        &mut out,
+        "push_kicked_total",
+        "counter",
+        "Connections closed through the API.",
+        get(&s.kicked),
+    );
+    single(
+        &mut out,
+        "push_retries_total",
+        "counter",
+        "Unacknowledged messages resent.",
+        get(&s.retries),
+    );
+    single(
+        &mut out,
+        "push_users_failed_total",
+        "counter",
+        "Times a user's unacknowledged messages were marked failed.",
+        get(&s.messages_failed),
+    );
+    single(
+        &mut out,
+        "push_store_commits_total",
+        "counter",
+        "Group commits to storage.",
+        get(&s.store_commits),
+    );
+    single(
+        &mut out,
+        "push_store_errors_total",
+        "counter",
+        "Failed storage commits.",
+        get(&s.store_errors),
+    );
+    header(
+        &mut out,
+        "push_store_commit_seconds",
+        "histogram",
+        "Duration of one group commit.",
+    );
+    s.commit_latency
+        .render(&mut out, "push_store_commit_seconds", "");
+    single(
+        &mut out,
+        "push_compactions_total",
+        "counter",
+        "Compaction steps that deleted records.",
+        get(&s.compactions),
+    );
+    header(
+        &mut out,
+        "push_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit, by kind.",
+    );
+    let _ = writeln!(
+        out,
+        "push_rate_limited_total{{kind=\"api\"}} {}",
+        get(&s.rate_limited_api)
+    );
+    let _ = writeln!(
+        out,
+        "push_rate_limited_total{{kind=\"handshake\"}} {}",
+        get(&s.rate_limited_handshake)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe_micros(50);
+        h.observe_micros(2_000);
+        h.observe_micros(10_000_000);
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0001\"} 1"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0025\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"), "{out}");
+        assert!(out.contains("x_count{a=\"b\"} 3"), "{out}");
+    }
+}
