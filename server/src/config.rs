@@ -70,6 +70,45 @@ pub struct ApiKey {
     pub burst: f64,
 }
 
+fn default_amqp_queue() -> String {
+    "push.messages".into()
+}
+fn default_amqp_dlx() -> String {
+    "push.dlx".into()
+}
+fn default_amqp_dlq() -> String {
+    "push.messages.dead".into()
+}
+fn default_prefetch() -> u16 {
+    256
+}
+fn default_amqp_concurrency() -> usize {
+    32
+}
+
+/// RabbitMQ (AMQP 0-9-1) ingestion: messages in the push API's JSON schema.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// Broker URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// Queue consumed (declared durable if missing).
+    #[serde(default = "default_amqp_queue")]
+    pub queue: String,
+    /// Dead-letter exchange for messages that can never be valid.
+    #[serde(default = "default_amqp_dlx")]
+    pub dead_letter_exchange: String,
+    /// Queue bound to the dead-letter exchange.
+    #[serde(default = "default_amqp_dlq")]
+    pub dead_letter_queue: String,
+    /// Unacknowledged deliveries the broker may send ahead.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Deliveries processed at once (1 keeps the queue's order exactly).
+    #[serde(default = "default_amqp_concurrency")]
+    pub concurrency: usize,
+}
+
 /// Everything the server can be told. Field docs double as the reference in `push-server.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -148,6 +187,8 @@ pub struct Config {
     pub max_pending_publishes: usize,
     /// Time the storage engine waits for more messages before a group commit, µs.
     pub commit_linger_us: u64,
+    /// RabbitMQ ingestion; absent = off.
+    pub amqp: Option<AmqpConfig>,
 }
 
 impl Default for Config {
@@ -189,6 +230,7 @@ impl Default for Config {
             replay_limit: 10_000,
             max_pending_publishes: 100_000,
             commit_linger_us: 0,
+            amqp: None,
         }
     }
 }
@@ -267,6 +309,11 @@ impl Config {
                 "replay_limit",
                 "replay_limit and room_retention_count must be positive",
             );
+        }
+        if let Some(a) = &self.amqp {
+            if a.prefetch == 0 || a.concurrency == 0 {
+                return bad("amqp", "prefetch and concurrency must be positive");
+            }
         }
         if self.queue_max_bytes > 1 << 30 {
             return bad("queue_max_bytes", "must be at most 1 GiB");

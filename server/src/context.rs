@@ -44,6 +44,8 @@ pub struct Ctx {
     conn_ids: AtomicU64,
     /// Cancelled when the server begins shutting down.
     pub shutdown: CancellationToken,
+    /// True while the message-queue consumer is connected (false when not configured).
+    pub broker_up: std::sync::atomic::AtomicBool,
 }
 
 /// Encodes a CLOSE frame once, for sharing.
@@ -146,6 +148,7 @@ impl Ctx {
             open: AtomicUsize::new(0),
             conn_ids: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+            broker_up: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

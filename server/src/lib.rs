@@ -2,7 +2,8 @@
 //! registry of users and rooms, message acceptance and fan-out, and an HTTP API.
 //!
 //! Layout (data flows top to bottom):
-//! - `api`: HTTP push API and health (axum);
+//! - `api`: HTTP API: push, history, presence, rooms, metrics, health (axum);
+//! - `ingest`: the RabbitMQ consumer;
 //! - `delivery`: ids, positions, idempotency, routing a message to the hub;
 //! - `hub`: who is connected where (user, room, everyone), sharded; per-connection outboxes;
 //! - `session`: one task per connection: handshake, then the read/write event loop;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod context;
 pub mod delivery;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;

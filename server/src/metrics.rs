@@ -299,6 +299,36 @@ pub fn render(ctx: &Ctx) -> String {
         "push_rate_limited_total{{kind=\"handshake\"}} {}",
         get(&s.rate_limited_handshake)
     );
+    header(
+        &mut out,
+        "push_ingest_total",
+        "counter",
+        "Message-queue deliveries by outcome.",
+    );
+    for (outcome, c) in [
+        ("accepted", &s.ingest_accepted),
+        ("duplicate", &s.ingest_duplicates),
+        ("dead_lettered", &s.ingest_dead_lettered),
+        ("requeued", &s.ingest_requeued),
+    ] {
+        let _ = writeln!(out, "push_ingest_total{{outcome=\"{outcome}\"}} {}", get(c));
+    }
+    if ctx.config.amqp.is_some() {
+        single(
+            &mut out,
+            "push_broker_up",
+            "gauge",
+            "1 while the message-queue consumer is connected.",
+            u64::from(ctx.broker_up.load(Ordering::Relaxed)),
+        );
+        single(
+            &mut out,
+            "push_broker_disconnects_total",
+            "counter",
+            "Broker connections lost or refused.",
+            get(&s.broker_disconnects),
+        );
+    }
     out
 }
 

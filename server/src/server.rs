@@ -78,6 +78,9 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
     let api = tokio::spawn(api::serve(http, ctx.clone()));
+    if let Some(amqp) = ctx.config.amqp.clone() {
+        tokio::spawn(crate::ingest::run(ctx.clone(), amqp));
+    }
     tracing::info!(%tcp_addr, %http_addr, "push server listening");
     let done = tokio::spawn(supervise(ctx.clone(), api));
     Ok(ServerHandle {

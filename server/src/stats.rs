@@ -70,6 +70,16 @@ pub struct Stats {
     pub rate_limited_api: AtomicU64,
     /// Connections refused because their address failed too many handshakes.
     pub rate_limited_handshake: AtomicU64,
+    /// Queue messages accepted.
+    pub ingest_accepted: AtomicU64,
+    /// Queue messages that repeated an accepted id.
+    pub ingest_duplicates: AtomicU64,
+    /// Queue messages sent to the dead-letter exchange.
+    pub ingest_dead_lettered: AtomicU64,
+    /// Queue messages requeued after a temporary failure.
+    pub ingest_requeued: AtomicU64,
+    /// Times the broker connection was lost or could not be made.
+    pub broker_disconnects: AtomicU64,
 }
 
 impl Stats {

@@ -119,13 +119,23 @@ pub async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
     if ctx.shutdown.is_cancelled() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None);
     }
-    if ctx.delivery.ready(Duration::from_secs(2)).await {
-        Json(json!({ "status": "ready", "storage": "ok" })).into_response()
-    } else {
-        error(
+    if !ctx.delivery.ready(Duration::from_secs(2)).await {
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage engine not answering within 2 s",
             None,
-        )
+        );
     }
+    let broker = match &ctx.config.amqp {
+        None => "not configured",
+        Some(_) if ctx.broker_up.load(std::sync::atomic::Ordering::Relaxed) => "connected",
+        Some(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "message queue not connected (reconnecting)",
+                None,
+            )
+        }
+    };
+    Json(json!({ "status": "ready", "storage": "ok", "broker": broker })).into_response()
 }

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use crate::config::Scope;
 use crate::context::Ctx;
 use crate::delivery::{DeliveryError, Target};
-pub use push::{AcceptedJson, PushRequest};
+pub use push::{validate as validate_push, AcceptedJson, Invalid, PushRequest};
 
 /// Builds the router.
 pub fn router(ctx: Arc<Ctx>) -> Router {

@@ -1,0 +1,113 @@
+//! Helpers for tests against a real RabbitMQ (started by scripts/test.sh).
+
+use std::time::Duration;
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use push_server::config::AmqpConfig;
+
+/// The broker URL, or `None` (with a note) when tests run without one outside CI.
+pub fn url() -> Option<String> {
+    match std::env::var("PUSH_TEST_AMQP_URL") {
+        Ok(u) => Some(u),
+        Err(_) if std::env::var("CI").is_ok() => {
+            panic!("PUSH_TEST_AMQP_URL is not set: run the tests through scripts/test.sh")
+        }
+        Err(_) => {
+            eprintln!("RabbitMQ tests need PUSH_TEST_AMQP_URL; scripts/test.sh starts a broker and sets it");
+            None
+        }
+    }
+}
+
+/// A config with queue names unique to this test.
+pub fn config(url: &str, tag: &str) -> AmqpConfig {
+    let unique = format!(
+        "{tag}-{}",
+        super::data_dir().file_name().unwrap().to_string_lossy()
+    );
+    AmqpConfig {
+        url: url.into(),
+        queue: format!("q-{unique}"),
+        dead_letter_exchange: format!("dlx-{unique}"),
+        dead_letter_queue: format!("dlq-{unique}"),
+        prefetch: 64,
+        concurrency: 4,
+    }
+}
+
+/// A channel for the test's own publishing and inspection.
+pub async fn channel(url: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("broker reachable");
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// Publishes `body` to `queue` through the default exchange, persistent, with a message id.
+pub async fn publish(ch: &Channel, queue: &str, body: &[u8], message_id: Option<&str>) {
+    let mut props = BasicProperties::default().with_delivery_mode(2);
+    if let Some(id) = message_id {
+        props = props.with_message_id(id.into());
+    }
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+/// Messages waiting in `queue` (declares it passively, on a channel of its own because a
+/// failed passive declare closes the channel).
+pub async fn depth(conn: &Connection, queue: &str) -> u32 {
+    let Ok(ch) = conn.create_channel().await else {
+        return u32::MAX;
+    };
+    let n = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(u32::MAX);
+    let _ = ch.close(200, "".into()).await;
+    n
+}
+
+/// Waits for the server's consumer to declare `queue`.
+pub async fn wait_for_queue(conn: &Connection, queue: &str) {
+    for _ in 0..500 {
+        if depth(conn, queue).await != u32::MAX {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server never declared {queue}");
+}
+
+/// Takes one message from `queue`, waiting up to the test timeout.
+pub async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    for _ in 0..500 {
+        if let Ok(Some(m)) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+        {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("nothing arrived in {queue}");
+}
