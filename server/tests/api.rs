@@ -203,3 +203,36 @@ async fn an_address_with_too_many_failed_handshakes_is_refused() {
         other => panic!("expected RATE_LIMITED, got {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_real_routes() {
+    let server = start(config()).await;
+    let (s, body) = http(server.http_addr, "GET", "/api/v1/openapi.json", None, "").await;
+    assert_eq!(s, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut checked = 0;
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", "lobby").replace("{user}", "alice");
+        for method in ops.as_object().unwrap().keys() {
+            let verb = method.to_uppercase();
+            let body = if verb == "POST" { TO_USER } else { "" };
+            let (status, text) = http(server.http_addr, &verb, &concrete, Some(API_TOKEN), body).await;
+            assert!(
+                status != 404 && status != 405,
+                "{verb} {path} is documented but the server answers {status}: {text}"
+            );
+            let documented = ops[method]["responses"]
+                .as_object()
+                .unwrap()
+                .contains_key(&status.to_string());
+            assert!(documented, "{verb} {path} answered {status}, which the document does not list");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "{checked} operations checked");
+    // And the check can fail: an undocumented route does not exist.
+    let (s, _) = http(server.http_addr, "GET", "/api/v1/nothing-here", Some(API_TOKEN), "").await;
+    assert_eq!(s, 404);
+}

@@ -36,6 +36,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
             "/api/v1/rooms/{id}/members/{user}",
             put(admin::add_member).delete(admin::remove_member),
         )
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(admin::metrics))
         .route("/readyz", get(admin::readyz))
         .route("/healthz", get(healthz))
@@ -97,6 +98,18 @@ async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Byt
         Err(e @ DeliveryError::Encode(_)) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
+}
+
+/// The OpenAPI document of this API (kept in `openapi.json`, checked against the routes by
+/// `server/tests/api.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
