@@ -18,22 +18,31 @@ async fn main() {
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
     let store = args.next().unwrap_or_else(|| "sled".into());
     let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let tag = std::process::id();
     let dir = std::env::temp_dir().join(format!("ingest-bench-{tag}"));
     let queue = format!("ingest-bench-{tag}");
     // Fill the queue first, so the measurement is the server draining it.
-    let conn = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let mut args = lapin::types::FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
         lapin::types::AMQPValue::LongString(format!("dlx-{tag}").as_str().into()),
     );
-    ch.queue_declare(queue.as_str().into(), lapin::options::QueueDeclareOptions::durable(), args)
+    ch.queue_declare(
+        queue.as_str().into(),
+        lapin::options::QueueDeclareOptions::durable(),
+        args,
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let t = Instant::now();
     let mut confirms = Vec::with_capacity(1000);
     for i in 0..n {
@@ -43,10 +52,15 @@ async fn main() {
             "x".repeat(100)
         );
         confirms.push(
-            ch.basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2))
-                .await
-                .unwrap(),
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
         );
         if confirms.len() == 1000 {
             for c in confirms.drain(..) {
@@ -92,6 +106,8 @@ async fn main() {
     );
     server.shutdown();
     server.wait().await;
-    let _ = ch.queue_delete(queue.as_str().into(), Default::default()).await;
+    let _ = ch
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
     let _ = std::fs::remove_dir_all(dir);
 }

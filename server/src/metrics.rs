@@ -212,6 +212,14 @@ pub fn render(ctx: &Ctx) -> String {
     );
     s.publish_latency
         .render(&mut out, "push_publish_seconds", "");
+    header(
+        &mut out,
+        "push_accept_to_ack_seconds",
+        "histogram",
+        "Time from acceptance to the client's ACK, user messages (sampled: the oldest unacknowledged live message per user).",
+    );
+    s.ack_latency
+        .render(&mut out, "push_accept_to_ack_seconds", "");
     single(
         &mut out,
         "push_duplicates_total",

@@ -64,6 +64,9 @@ pub struct Stats {
     pub publish_latency: Histogram,
     /// Duration of group commits.
     pub commit_latency: Histogram,
+    /// Acceptance to client acknowledgement of user messages (sampled: the oldest unacked
+    /// live message per user).
+    pub ack_latency: Histogram,
     /// Connections closed through the API.
     pub kicked: AtomicU64,
     /// API requests refused by a key's rate limit.

@@ -162,13 +162,30 @@ async fn presence_rooms_and_disconnect() {
 #[tokio::test]
 async fn metrics_and_readiness() {
     let server = start(config()).await;
-    let _c = connect(server.tcp_addr, "m1").await;
+    let mut c = connect(server.tcp_addr, "m1").await;
     let (s, _) = push(
         &server,
         r#"{"to":{"users":["m1"]},"kind":"k","payload":"p"}"#,
     )
     .await;
     assert_eq!(s, 200);
+    let p = match c.next_timeout(WAIT).await.unwrap().frame {
+        Frame::Push(p) => p,
+        other => panic!("{other:?}"),
+    };
+    c.send(Frame::Ack(vec![push_client::protocol::StreamPos {
+        stream: Stream::User,
+        position: p.position,
+    }]))
+    .await
+    .unwrap();
+    // A round trip through the engine so the ACK has been processed.
+    c.request(Frame::Join(push_client::protocol::Join {
+        room: "x".into(),
+        resume_after: None,
+    }))
+    .await
+    .unwrap();
     let _ = try_connect(server.tcp_addr, "bad-token").await;
     let (s, text) = http(server.http_addr, "GET", "/metrics", None, "").await;
     assert_eq!(s, 200);
@@ -180,6 +197,7 @@ async fn metrics_and_readiness() {
         "push_accept_to_queue_seconds_count{scenario=\"user\"} 1",
         "push_store_commit_seconds_bucket{le=\"+Inf\"}",
         "# TYPE push_publish_seconds histogram",
+        "push_accept_to_ack_seconds_count 1",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
@@ -218,7 +236,8 @@ async fn the_openapi_document_matches_the_real_routes() {
         for method in ops.as_object().unwrap().keys() {
             let verb = method.to_uppercase();
             let body = if verb == "POST" { TO_USER } else { "" };
-            let (status, text) = http(server.http_addr, &verb, &concrete, Some(API_TOKEN), body).await;
+            let (status, text) =
+                http(server.http_addr, &verb, &concrete, Some(API_TOKEN), body).await;
             assert!(
                 status != 404 && status != 405,
                 "{verb} {path} is documented but the server answers {status}: {text}"
@@ -227,12 +246,22 @@ async fn the_openapi_document_matches_the_real_routes() {
                 .as_object()
                 .unwrap()
                 .contains_key(&status.to_string());
-            assert!(documented, "{verb} {path} answered {status}, which the document does not list");
+            assert!(
+                documented,
+                "{verb} {path} answered {status}, which the document does not list"
+            );
             checked += 1;
         }
     }
     assert!(checked >= 13, "{checked} operations checked");
     // And the check can fail: an undocumented route does not exist.
-    let (s, _) = http(server.http_addr, "GET", "/api/v1/nothing-here", Some(API_TOKEN), "").await;
+    let (s, _) = http(
+        server.http_addr,
+        "GET",
+        "/api/v1/nothing-here",
+        Some(API_TOKEN),
+        "",
+    )
+    .await;
     assert_eq!(s, 404);
 }

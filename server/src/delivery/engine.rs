@@ -220,6 +220,9 @@ pub struct Engine {
     idem: super::IdempotencyCache<Vec<Accepted>>,
     /// Users with unacknowledged messages while online.
     pub(super) retry: HashMap<String, RetryState>,
+    /// Per user, the oldest live message not yet acknowledged and when it was accepted: the
+    /// sample behind the accept-to-ack latency histogram.
+    pub(super) ack_watch: HashMap<String, (u64, Instant)>,
     pub(super) next_compaction: Instant,
     /// Where the last idempotency-expiry pass stopped.
     pub(super) idem_cursor: Vec<u8>,
@@ -284,6 +287,7 @@ impl Engine {
             metas,
             idem,
             retry: HashMap::new(),
+            ack_watch: HashMap::new(),
             idem_cursor: vec![IDEM_PREFIX],
             stage: Stage::default(),
         })
@@ -632,6 +636,11 @@ impl Engine {
             let fan = match &route {
                 Route::User(u) => {
                     let fan = self.hub.send_user(u, &frame);
+                    if fan.queued > 0 {
+                        self.ack_watch
+                            .entry(u.clone())
+                            .or_insert((a.position, staged));
+                    }
                     if fan.queued > 0 && !self.retry.contains_key(u) {
                         self.retry.insert(
                             u.clone(),
@@ -726,6 +735,16 @@ impl Engine {
                     ),
                 );
                 continue;
+            }
+            if matches!(sp.stream, Stream::User) {
+                if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {
+                    if sp.position >= *pos {
+                        self.stats
+                            .ack_latency
+                            .observe_micros(since.elapsed().as_micros() as u64);
+                        self.ack_watch.remove(&*conn.user);
+                    }
+                }
             }
             if matches!(sp.stream, Stream::User) && sp.position > meta.acked {
                 meta.acked = sp.position;

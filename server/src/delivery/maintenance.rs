@@ -96,6 +96,9 @@ impl Engine {
     }
 
     fn compact(&mut self) {
+        // Samples never acknowledged (the user went away) stop being interesting after an hour.
+        self.ack_watch
+            .retain(|_, (_, since)| since.elapsed() < std::time::Duration::from_secs(3600));
         let now_ms = super::ids::unix_ms();
         let mut budget = COMPACTION_BUDGET;
         let streams: Vec<String> = self.metas.keys().cloned().collect();
