@@ -68,6 +68,7 @@ fn text(kind: &str, payload: &str) -> Message {
         kind: kind.into(),
         format: PayloadFormat::OPAQUE,
         payload: Bytes::from(payload.to_string()),
+        ttl_ms: None,
     }
 }
 

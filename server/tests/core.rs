@@ -28,6 +28,7 @@ fn opaque(kind: &str, payload: &[u8]) -> Message {
         kind: kind.into(),
         format: PayloadFormat::OPAQUE,
         payload: Bytes::copy_from_slice(payload),
+        ttl_ms: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn msg(text: &str) -> Message {
         kind: "t".into(),
         format: PayloadFormat::OPAQUE,
         payload: Bytes::from(text.to_string()),
+        ttl_ms: None,
     }
 }
 
@@ -492,4 +493,42 @@ async fn a_backlog_larger_than_the_queue_is_replayed_in_steps_without_reordering
             "never dropped as a slow consumer"
         );
     }
+}
+
+#[tokio::test]
+async fn expired_messages_are_not_replayed() {
+    let server = start(cfg(Backend::Redb)).await;
+    let (s, body) = push(
+        &server,
+        r#"{"to":{"users":["tess"]},"kind":"otp","payload":"code 1234","ttl_seconds":1}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = push(
+        &server,
+        r#"{"to":{"users":["tess"]},"kind":"news","payload":"kept"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Let the one-second TTL run out while the user is offline.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut c = connect(server.tcp_addr, "tess").await;
+    let p = expect_push(c.next_timeout(WAIT).await.unwrap());
+    assert_eq!((p.position, &p.payload[..]), (2, &b"kept"[..]));
+    let (_, body) = http(
+        server.http_addr,
+        "GET",
+        "/api/v1/history/users/tess",
+        Some(API_TOKEN),
+        "",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["messages"][0]["state"], "expired", "{body}");
+    let (s, body) = push(
+        &server,
+        r#"{"to":{"users":["tess"]},"kind":"k","payload":"p","ttl_seconds":0}"#,
+    )
+    .await;
+    assert_eq!((s, body["field"].as_str()), (400, Some("ttl_seconds")));
 }

@@ -14,6 +14,8 @@ pub const MAX_USERS_PER_REQUEST: usize = 1000;
 pub const MAX_ID_LEN: usize = 128;
 /// Longest kind.
 pub const MAX_KIND_LEN: usize = 64;
+/// Longest TTL: 30 days.
+pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,9 @@ pub struct PushRequest {
     /// Opaque UTF-8 payload, when not a notice.
     #[serde(default)]
     pub payload: Option<String>,
+    /// Time to live in seconds: not delivered, replayed or retried after it.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
 }
 
 /// The `to` object.
@@ -118,6 +123,15 @@ pub fn validate(req: PushRequest, max_message_len: usize) -> Result<(Target, Mes
             return Err(invalid("id", format!("must be 1 to {MAX_ID_LEN} bytes")));
         }
     }
+    if let Some(ttl) = req.ttl_seconds {
+        if ttl == 0 || ttl > MAX_TTL_SECONDS {
+            return Err(invalid(
+                "ttl_seconds",
+                format!("must be 1 to {MAX_TTL_SECONDS}"),
+            ));
+        }
+    }
+    let ttl_ms = req.ttl_seconds.map(|t| t * 1000);
     let is_notice = req.title.is_some() || req.content.is_some() || req.level.is_some();
     let (format, payload) = match (is_notice, req.payload) {
         (true, Some(_)) => {
@@ -167,6 +181,7 @@ pub fn validate(req: PushRequest, max_message_len: usize) -> Result<(Target, Mes
             kind: req.kind,
             format,
             payload,
+            ttl_ms,
         },
     ))
 }

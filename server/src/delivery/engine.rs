@@ -525,6 +525,7 @@ impl Engine {
             failed: false,
             retries: 0,
             updated_ms: now,
+            expires_ms: msg.ttl_ms.map_or(0, |t| now.saturating_add(t)),
             kind: msg.kind.clone(),
             format: msg.format,
             payload: msg.payload.clone(),
@@ -779,6 +780,8 @@ impl Engine {
                         "stored"
                     } else if position <= meta.acked {
                         "sent"
+                    } else if rec.expired(super::ids::unix_ms()) {
+                        "expired"
                     } else if rec.failed {
                         "failed"
                     } else {

@@ -69,6 +69,9 @@ impl Engine {
                 let (Some(position), Ok(mut rec)) = (keys_position(&k), Record::decode(&v)) else {
                     continue;
                 };
+                if rec.expired(now_ms) {
+                    continue;
+                }
                 if exhausted {
                     rec.failed = true;
                 } else {

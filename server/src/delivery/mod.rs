@@ -49,6 +49,8 @@ pub struct Message {
     pub format: PayloadFormat,
     /// Payload bytes.
     pub payload: Bytes,
+    /// Time to live: not delivered (nor replayed, nor retried) once this long has passed.
+    pub ttl_ms: Option<u64>,
 }
 
 /// One stream's acceptance of a message.

@@ -26,11 +26,15 @@ impl Engine {
             }
         };
         let mut n = 0;
+        let now_ms = super::ids::unix_ms();
         for (k, v) in rows {
             let (Some(position), Ok(rec)) = (keys_position(&k), Record::decode(&v)) else {
                 tracing::error!(stream = name, "skipping an undecodable stored record");
                 continue;
             };
+            if rec.expired(now_ms) {
+                continue;
+            }
             if let Some(frame) = self.encode_push(rec.id, wire.clone(), position, &rec) {
                 if self.hub.send_conn(conn, frame).is_err() {
                     break;
@@ -83,9 +87,11 @@ impl Engine {
         let to = from
             .saturating_add(self.cfg.replay_chunk as u64 - 1)
             .min(meta.tail);
-        let n = self.replay(conn, &name, &Stream::User, from, to);
+        // Record where the replay will stand before queueing the chunk: the connection may
+        // drain it on another thread before this function returns, and must then see the
+        // right position to ask for the next step.
         conn.set_replay_next(if to >= meta.tail { 0 } else { to + 1 });
-        n
+        self.replay(conn, &name, &Stream::User, from, to)
     }
 
     /// The connection drained its queue: continue its replay.

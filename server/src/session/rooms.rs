@@ -59,6 +59,7 @@ impl Session {
             kind: p.kind,
             format: p.format,
             payload: p.payload,
+            ttl_ms: None,
         };
         // PUBLISH_ACK (or ERROR) comes from the engine once the message is durable.
         self.ctx

@@ -21,6 +21,8 @@ pub struct Record {
     pub retries: u8,
     /// Last state change, ms since the Unix epoch.
     pub updated_ms: u64,
+    /// Not delivered after this time, ms since the Unix epoch (0 = never expires).
+    pub expires_ms: u64,
     /// Application kind.
     pub kind: String,
     /// Payload format.
@@ -30,6 +32,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// True when the message has a TTL that ran out before `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_ms != 0 && now_ms > self.expires_ms
+    }
+
     /// Encodes the record.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = bytes::BytesMut::with_capacity(36 + self.kind.len() + self.payload.len());
@@ -37,6 +44,7 @@ impl Record {
         b.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         b.extend_from_slice(&[u8::from(self.failed) * FLAG_FAILED, self.retries]);
         b.extend_from_slice(&self.updated_ms.to_be_bytes());
+        b.extend_from_slice(&self.expires_ms.to_be_bytes());
         // Kinds are validated to at most 64 bytes before they get here.
         let _ = put_str8(&mut b, "kind", &self.kind);
         b.extend_from_slice(&[self.format.0]);
@@ -63,6 +71,11 @@ impl Record {
                 .try_into()
                 .unwrap_or_default(),
         );
+        let expires = u64::from_be_bytes(
+            r.take(8, "expires").map_err(corrupt)?[..]
+                .try_into()
+                .unwrap_or_default(),
+        );
         let kind = r.str8("kind").map_err(corrupt)?;
         let format = PayloadFormat(r.u8("format").map_err(corrupt)?);
         Ok(Record {
@@ -71,6 +84,7 @@ impl Record {
             failed: flags & FLAG_FAILED != 0,
             retries,
             updated_ms: updated,
+            expires_ms: expires,
             kind,
             format,
             payload: r.rest(),
@@ -177,6 +191,7 @@ mod tests {
             failed: true,
             retries: 4,
             updated_ms: 43,
+            expires_ms: 44,
             kind: "alarm".into(),
             format: PayloadFormat::NOTICE,
             payload: bytes::Bytes::from_static(b"hello"),
