@@ -107,7 +107,7 @@ impl Connection {
         Connection {
             stream,
             rbuf: BytesMut::new(),
-            codec: FrameCodec::default(),
+            codec: FrameCodec::new(Limits::default(), EncodeOptions::default()),
             next_seq: 1,
             auth: AuthOk {
                 version: 0,

@@ -670,6 +670,17 @@ impl Engine {
         }
     }
 
+    /// Counts a committed publish and fans it out; `accepted` gets the queued counts.
+    fn deliver(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
+        if !sends.is_empty() {
+            self.stats.inc(&self.stats.messages_accepted);
+            self.stats
+                .publish_latency
+                .observe_micros(staged.elapsed().as_micros() as u64);
+        }
+        self.fan_out(accepted, sends, staged);
+    }
+
     fn complete(&mut self, done: Done) {
         match done {
             Done::Service {
@@ -679,13 +690,7 @@ impl Engine {
                 staged,
                 ..
             } => {
-                if !sends.is_empty() {
-                    self.stats.inc(&self.stats.messages_accepted);
-                    self.stats
-                        .publish_latency
-                        .observe_micros(staged.elapsed().as_micros() as u64);
-                }
-                self.fan_out(&mut accepted, sends, staged);
+                self.deliver(&mut accepted, sends, staged);
                 let _ = reply.send(Ok(accepted));
             }
             Done::Conn {
@@ -695,13 +700,7 @@ impl Engine {
                 sends,
                 staged,
             } => {
-                if !sends.is_empty() {
-                    self.stats.inc(&self.stats.messages_accepted);
-                    self.stats
-                        .publish_latency
-                        .observe_micros(staged.elapsed().as_micros() as u64);
-                }
-                self.fan_out(&mut accepted, sends, staged);
+                self.deliver(&mut accepted, sends, staged);
                 if let Some(a) = accepted.first() {
                     self.send_frame(
                         &conn,
