@@ -49,26 +49,26 @@ pub async fn run(ctx: Arc<Ctx>, cfg: AmqpConfig) {
             break;
         }
         let result = session(&ctx, &cfg).await;
-        ctx.broker_up.store(false, Ordering::Relaxed);
+        let was_up = ctx.broker_up.swap(false, Ordering::Relaxed);
         match result {
             Ok(()) => break,
             Err(e) => {
                 ctx.stats.inc(&ctx.stats.broker_disconnects);
-                // Logged once per state change, not once per attempt.
-                if !logged_down {
+                // Logged once per state change (connected -> down), not once per attempt.
+                if was_up || !logged_down {
                     tracing::warn!("message queue unavailable ({e}); reconnecting with backoff");
                     logged_down = true;
                 }
             }
+        }
+        if was_up {
+            backoff = Duration::from_millis(100);
         }
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
-        if ctx.broker_up.load(Ordering::Relaxed) {
-            backoff = Duration::from_millis(100);
-        }
     }
     tracing::info!("message queue consumer stopped");
 }
