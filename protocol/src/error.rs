@@ -90,8 +90,8 @@ codes! {
     FORBIDDEN = 400, "request not permitted";
     /// The request is well formed but its values are not acceptable.
     BAD_REQUEST = 401, "request values not acceptable";
-    /// An ACK named a position the connection was never sent.
-    INVALID_ACK = 402, "ack for a position never sent on this connection";
+    /// An ACK named a position beyond the last position of its stream.
+    INVALID_ACK = 402, "ack for a position beyond the stream's last position";
     /// The server failed internally.
     INTERNAL = 500, "internal server error";
     /// The server is shutting down.

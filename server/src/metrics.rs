@@ -147,6 +147,20 @@ pub fn render(ctx: &Ctx) -> String {
     );
     single(
         &mut out,
+        "push_bytes_in_total",
+        "counter",
+        "Bytes read from clients.",
+        get(&s.bytes_in),
+    );
+    single(
+        &mut out,
+        "push_frames_out_total",
+        "counter",
+        "Queued frames written to clients.",
+        get(&s.frames_out),
+    );
+    single(
+        &mut out,
         "push_protocol_errors_total",
         "counter",
         "Protocol errors that closed a connection.",

@@ -34,6 +34,10 @@ pub struct Stats {
     pub frames_in: AtomicU64,
     /// Bytes written to clients.
     pub bytes_out: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Queued frames fully written to clients.
+    pub frames_out: AtomicU64,
     /// Protocol errors that closed a connection.
     pub protocol_errors: AtomicU64,
     /// Group commits to storage.

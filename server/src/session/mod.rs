@@ -291,6 +291,7 @@ impl Session {
                         }
                     }
                     self.batch.drain(..done);
+                    self.ctx.stats.add(&self.ctx.stats.frames_out, done as u64);
                     if done > 0 {
                         self.partial = false;
                     }
@@ -328,7 +329,10 @@ impl Session {
             }
             match self.stream.try_read_buf(&mut st.rbuf) {
                 Ok(0) => return Err(Ending::PeerClosed),
-                Ok(_) => self.decode_all(st)?,
+                Ok(n) => {
+                    self.ctx.stats.add(&self.ctx.stats.bytes_in, n as u64);
+                    self.decode_all(st)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Ending::Io(e)),
             }
