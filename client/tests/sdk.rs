@@ -69,6 +69,7 @@ fn text(kind: &str, payload: &str) -> Message {
         format: PayloadFormat::OPAQUE,
         payload: Bytes::from(payload.to_string()),
         ttl_ms: None,
+        high_priority: false,
     }
 }
 

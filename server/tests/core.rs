@@ -29,6 +29,7 @@ fn opaque(kind: &str, payload: &[u8]) -> Message {
         format: PayloadFormat::OPAQUE,
         payload: Bytes::copy_from_slice(payload),
         ttl_ms: None,
+        high_priority: false,
     }
 }
 

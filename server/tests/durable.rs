@@ -30,6 +30,7 @@ fn msg(text: &str) -> Message {
         format: PayloadFormat::OPAQUE,
         payload: Bytes::from(text.to_string()),
         ttl_ms: None,
+        high_priority: false,
     }
 }
 

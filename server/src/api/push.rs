@@ -43,6 +43,9 @@ pub struct PushRequest {
     /// Time to live in seconds: not delivered, replayed or retried after it.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// `normal` (default) or `high`: accepted ahead of normal publishes waiting for storage.
+    #[serde(default)]
+    pub priority: Option<String>,
 }
 
 /// The `to` object.
@@ -132,6 +135,11 @@ pub fn validate(req: PushRequest, max_message_len: usize) -> Result<(Target, Mes
         }
     }
     let ttl_ms = req.ttl_seconds.map(|t| t * 1000);
+    let high_priority = match req.priority.as_deref() {
+        None | Some("normal") => false,
+        Some("high") => true,
+        Some(_) => return Err(invalid("priority", "must be normal or high")),
+    };
     let is_notice = req.title.is_some() || req.content.is_some() || req.level.is_some();
     let (format, payload) = match (is_notice, req.payload) {
         (true, Some(_)) => {
@@ -182,6 +190,7 @@ pub fn validate(req: PushRequest, max_message_len: usize) -> Result<(Target, Mes
             format,
             payload,
             ttl_ms,
+            high_priority,
         },
     ))
 }
@@ -257,6 +266,14 @@ mod tests {
             (
                 r#"{"to":{"broadcast":true},"kind":"k","payload":"p","title":"t"}"#,
                 "payload",
+            ),
+            (
+                r#"{"to":{"broadcast":true},"kind":"k","payload":"p","priority":"urgent"}"#,
+                "priority",
+            ),
+            (
+                r#"{"to":{"broadcast":true},"kind":"k","payload":"p","ttl_seconds":0}"#,
+                "ttl_seconds",
             ),
         ];
         for (json, field) in cases {

@@ -51,6 +51,8 @@ pub struct Message {
     pub payload: Bytes,
     /// Time to live: not delivered (nor replayed, nor retried) once this long has passed.
     pub ttl_ms: Option<u64>,
+    /// Accepted ahead of normal publishes waiting for the same commit.
+    pub high_priority: bool,
 }
 
 /// One stream's acceptance of a message.

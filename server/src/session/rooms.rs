@@ -60,6 +60,7 @@ impl Session {
             format: p.format,
             payload: p.payload,
             ttl_ms: None,
+            high_priority: false,
         };
         // PUBLISH_ACK (or ERROR) comes from the engine once the message is durable.
         self.ctx
