@@ -817,6 +817,18 @@ pub fn storage(e: StoreError) -> DeliveryError {
     DeliveryError::Storage(e.to_string())
 }
 
+fn accepted_from(list: Vec<(MessageId, String, u64)>) -> Vec<Accepted> {
+    list.into_iter()
+        .map(|(id, stream, position)| Accepted {
+            id,
+            stream,
+            position,
+            queued: 0,
+            duplicate: false,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,16 +870,4 @@ mod tests {
         let order: Vec<String> = batch.iter().map(text).collect();
         assert_eq!(order, ["h1", "h2", "n1", "other", "n2"]);
     }
-}
-
-fn accepted_from(list: Vec<(MessageId, String, u64)>) -> Vec<Accepted> {
-    list.into_iter()
-        .map(|(id, stream, position)| Accepted {
-            id,
-            stream,
-            position,
-            queued: 0,
-            duplicate: false,
-        })
-        .collect()
 }
