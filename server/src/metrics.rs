@@ -228,6 +228,19 @@ pub fn render(ctx: &Ctx) -> String {
         .render(&mut out, "push_publish_seconds", "");
     header(
         &mut out,
+        "push_accept_to_write_seconds",
+        "histogram",
+        "Time from acceptance to the frame being written to the client's socket, by scenario.",
+    );
+    for (i, sc) in SCENARIOS.iter().enumerate() {
+        s.write_latency[i].render(
+            &mut out,
+            "push_accept_to_write_seconds",
+            &format!("scenario=\"{sc}\""),
+        );
+    }
+    header(
+        &mut out,
         "push_accept_to_ack_seconds",
         "histogram",
         "Time from acceptance to the client's ACK, user messages (sampled: the oldest unacknowledged live message per user).",

@@ -64,6 +64,8 @@ pub struct Stats {
     pub queued_by: [AtomicU64; 3],
     /// Commit-to-queued latency per scenario.
     pub fanout_latency: [Histogram; 3],
+    /// Acceptance to the frame being written to the socket, per scenario.
+    pub write_latency: [Histogram; 3],
     /// Time from a publish reaching the storage engine to its commit.
     pub publish_latency: Histogram,
     /// Duration of group commits.

@@ -198,6 +198,7 @@ async fn metrics_and_readiness() {
         "push_store_commit_seconds_bucket{le=\"+Inf\"}",
         "# TYPE push_publish_seconds histogram",
         "push_accept_to_ack_seconds_count 1",
+        "push_accept_to_write_seconds_count{scenario=\"user\"} 1",
         "# TYPE push_frames_out_total counter",
         "# TYPE push_bytes_in_total counter",
     ] {

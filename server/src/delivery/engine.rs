@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::ids::{unix_ms, IdGen};
 use super::{Accepted, DeliveryError, HistoryItem, HistoryPage, Message, Target};
 use crate::config::Config;
-use crate::hub::{Conn, Hub};
+use crate::hub::{Conn, Hub, Stamp};
 use crate::stats::Stats;
 use crate::store::{
     decode_accepted, encode_accepted, idem_key, meta_key, record_key, Kv, Meta, Op, Record,
@@ -633,11 +633,20 @@ impl Engine {
     }
 
     fn fan_out(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
+        let stamp_us = self
+            .hub
+            .now_us()
+            .saturating_sub(staged.elapsed().as_micros() as u64)
+            .max(1);
         for ((route, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
             let scenario = route.scenario();
+            let stamp = Stamp {
+                accepted_us: stamp_us,
+                scenario: scenario as u8,
+            };
             let fan = match &route {
                 Route::User(u) => {
-                    let fan = self.hub.send_user(u, &frame);
+                    let fan = self.hub.send_user(u, &frame, stamp);
                     if fan.queued > 0 {
                         self.ack_watch
                             .entry(u.clone())
@@ -654,8 +663,8 @@ impl Engine {
                     }
                     fan
                 }
-                Route::Room(r) => self.hub.send_room(r, &frame),
-                Route::Broadcast => self.hub.broadcast(&frame),
+                Route::Room(r) => self.hub.send_room(r, &frame, stamp),
+                Route::Broadcast => self.hub.broadcast(&frame, stamp),
             };
             a.queued = fan.queued;
             self.stats.inc(&self.stats.accepted_by[scenario]);

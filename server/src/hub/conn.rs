@@ -17,6 +17,33 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
+/// When and for which scenario a queued message was accepted, so the writer can measure
+/// accept-to-write latency. `accepted_us == 0` means "not a message" (replies, pings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    /// Acceptance time on the hub clock, µs.
+    pub accepted_us: u64,
+    /// Index into `stats::SCENARIOS`.
+    pub scenario: u8,
+}
+
+impl Stamp {
+    /// Not a message.
+    pub const NONE: Stamp = Stamp {
+        accepted_us: 0,
+        scenario: 0,
+    };
+}
+
+/// A frame waiting in an outbox.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Wire bytes (possibly shared with other connections).
+    pub frame: Bytes,
+    /// Acceptance stamp for latency metrics.
+    pub stamp: Stamp,
+}
+
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EnqueueError {
@@ -41,7 +68,7 @@ pub struct CloseOrder {
 /// connection costs only this struct.
 #[derive(Debug, Default)]
 struct Outbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
     bytes: u32,
     waker: Option<Waker>,
     /// Boxed: rare, and an idle connection should not pay for its size.
@@ -133,6 +160,17 @@ impl Conn {
         limits: &QueueLimits,
         slow_close: &Bytes,
     ) -> Result<(), EnqueueError> {
+        self.enqueue_stamped(frame, Stamp::NONE, limits, slow_close)
+    }
+
+    /// Like `enqueue`, with the message's acceptance stamp.
+    pub fn enqueue_stamped(
+        &self,
+        frame: Bytes,
+        stamp: Stamp,
+        limits: &QueueLimits,
+        slow_close: &Bytes,
+    ) -> Result<(), EnqueueError> {
         let waker;
         {
             let mut o = self.lock();
@@ -157,7 +195,7 @@ impl Conn {
                 return Err(EnqueueError::SlowConsumer);
             }
             o.bytes += frame.len() as u32;
-            o.frames.push_back(frame);
+            o.frames.push_back(Queued { frame, stamp });
             waker = o.waker.take();
         }
         if let Some(w) = waker {
@@ -194,7 +232,7 @@ impl Conn {
     pub fn poll_output(
         &self,
         cx: &mut Context<'_>,
-        batch: &mut Vec<Bytes>,
+        batch: &mut Vec<Queued>,
         max: usize,
     ) -> Poll<Output> {
         let mut o = self.lock();
@@ -203,7 +241,7 @@ impl Conn {
             for f in o.frames.drain(..n) {
                 batch.push(f);
             }
-            let taken: usize = batch.iter().map(Bytes::len).sum();
+            let taken: usize = batch.iter().map(|q| q.frame.len()).sum();
             o.bytes = o.bytes.saturating_sub(taken as u32);
             if o.frames.is_empty() {
                 // An idle connection keeps no queue allocation.
@@ -236,7 +274,7 @@ impl Conn {
     }
 
     /// Takes every queued frame (when closing gracefully).
-    pub fn take_queued(&self) -> VecDeque<Bytes> {
+    pub fn take_queued(&self) -> VecDeque<Queued> {
         let mut o = self.lock();
         o.bytes = 0;
         std::mem::take(&mut o.frames)

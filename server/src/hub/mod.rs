@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use push_protocol::ErrorCode;
 
-pub use conn::{CloseOrder, Conn, EnqueueError, Output, QueueLimits};
+pub use conn::{CloseOrder, Conn, EnqueueError, Output, QueueLimits, Queued, Stamp};
 
 /// Number of shards per map; a power of two well above the core count.
 const SHARDS: usize = 64;
@@ -255,8 +255,13 @@ impl Hub {
         self.users.iter().map(|s| lock(s).len()).sum()
     }
 
-    fn enqueue(&self, conn: &Conn, frame: &Bytes) -> Result<(), EnqueueError> {
-        conn.enqueue(frame.clone(), &self.limits, &self.slow_close)
+    fn enqueue(&self, conn: &Conn, frame: &Bytes, stamp: Stamp) -> Result<(), EnqueueError> {
+        conn.enqueue_stamped(frame.clone(), stamp, &self.limits, &self.slow_close)
+    }
+
+    /// Microseconds on the hub's monotonic clock (the clock of [`Stamp`]).
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// Queues a frame to one connection under the hub's queue limits.
@@ -266,12 +271,12 @@ impl Hub {
 
     /// Queues a live user-stream frame to every connection of `user` that is caught up; one
     /// still replaying its backlog gets the message from the replay, in order.
-    pub fn send_user(&self, user: &str, frame: &Bytes) -> FanOut {
+    pub fn send_user(&self, user: &str, frame: &Bytes, stamp: Stamp) -> FanOut {
         let mut out = FanOut::default();
         if let Some(list) = lock(&self.users[self.shard_of(user)]).get(user) {
             for c in list.as_slice() {
                 if c.replay_next() == 0 {
-                    out.record(self.enqueue(c, frame));
+                    out.record(self.enqueue(c, frame, stamp));
                 } else {
                     out.queued += 1;
                 }
@@ -281,22 +286,22 @@ impl Hub {
     }
 
     /// Queues a frame to every member of `room`.
-    pub fn send_room(&self, room: &str, frame: &Bytes) -> FanOut {
+    pub fn send_room(&self, room: &str, frame: &Bytes, stamp: Stamp) -> FanOut {
         let mut out = FanOut::default();
         if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(room) {
             for c in members.values() {
-                out.record(self.enqueue(c, frame));
+                out.record(self.enqueue(c, frame, stamp));
             }
         }
         out
     }
 
     /// Queues the same frame bytes to every connection.
-    pub fn broadcast(&self, frame: &Bytes) -> FanOut {
+    pub fn broadcast(&self, frame: &Bytes, stamp: Stamp) -> FanOut {
         let mut out = FanOut::default();
         for shard in self.users.iter() {
             for c in lock(shard).values().flat_map(Devices::as_slice) {
-                out.record(self.enqueue(c, frame));
+                out.record(self.enqueue(c, frame, stamp));
             }
         }
         out
@@ -329,7 +334,7 @@ impl Hub {
                 if c.last_seen_ms() < deadline_ms {
                     c.close(timeout.clone(), true);
                     dead += 1;
-                } else if self.enqueue(c, ping).is_ok() {
+                } else if self.enqueue(c, ping, Stamp::NONE).is_ok() {
                     pinged += 1;
                 }
             }
@@ -374,9 +379,9 @@ mod tests {
         assert!(h.join("lobby", &a1).unwrap());
         assert!(h.join("lobby", &b).unwrap());
         let f = Bytes::from_static(b"x");
-        assert_eq!(h.send_user("alice", &f).queued, 2);
-        assert_eq!(h.send_room("lobby", &f).queued, 2);
-        assert_eq!(h.broadcast(&f).queued, 3);
+        assert_eq!(h.send_user("alice", &f, Stamp::NONE).queued, 2);
+        assert_eq!(h.send_room("lobby", &f, Stamp::NONE).queued, 2);
+        assert_eq!(h.broadcast(&f, Stamp::NONE).queued, 3);
         assert_eq!(h.connection_count(), 3);
         for c in [&a1, &a2, &b] {
             h.unregister(c);

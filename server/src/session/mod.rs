@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 use crate::context::Ctx;
-use crate::hub::{CloseOrder, Conn, Output};
+use crate::hub::{CloseOrder, Conn, Output, Queued};
 
 pub use handshake::{negotiate, HandshakeError};
 pub use rooms::valid_room_name;
@@ -203,7 +203,7 @@ pub struct Session {
     /// Present only while a partial frame or fragmented message is pending.
     pending: Option<Box<ReadState>>,
     /// Frames taken from the outbox and not yet fully written; the first may be partly sent.
-    batch: Vec<Bytes>,
+    batch: Vec<Queued>,
     /// True when the first frame of `batch` has been partly written.
     partial: bool,
     conn: Arc<Conn>,
@@ -268,28 +268,52 @@ impl Session {
         }
     }
 
+    /// Records accept-to-write latency for the first `done` frames of the batch, which have
+    /// just been handed to the kernel in full.
+    fn observe_written(&self, done: usize) {
+        let mut now_us = 0;
+        for q in &self.batch[..done] {
+            if q.stamp.accepted_us == 0 {
+                continue;
+            }
+            if now_us == 0 {
+                now_us = self.ctx.hub.now_us();
+            }
+            if let Some(h) = self
+                .ctx
+                .stats
+                .write_latency
+                .get(usize::from(q.stamp.scenario))
+            {
+                h.observe_micros(now_us.saturating_sub(q.stamp.accepted_us));
+            }
+        }
+    }
+
     /// Writes as much of the batch as the socket takes without blocking.
     fn flush(&mut self) -> io::Result<()> {
         while !self.batch.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self.batch.iter().map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> =
+                self.batch.iter().map(|q| IoSlice::new(&q.frame)).collect();
             match self.stream.try_write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
                     let mut done = 0;
                     let mut advanced = false;
-                    for b in self.batch.iter_mut() {
-                        if n >= b.len() {
-                            n -= b.len();
+                    for q in self.batch.iter_mut() {
+                        if n >= q.frame.len() {
+                            n -= q.frame.len();
                             done += 1;
                         } else {
                             if n > 0 {
-                                b.advance(n);
+                                q.frame.advance(n);
                                 advanced = true;
                             }
                             break;
                         }
                     }
+                    self.observe_written(done);
                     self.batch.drain(..done);
                     self.ctx.stats.add(&self.ctx.stats.frames_out, done as u64);
                     if done > 0 {
@@ -448,7 +472,10 @@ impl Session {
         }
         if let Some(frame) = final_frame {
             let drain = Duration::from_millis(self.ctx.config.shutdown_drain_ms);
-            let mut batch = std::mem::take(&mut self.batch);
+            let mut batch: Vec<Bytes> = std::mem::take(&mut self.batch)
+                .into_iter()
+                .map(|q| q.frame)
+                .collect();
             batch.push(frame);
             let stream = &mut self.stream;
             let _ = Box::pin(tokio::time::timeout(drain, async move {
