@@ -533,3 +533,73 @@ async fn expired_messages_are_not_replayed() {
     .await;
     assert_eq!((s, body["field"].as_str()), (400, Some("ttl_seconds")));
 }
+
+#[tokio::test]
+async fn broadcast_resumes_from_the_position_given_in_hello() {
+    let server = start(Config {
+        room_retention_count: 3,
+        compaction_interval_ms: 20,
+        ..cfg(Backend::Sled)
+    })
+    .await;
+    for i in 1..=6 {
+        server
+            .ctx
+            .delivery
+            .publish(&Target::Broadcast, msg(&format!("b{i}")))
+            .await
+            .unwrap();
+    }
+    // Within retention: positions after 4.
+    let mut c = connect_resume(
+        server.tcp_addr,
+        "liv",
+        vec![StreamPos {
+            stream: Stream::Broadcast,
+            position: 4,
+        }],
+    )
+    .await;
+    for want in [5, 6] {
+        let p = expect_push(c.next_timeout(WAIT).await.unwrap());
+        assert_eq!((p.stream, p.position), (Stream::Broadcast, want));
+    }
+    drop(c);
+    // Wait for retention (3 messages) to drop positions 1..=3.
+    for _ in 0..200 {
+        if server
+            .ctx
+            .delivery
+            .history("broadcast", 0, 10)
+            .await
+            .unwrap()
+            .first_retained
+            == 4
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = connect_resume(
+        server.tcp_addr,
+        "liv",
+        vec![StreamPos {
+            stream: Stream::Broadcast,
+            position: 1,
+        }],
+    )
+    .await;
+    match c.next_timeout(WAIT).await.unwrap().frame {
+        Frame::Gap(g) => assert_eq!(
+            (g.stream, g.requested_after, g.first_available),
+            (Stream::Broadcast, 1, 4)
+        ),
+        other => panic!("expected GAP, got {other:?}"),
+    }
+    for want in [4, 5, 6] {
+        assert_eq!(
+            expect_push(c.next_timeout(WAIT).await.unwrap()).position,
+            want
+        );
+    }
+}
