@@ -35,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        assert!(buf.capacity() <= 16 + 4096 + 4096, "buffer grew to {}", buf.capacity());
+        assert!(
+            buf.capacity() <= 16 + 4096 + 4096,
+            "buffer grew to {}",
+            buf.capacity()
+        );
     }
 });
