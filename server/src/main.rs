@@ -1,5 +1,5 @@
 //! `push-server`: runs the push server. Settings: embedded defaults < `--config` TOML file <
-//! `PUSH_*` environment variables < command-line flags.
+//! `PUSH_*` environment variables < command-line flags (the last two for the common settings).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,8 +28,8 @@ pub static malloc_conf: &[u8; 26] = b"narenas:1,tcache_max:1024\0";
 ///
 /// With no flags it runs on embedded defaults (TCP 0.0.0.0:7100, HTTP 0.0.0.0:7180, data in
 /// ./data) with a development JWT secret and API token, and says so in its log. Every setting
-/// of the TOML file can be given as PUSH_<NAME> in the environment; the common ones also have
-/// flags. See push-server.example.toml for all settings and their defaults.
+/// can be given in a TOML file (--config); the common ones below also as flags and PUSH_<NAME>
+/// environment variables. See push-server.example.toml for all settings and their defaults.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
