@@ -64,20 +64,7 @@ impl Connection {
         opts: &ConnectOptions,
     ) -> Result<Connection, ClientError> {
         stream.set_nodelay(true)?;
-        let mut c = Connection {
-            stream,
-            rbuf: BytesMut::new(),
-            codec: FrameCodec::new(Limits::default(), EncodeOptions::default()),
-            next_seq: 1,
-            auth: AuthOk {
-                version: 0,
-                conn_id: 0,
-                user: String::new(),
-                heartbeat_ms: 0,
-                max_frame_len: 0,
-                max_message_len: 0,
-            },
-        };
+        let mut c = Connection::from_stream(stream);
         let seq = c
             .send(Frame::Hello(Hello {
                 min_version: MIN_VERSION,

@@ -64,6 +64,22 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A counter family with one sample per delivery scenario.
+fn by_scenario(out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]) {
+    header(out, name, "counter", help);
+    for (sc, v) in SCENARIOS.iter().zip(values) {
+        let _ = writeln!(out, "{name}{{scenario=\"{sc}\"}} {}", Stats::get(v));
+    }
+}
+
+/// A histogram family with one histogram per delivery scenario.
+fn histograms_by_scenario(out: &mut String, name: &str, help: &str, hists: &[Histogram; 3]) {
+    header(out, name, "histogram", help);
+    for (sc, h) in SCENARIOS.iter().zip(hists) {
+        h.render(out, name, &format!("scenario=\"{sc}\""));
+    }
+}
+
 /// Renders every metric.
 pub fn render(ctx: &Ctx) -> String {
     let s: &Stats = &ctx.stats;
@@ -166,58 +182,30 @@ pub fn render(ctx: &Ctx) -> String {
         "Protocol errors that closed a connection.",
         get(&s.protocol_errors),
     );
-    header(
+    by_scenario(
         &mut out,
         "push_messages_accepted_total",
-        "counter",
         "Messages accepted (durably stored), by scenario.",
+        &s.accepted_by,
     );
-    for (i, sc) in SCENARIOS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "push_messages_accepted_total{{scenario=\"{sc}\"}} {}",
-            get(&s.accepted_by[i])
-        );
-    }
-    header(
+    by_scenario(
         &mut out,
         "push_messages_failed_total",
-        "counter",
         "Publishes refused (storage, overload), by scenario.",
+        &s.failed_by,
     );
-    for (i, sc) in SCENARIOS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "push_messages_failed_total{{scenario=\"{sc}\"}} {}",
-            get(&s.failed_by[i])
-        );
-    }
-    header(
+    by_scenario(
         &mut out,
         "push_deliveries_queued_total",
-        "counter",
         "Message frames queued to connections, by scenario.",
+        &s.queued_by,
     );
-    for (i, sc) in SCENARIOS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "push_deliveries_queued_total{{scenario=\"{sc}\"}} {}",
-            get(&s.queued_by[i])
-        );
-    }
-    header(
+    histograms_by_scenario(
         &mut out,
         "push_accept_to_queue_seconds",
-        "histogram",
         "Time from acceptance (commit) to the frame being queued on every connection, by scenario.",
+        &s.fanout_latency,
     );
-    for (i, sc) in SCENARIOS.iter().enumerate() {
-        s.fanout_latency[i].render(
-            &mut out,
-            "push_accept_to_queue_seconds",
-            &format!("scenario=\"{sc}\""),
-        );
-    }
     header(
         &mut out,
         "push_publish_seconds",
@@ -226,19 +214,12 @@ pub fn render(ctx: &Ctx) -> String {
     );
     s.publish_latency
         .render(&mut out, "push_publish_seconds", "");
-    header(
+    histograms_by_scenario(
         &mut out,
         "push_accept_to_write_seconds",
-        "histogram",
         "Time from acceptance to the frame being written to the client's socket, by scenario.",
+        &s.write_latency,
     );
-    for (i, sc) in SCENARIOS.iter().enumerate() {
-        s.write_latency[i].render(
-            &mut out,
-            "push_accept_to_write_seconds",
-            &format!("scenario=\"{sc}\""),
-        );
-    }
     header(
         &mut out,
         "push_accept_to_ack_seconds",

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use push_protocol::ErrorCode;
 use serde_json::json;
 
-use super::auth::authorize;
+use super::auth::{Caller, Denied};
 use super::error;
 use crate::config::Scope;
 use crate::context::{close_order, Ctx};
@@ -19,36 +19,32 @@ use crate::session::valid_room_name;
 /// `GET /api/v1/users/{id}/presence`: online, connection count, devices.
 pub async fn presence(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, Scope::Read) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    caller.require(&ctx, Scope::Read)?;
     let conns = ctx.hub.user_connections(&id);
     let devices: Vec<&str> = conns
         .iter()
         .filter_map(|c| c.device.as_deref().map(|d| &**d))
         .collect();
-    Json(json!({
+    Ok(Json(json!({
         "user": id,
         "online": !conns.is_empty(),
         "connections": conns.len(),
         "devices": devices,
     }))
-    .into_response()
+    .into_response())
 }
 
 /// `DELETE /api/v1/users/{id}/connections`: closes every connection of the user with KICKED
 /// and no reconnect hint (e.g. after a password change).
 pub async fn kick(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, Scope::Admin) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    caller.require(&ctx, Scope::Admin)?;
     let order = close_order(
         ErrorCode::KICKED,
         None,
@@ -57,51 +53,45 @@ pub async fn kick(
     let n = ctx.hub.close_user(&id, &order);
     ctx.stats.add(&ctx.stats.kicked, n as u64);
     tracing::info!(user = %id, connections = n, "user disconnected through the API");
-    Json(json!({ "user": id, "closed": n })).into_response()
+    Ok(Json(json!({ "user": id, "closed": n })).into_response())
 }
 
 /// `GET /api/v1/rooms/{id}`: member count.
 pub async fn room(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, Scope::Read) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    caller.require(&ctx, Scope::Read)?;
     if let Err(reason) = valid_room_name(&id) {
-        return error(StatusCode::BAD_REQUEST, reason, Some("room"));
+        return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
-    Json(json!({ "room": id, "members": ctx.hub.room_size(&id) })).into_response()
+    Ok(Json(json!({ "room": id, "members": ctx.hub.room_size(&id) })).into_response())
 }
 
 /// `PUT /api/v1/rooms/{id}/members/{user}`: every current connection of the user joins.
 pub async fn add_member(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((room, user)): Path<(String, String)>,
-) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, Scope::Admin) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    caller.require(&ctx, Scope::Admin)?;
     if let Err(reason) = valid_room_name(&room) {
-        return error(StatusCode::BAD_REQUEST, reason, Some("room"));
+        return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
     let joined = ctx.hub.join_user(&user, &room);
-    Json(json!({ "room": room, "user": user, "joined": joined })).into_response()
+    Ok(Json(json!({ "room": room, "user": user, "joined": joined })).into_response())
 }
 
 /// `DELETE /api/v1/rooms/{id}/members/{user}`: every connection of the user leaves.
 pub async fn remove_member(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((room, user)): Path<(String, String)>,
-) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, Scope::Admin) {
-        return r.into_response();
-    }
+) -> Result<Response, Denied> {
+    caller.require(&ctx, Scope::Admin)?;
     let left = ctx.hub.leave_user(&user, &room);
-    Json(json!({ "room": room, "user": user, "left": left })).into_response()
+    Ok(Json(json!({ "room": room, "user": user, "left": left })).into_response())
 }
 
 /// `GET /metrics`: Prometheus text format (no authentication, like most exporters; bind the

@@ -1,6 +1,10 @@
 //! API authentication: which key is calling, whether it may do this, and whether it is within
 //! its rate.
 
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -49,7 +53,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Identifies the calling key and charges one request to its bucket (401 or 429 otherwise).
-pub fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a KeyState, Denied> {
+fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<usize, Denied> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Denied::Unauthorized(
             "missing Authorization: Bearer <token>",
@@ -61,15 +65,16 @@ pub fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a KeyStat
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let mut found = None;
-    for k in &ctx.keys {
+    for (i, k) in ctx.keys.iter().enumerate() {
         // Compare against every key so timing does not reveal which one matched.
         if same(k.key.token.as_bytes(), token.as_bytes()) {
-            found = Some(k);
+            found = Some(i);
         }
     }
-    let Some(key) = found else {
+    let Some(index) = found else {
         return Err(Denied::Unauthorized("invalid API token"));
     };
+    let key = &ctx.keys[index];
     let charged = key.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(
         key.key.rate_per_sec,
         key.key.burst,
@@ -86,31 +91,38 @@ pub fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a KeyStat
             ),
         });
     }
-    Ok(key)
+    Ok(index)
 }
 
-/// 403 unless `key` holds `scope`.
-pub fn require(key: &KeyState, scope: Scope) -> Result<(), Denied> {
-    if key.key.scopes.contains(&scope) {
-        return Ok(());
+/// The API key of the request, authenticated and charged to its rate limit before the
+/// handler runs (and before the body is read).
+pub struct Caller {
+    /// Index into `Ctx::keys`.
+    index: usize,
+}
+
+impl FromRequestParts<Arc<Ctx>> for Caller {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Ctx>) -> Result<Caller, Denied> {
+        authenticate(ctx, &parts.headers).map(|index| Caller { index })
     }
-    let name = serde_json::to_value(scope)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    Err(Denied::Forbidden(format!(
-        "key {} lacks the {name:?} scope",
-        key.key.name
-    )))
 }
 
-/// Authenticates and checks one scope.
-pub fn authorize<'a>(
-    ctx: &'a Ctx,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Result<&'a KeyState, Denied> {
-    let key = authenticate(ctx, headers)?;
-    require(key, scope)?;
-    Ok(key)
+impl Caller {
+    /// 403 unless the caller's key holds `scope`.
+    pub fn require(&self, ctx: &Ctx, scope: Scope) -> Result<(), Denied> {
+        let key: &KeyState = &ctx.keys[self.index];
+        if key.key.scopes.contains(&scope) {
+            return Ok(());
+        }
+        let name = serde_json::to_value(scope)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        Err(Denied::Forbidden(format!(
+            "key {} lacks the {name:?} scope",
+            key.key.name
+        )))
+    }
 }

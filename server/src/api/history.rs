@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
@@ -12,6 +12,7 @@ use push_protocol::{Notice, PayloadFormat};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{Caller, Denied};
 use super::error;
 use crate::config::Scope;
 use crate::context::Ctx;
@@ -60,19 +61,17 @@ fn item_json(i: &HistoryItem) -> Value {
     v
 }
 
-async fn page(ctx: &Ctx, headers: &HeaderMap, stream: String, p: Page) -> Response {
-    if let Err(resp) = super::auth::authorize(ctx, headers, Scope::Read) {
-        return resp.into_response();
-    }
+async fn page(ctx: &Ctx, caller: Caller, stream: String, p: Page) -> Result<Response, Denied> {
+    caller.require(ctx, Scope::Read)?;
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {
-        return error(
+        return Ok(error(
             StatusCode::BAD_REQUEST,
             format!("limit must be 1 to {MAX_LIMIT}"),
             Some("limit"),
-        );
+        ));
     }
-    match ctx.delivery.history(&stream, p.after, limit).await {
+    Ok(match ctx.delivery.history(&stream, p.after, limit).await {
         Ok(page) => {
             let next = page.items.last().map(|i| i.position);
             Json(json!({
@@ -86,34 +85,34 @@ async fn page(ctx: &Ctx, headers: &HeaderMap, stream: String, p: Page) -> Respon
             .into_response()
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
-    }
+    })
 }
 
 /// History of one user's stream.
 pub async fn user(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     Query(p): Query<Page>,
-) -> Response {
-    page(&ctx, &headers, user_stream(&id), p).await
+) -> Result<Response, Denied> {
+    page(&ctx, caller, user_stream(&id), p).await
 }
 
 /// History of a room.
 pub async fn room(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     Query(p): Query<Page>,
-) -> Response {
-    page(&ctx, &headers, room_stream(&id), p).await
+) -> Result<Response, Denied> {
+    page(&ctx, caller, room_stream(&id), p).await
 }
 
 /// History of the broadcast stream.
 pub async fn broadcast(
     State(ctx): State<Arc<Ctx>>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(p): Query<Page>,
-) -> Response {
-    page(&ctx, &headers, BROADCAST.to_string(), p).await
+) -> Result<Response, Denied> {
+    page(&ctx, caller, BROADCAST.to_string(), p).await
 }

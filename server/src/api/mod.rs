@@ -9,7 +9,7 @@ mod push;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -69,35 +69,39 @@ pub(crate) fn error(
     (status, Json(body)).into_response()
 }
 
-async fn push_handler(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = match auth::authenticate(&ctx, &headers) {
-        Ok(k) => k,
-        Err(resp) => return resp.into_response(),
-    };
+async fn push_handler(
+    State(ctx): State<Arc<Ctx>>,
+    caller: auth::Caller,
+    body: Bytes,
+) -> Result<Response, auth::Denied> {
     let req: PushRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}"), None),
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON: {e}"),
+                None,
+            ))
+        }
     };
     let (target, msg) = match push::validate(req, ctx.config.max_message_len) {
         Ok(v) => v,
-        Err(inv) => return error(StatusCode::BAD_REQUEST, inv.reason, Some(inv.field)),
+        Err(inv) => return Ok(error(StatusCode::BAD_REQUEST, inv.reason, Some(inv.field))),
     };
     let scope = match &target {
         Target::Users(_) => Scope::Users,
         Target::Room(_) => Scope::Rooms,
         Target::Broadcast => Scope::Broadcast,
     };
-    if let Err(resp) = auth::require(key, scope) {
-        return resp.into_response();
-    }
-    match ctx.delivery.publish(&target, msg).await {
+    caller.require(&ctx, scope)?;
+    Ok(match ctx.delivery.publish(&target, msg).await {
         Ok(accepted) => {
             let list: Vec<AcceptedJson> = accepted.iter().map(AcceptedJson::from).collect();
             (StatusCode::OK, Json(json!({ "accepted": list }))).into_response()
         }
         Err(e @ DeliveryError::Encode(_)) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
-    }
+    })
 }
 
 /// The OpenAPI document of this API (kept in `openapi.json`, checked against the routes by

@@ -238,10 +238,11 @@ impl Conn {
         let mut o = self.lock();
         if !o.frames.is_empty() {
             let n = o.frames.len().min(max);
-            for f in o.frames.drain(..n) {
-                batch.push(f);
+            let mut taken = 0;
+            for q in o.frames.drain(..n) {
+                taken += q.frame.len();
+                batch.push(q);
             }
-            let taken: usize = batch.iter().map(|q| q.frame.len()).sum();
             o.bytes = o.bytes.saturating_sub(taken as u32);
             if o.frames.is_empty() {
                 // An idle connection keeps no queue allocation.

@@ -293,9 +293,13 @@ impl Session {
     /// Writes as much of the batch as the socket takes without blocking.
     fn flush(&mut self) -> io::Result<()> {
         while !self.batch.is_empty() {
-            let slices: Vec<IoSlice<'_>> =
-                self.batch.iter().map(|q| IoSlice::new(&q.frame)).collect();
-            match self.stream.try_write_vectored(&slices) {
+            // On the stack: this runs once per wake of every busy connection.
+            let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+            let n = self.batch.len().min(WRITE_BATCH);
+            for (slot, q) in slices.iter_mut().zip(&self.batch) {
+                *slot = IoSlice::new(&q.frame);
+            }
+            match self.stream.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);

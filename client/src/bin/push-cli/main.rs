@@ -1,14 +1,17 @@
 //! `push-cli`: mint test tokens, subscribe and print arriving messages, publish through the API.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+
+// The harness's small HTTP/1.1 client serves here too.
+#[path = "../push-bench/http.rs"]
+mod http;
 use push_client::protocol::{Notice, PayloadFormat, Push, Stream};
 use push_client::token::{mint, Claims};
 use push_client::{Client, ClientConfig, Event};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Command-line client for the push server.
 #[derive(Parser)]
@@ -191,7 +194,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     body[k] = json!(v);
                 }
             }
-            let (status, text) = post(http, "/api/v1/push", &api_token, &body.to_string()).await?;
+            let (status, text) = http::Http::new(http)
+                .post("/api/v1/push", &api_token, &body.to_string())
+                .await?;
             println!("{text}");
             if status == 200 {
                 Ok(())
@@ -285,28 +290,4 @@ async fn subscribe(
         }
     }
     Ok(())
-}
-
-async fn post(
-    addr: SocketAddr,
-    path: &str,
-    token: &str,
-    body: &str,
-) -> Result<(u16, String), Box<dyn std::error::Error>> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: push\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await??;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad HTTP response")?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((status, body))
 }
