@@ -73,6 +73,39 @@ fn text(kind: &str, payload: &str) -> Message {
     }
 }
 
+/// Polls an async condition until it is true or the wait runs out.
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs push-bench against `server` and returns its exit status and final JSON line.
+fn bench(server: &ServerHandle, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_push-bench"))
+        .args(args)
+        .args(["--addr", &server.tcp_addr.to_string()])
+        .args(["--http", &server.http_addr.to_string()])
+        .args(["--secret", SECRET, "--api-token", "sdk-test-api-token"])
+        .args([
+            "--server-pid",
+            &std::process::id().to_string(),
+            "--per-worker",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (out.status.success(), v)
+}
+
 async fn next_message(c: &mut Client) -> push_client::Message {
     tokio::time::timeout(WAIT, c.next_message())
         .await
@@ -152,11 +185,10 @@ async fn reconnects_after_a_server_restart_and_rejoins_rooms() {
     }
     assert!(saw_shutdown);
     // Rooms are re-joined by the client itself.
-    let deadline = std::time::Instant::now() + WAIT;
-    while second.ctx.hub.room_size("ops") == 0 {
-        assert!(std::time::Instant::now() < deadline, "room re-joined");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("room re-joined", async || {
+        second.ctx.hub.room_size("ops") == 1
+    })
+    .await;
     second
         .ctx
         .delivery
@@ -172,40 +204,22 @@ fn load_harness_smoke_run() {
     // A tiny run of push-bench against a real server, so the harness cannot rot.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(start("127.0.0.1:0".parse().unwrap()));
-    let bench = env!("CARGO_BIN_EXE_push-bench");
-    let pid = std::process::id().to_string();
-    let common = |scenario: &str| {
-        let mut cmd = std::process::Command::new(bench);
-        cmd.arg(scenario)
-            .args(["--addr", &server.tcp_addr.to_string()])
-            .args(["--http", &server.http_addr.to_string()])
-            .args(["--secret", SECRET, "--api-token", "sdk-test-api-token"])
-            .args(["--server-pid", &pid, "--per-worker", "100"]);
-        cmd
-    };
-    let idle = common("idle")
-        .args(["--conns", "200", "--hold", "0.2"])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&idle.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert!(idle.status.success(), "{line}");
+    let (ok, v) = bench(&server, &["idle", "--conns", "200", "--hold", "0.2"]);
+    assert!(ok, "{v}");
     assert_eq!(v["connections_ok"], 200);
-    let fanout = common("fanout")
-        .args(["--conns", "200", "--messages", "10", "--rate", "100"])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&fanout.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert!(fanout.status.success(), "{line}");
+    let (ok, v) = bench(
+        &server,
+        &[
+            "fanout",
+            "--conns",
+            "200",
+            "--messages",
+            "10",
+            "--rate",
+            "100",
+        ],
+    );
+    assert!(ok, "{v}");
     assert_eq!(v["deliveries_received"], 2000);
     assert_eq!(v["deliveries_lost"], 0);
     assert!(v["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
@@ -241,20 +255,16 @@ async fn manual_ack_and_no_duplicate_ids_when_the_server_resends() {
     let m = next_message(&mut c).await;
     assert_eq!(&m.payload[..], b"only once");
     // Unacknowledged, the server resends the same id; the SDK must not hand it over again.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    until("the server resent", async || {
         let page = server
             .ctx
             .delivery
             .history("user:kim", 0, 10)
             .await
             .unwrap();
-        if page.items[0].record.retries >= 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "server resent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        page.items[0].record.retries >= 2
+    })
+    .await;
     server
         .ctx
         .delivery
@@ -265,21 +275,15 @@ async fn manual_ack_and_no_duplicate_ids_when_the_server_resends() {
     assert_eq!(&next.payload[..], b"second", "the resent id was dropped");
     // Manual ack of both: no more resends, the stream is acknowledged.
     c.ack(Stream::User, next.position);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let page = server
+    until("ack reached the server", async || {
+        server
             .ctx
             .delivery
             .history("user:kim", 0, 10)
             .await
-            .unwrap();
-        if page.acked == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ack reached the server"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            .unwrap()
+            .acked
+            == 2
+    })
+    .await;
 }

@@ -76,25 +76,18 @@ fn random_ms(lo: u64, hi: u64) -> u64 {
     lo + RandomState::new().hash_one(Instant::now()) % (hi - lo).max(1)
 }
 
-/// POSTs with a short timeout; `None` when the outcome is unknown (connection failed).
+/// POSTs a push with a short timeout; `None` when the outcome is unknown (server died).
 async fn try_push(http: SocketAddr, body: &str) -> Option<u16> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(http).await.ok()?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let req = format!(
-            "POST /api/v1/push HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let text = String::from_utf8_lossy(&out).to_string();
-        text.split_whitespace().nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .ok()
-        .flatten()
+    common::try_http(
+        http,
+        "POST",
+        "/api/v1/push",
+        Some(API_TOKEN),
+        body,
+        Duration::from_secs(5),
+    )
+    .await
+    .map(|(status, _, _)| status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,20 +5,20 @@ mod common;
 
 use common::*;
 use push_client::protocol::{Frame, Stream};
-use push_server::Config;
 
 #[tokio::test]
 async fn queue_messages_are_delivered_acked_and_deduplicated() {
-    let Some(url) = amqp::url() else { return };
-    let amqp_cfg = amqp::config(&url, "accept");
-    let queue = amqp_cfg.queue.clone();
-    let server = start(Config {
-        amqp: Some(amqp_cfg),
-        ..config()
-    })
-    .await;
-    let (conn, ch) = amqp::channel(&url).await;
-    amqp::wait_for_queue(&conn, &queue).await;
+    let Some(amqp::Consuming {
+        server,
+        cfg,
+        conn,
+        ch,
+        ..
+    }) = amqp::consuming("accept").await
+    else {
+        return;
+    };
+    let queue = cfg.queue;
     let mut c = connect(server.tcp_addr, "q-user").await;
     let body = br#"{"to":{"users":["q-user"]},"kind":"password_changed","title":"Password changed","content":"Log in again","level":"warning"}"#;
     amqp::publish(&ch, &queue, body, Some("pw-change-7")).await;
@@ -57,16 +57,17 @@ async fn queue_messages_are_delivered_acked_and_deduplicated() {
 
 #[tokio::test]
 async fn invalid_messages_go_to_the_dead_letter_queue_with_a_reason() {
-    let Some(url) = amqp::url() else { return };
-    let amqp_cfg = amqp::config(&url, "invalid");
-    let (queue, dlq) = (amqp_cfg.queue.clone(), amqp_cfg.dead_letter_queue.clone());
-    let server = start(Config {
-        amqp: Some(amqp_cfg),
-        ..config()
-    })
-    .await;
-    let (conn, ch) = amqp::channel(&url).await;
-    amqp::wait_for_queue(&conn, &queue).await;
+    let Some(amqp::Consuming {
+        server,
+        cfg,
+        conn,
+        ch,
+        ..
+    }) = amqp::consuming("invalid").await
+    else {
+        return;
+    };
+    let (queue, dlq) = (cfg.queue, cfg.dead_letter_queue);
     amqp::publish(&ch, &queue, b"{not json", None).await;
     amqp::publish(
         &ch,

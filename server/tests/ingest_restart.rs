@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use push_client::protocol::Frame;
-use push_server::Config;
 
 fn rabbitmqctl(arg: &str) {
     let out = Command::new("rabbitmqctl")
@@ -28,30 +27,29 @@ async fn readyz(server: &push_server::ServerHandle) -> u16 {
 
 #[tokio::test]
 async fn the_server_survives_a_broker_restart_and_resumes_consuming() {
-    let Some(url) = amqp::url() else { return };
-    let amqp_cfg = amqp::config(&url, "restart");
-    let queue = amqp_cfg.queue.clone();
-    let server = start(Config {
-        amqp: Some(amqp_cfg),
-        ..config()
-    })
-    .await;
+    let Some(amqp::Consuming {
+        server,
+        url,
+        cfg,
+        conn: _conn,
+        ch,
+    }) = amqp::consuming("restart").await
+    else {
+        return;
+    };
+    let queue = cfg.queue;
     let mut c = connect(server.tcp_addr, "r-user").await;
-    {
-        let (conn, ch) = amqp::channel(&url).await;
-        amqp::wait_for_queue(&conn, &queue).await;
-        amqp::publish(
-            &ch,
-            &queue,
-            br#"{"to":{"users":["r-user"]},"kind":"k","payload":"before"}"#,
-            Some("b1"),
-        )
-        .await;
-        assert!(matches!(
-            c.next_timeout(WAIT).await.unwrap().frame,
-            Frame::Push(_)
-        ));
-    }
+    amqp::publish(
+        &ch,
+        &queue,
+        br#"{"to":{"users":["r-user"]},"kind":"k","payload":"before"}"#,
+        Some("b1"),
+    )
+    .await;
+    assert!(matches!(
+        c.next_timeout(WAIT).await.unwrap().frame,
+        Frame::Push(_)
+    ));
     rabbitmqctl("stop_app");
     let mut down = false;
     for _ in 0..100 {

@@ -111,3 +111,38 @@ pub async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
     }
     panic!("nothing arrived in {queue}");
 }
+
+/// A server consuming a fresh queue, and the test's own connection to the broker.
+pub struct Consuming {
+    /// The server.
+    pub server: push_server::ServerHandle,
+    /// Broker URL.
+    pub url: String,
+    /// The server's queue settings.
+    pub cfg: AmqpConfig,
+    /// The test's broker connection (for passive declares).
+    pub conn: Connection,
+    /// A channel on it (for publishing and reading).
+    pub ch: Channel,
+}
+
+/// Starts a server consuming a queue unique to `tag` and waits until it has declared it;
+/// `None` when no broker is configured outside CI.
+pub async fn consuming(tag: &str) -> Option<Consuming> {
+    let url = url()?;
+    let cfg = config(&url, tag);
+    let server = super::start(push_server::Config {
+        amqp: Some(cfg.clone()),
+        ..super::config()
+    })
+    .await;
+    let (conn, ch) = channel(&url).await;
+    wait_for_queue(&conn, &cfg.queue).await;
+    Some(Consuming {
+        server,
+        url,
+        cfg,
+        conn,
+        ch,
+    })
+}

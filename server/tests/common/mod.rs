@@ -98,31 +98,42 @@ pub async fn http_full(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = auth {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+    try_http(addr, method, path, auth, body, WAIT)
         .await
-        .expect("http response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, head, decode_chunked(&body))
+        .expect("HTTP response in time")
+}
+
+/// Minimal HTTP/1.1 request; `None` when the server cannot be reached or does not answer a
+/// well-formed response within `timeout`.
+pub async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String, String)> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(t) = auth {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+        let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((status, head, decode_chunked(&body)))
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
 /// Undoes chunked transfer encoding if the body looks chunked.
@@ -158,6 +169,15 @@ pub async fn push(server: &ServerHandle, body: &str) -> (u16, serde_json::Value)
     .await;
     let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, v)
+}
+
+/// Polls an async condition until it is true or the wait runs out.
+pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Polls `f` until it is true or the wait runs out.
