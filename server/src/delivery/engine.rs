@@ -29,6 +29,8 @@ use crate::store::{
     StoreError, IDEM_PREFIX, META_PREFIX,
 };
 
+/// Idempotency ids kept in memory; beyond this a miss is checked on disk.
+const IDEM_IN_MEMORY: usize = 100_000;
 /// Most requests committed in one batch.
 const MAX_BATCH: usize = 4096;
 /// Housekeeping cadence.
@@ -260,8 +262,13 @@ impl Engine {
             metas.insert(stream, Meta::decode(&v)?);
         }
         let now = unix_ms();
-        let mut idem = super::IdempotencyCache::new(100_000, cfg.idempotency_window_ms);
-        for (k, v) in kv.scan(&[IDEM_PREFIX], &[IDEM_PREFIX + 1], 100_000)? {
+        let mut idem = super::IdempotencyCache::new(IDEM_IN_MEMORY, cfg.idempotency_window_ms);
+        let stored = kv.scan(&[IDEM_PREFIX], &[IDEM_PREFIX + 1], IDEM_IN_MEMORY)?;
+        if stored.len() >= IDEM_IN_MEMORY {
+            // More ids on disk than memory holds: misses must be checked on disk.
+            idem.mark_incomplete();
+        }
+        for (k, v) in stored {
             let (at, list) = decode_accepted(&v)?;
             if now.saturating_sub(at) <= cfg.idempotency_window_ms {
                 let key = String::from_utf8_lossy(&k[1..]).to_string();
@@ -489,7 +496,11 @@ impl Engine {
         if let Some(v) = self.idem.get(key, now) {
             return Ok(Some(v));
         }
-        // Evicted from memory by count but perhaps still inside the window on disk.
+        // While memory holds every id of the window, a miss means a new id: no disk read on
+        // the publish path. Once ids were evicted by count, they may still be on disk.
+        if !self.idem.is_incomplete() {
+            return Ok(None);
+        }
         if let Some(v) = self.kv.get(&idem_key(key)).map_err(storage)? {
             let (at, list) = decode_accepted(&v).map_err(storage)?;
             if now.saturating_sub(at) <= self.cfg.idempotency_window_ms {

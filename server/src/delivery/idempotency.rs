@@ -10,6 +10,9 @@ pub struct IdempotencyCache<V> {
     order: VecDeque<(String, u64)>,
     max_entries: usize,
     window_ms: u64,
+    /// Set once a key still inside the window was dropped for room: from then on a miss here
+    /// does not prove the key is new.
+    incomplete: bool,
 }
 
 impl<V: Clone> IdempotencyCache<V> {
@@ -20,6 +23,7 @@ impl<V: Clone> IdempotencyCache<V> {
             order: VecDeque::new(),
             max_entries,
             window_ms,
+            incomplete: false,
         }
     }
 
@@ -32,6 +36,9 @@ impl<V: Clone> IdempotencyCache<V> {
             // Only remove the map entry if it is the one this order slot refers to.
             if self.map.get(key).is_some_and(|(_, t)| t == at) {
                 self.map.remove(key);
+                if !expired {
+                    self.incomplete = true;
+                }
             }
             self.order.pop_front();
         }
@@ -48,6 +55,17 @@ impl<V: Clone> IdempotencyCache<V> {
         self.order.push_back((key.clone(), now_ms));
         self.map.insert(key, (value, now_ms));
         self.evict(now_ms);
+    }
+
+    /// True when some key inside the window was evicted for room (or marked so by the caller),
+    /// so a miss must be checked against durable storage.
+    pub fn is_incomplete(&self) -> bool {
+        self.incomplete
+    }
+
+    /// Records that keys inside the window exist that this cache does not hold.
+    pub fn mark_incomplete(&mut self) {
+        self.incomplete = true;
     }
 
     /// Keys remembered.
@@ -71,8 +89,10 @@ mod tests {
         c.insert("a".into(), 1, 0);
         c.insert("b".into(), 2, 0);
         assert_eq!(c.get("a", 0), Some(1));
+        assert!(!c.is_incomplete());
         c.insert("c".into(), 3, 0);
         assert_eq!(c.get("a", 0), None, "evicted by count");
+        assert!(c.is_incomplete(), "a miss no longer proves a key is new");
         assert_eq!(c.get("b", 50), Some(2));
         assert_eq!(c.get("b", 101), None, "evicted by time");
         assert!(c.len() <= 2);
