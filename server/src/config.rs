@@ -187,6 +187,17 @@ pub struct Config {
     pub max_pending_publishes: usize,
     /// Time the storage engine waits for more messages before a group commit, µs.
     pub commit_linger_us: u64,
+    /// Serve the WebSocket shim at `GET /ws` on the HTTP listener.
+    pub ws_on_http: bool,
+    /// A listener of its own for the WebSocket shim (`GET /ws`); absent = none.
+    pub ws_listen: Option<SocketAddr>,
+    /// Browser origins allowed to open WebSockets (exact `scheme://host:port`); empty = any.
+    /// Requests without an Origin header (non-browser clients) are always allowed.
+    pub ws_allowed_origins: Vec<String>,
+    /// Largest WebSocket message (and frame) accepted from a client, in bytes.
+    pub ws_max_message: usize,
+    /// Longest a long-poll request waits for messages, in ms.
+    pub poll_max_wait_ms: u64,
     /// RabbitMQ ingestion; absent = off.
     pub amqp: Option<AmqpConfig>,
 }
@@ -230,6 +241,11 @@ impl Default for Config {
             replay_limit: 10_000,
             max_pending_publishes: 100_000,
             commit_linger_us: 0,
+            ws_on_http: true,
+            ws_listen: None,
+            ws_allowed_origins: Vec::new(),
+            ws_max_message: 1024 * 1024 + 64 * 1024,
+            poll_max_wait_ms: 30_000,
             amqp: None,
         }
     }
@@ -309,6 +325,12 @@ impl Config {
                 "replay_limit",
                 "replay_limit and room_retention_count must be positive",
             );
+        }
+        if self.ws_max_message < 1024 {
+            return bad("ws_max_message", "must be at least 1024");
+        }
+        if self.poll_max_wait_ms > 300_000 {
+            return bad("poll_max_wait_ms", "must be at most 300000 (5 minutes)");
         }
         if let Some(a) = &self.amqp {
             if a.prefetch == 0 || a.concurrency == 0 {

@@ -38,6 +38,8 @@ pub struct ServerHandle {
     pub tcp_addr: SocketAddr,
     /// Bound address of the HTTP API.
     pub http_addr: SocketAddr,
+    /// Bound address of the WebSocket listener of its own, when configured.
+    pub ws_addr: Option<SocketAddr>,
     /// Shared state (hub, stats) for inspection.
     pub ctx: Arc<Ctx>,
     done: JoinHandle<()>,
@@ -74,25 +76,46 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         addr: config.http_listen,
         source,
     })?;
+    let ws = match config.ws_listen {
+        Some(addr) => {
+            let l = bind(addr).await?;
+            let bound = l
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            Some((l, bound))
+        }
+        None => None,
+    };
+    let ws_addr = ws.as_ref().map(|(_, a)| *a);
     let ctx = Ctx::new(config)?;
     tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
-    let api = tokio::spawn(api::serve(http, ctx.clone()));
+    let mut api = vec![tokio::spawn(api::serve(http, ctx.clone()))];
+    if let Some((l, _)) = ws {
+        let app = api::ws_router(ctx.clone());
+        api.push(tokio::spawn(api::listener::serve(
+            l,
+            ctx.clone(),
+            app,
+            "websocket",
+        )));
+    }
     if let Some(amqp) = ctx.config.amqp.clone() {
         tokio::spawn(crate::ingest::run(ctx.clone(), amqp));
     }
-    tracing::info!(%tcp_addr, %http_addr, "push server listening");
+    tracing::info!(%tcp_addr, %http_addr, ws = ?ws_addr, ws_on_http = ctx.config.ws_on_http, "push server listening");
     let done = tokio::spawn(supervise(ctx.clone(), api));
     Ok(ServerHandle {
         tcp_addr,
         http_addr,
+        ws_addr,
         ctx,
         done,
     })
 }
 
 /// Waits for shutdown, then closes every connection with a reconnect hint and drains.
-async fn supervise(ctx: Arc<Ctx>, api: JoinHandle<()>) {
+async fn supervise(ctx: Arc<Ctx>, api: Vec<JoinHandle<()>>) {
     ctx.shutdown.cancelled().await;
     let open = ctx.hub.connection_count();
     tracing::info!(connections = open, "shutting down: closing connections");
@@ -111,7 +134,9 @@ async fn supervise(ctx: Arc<Ctx>, api: JoinHandle<()>) {
     if remaining > 0 {
         tracing::warn!(remaining, "drain period over, abandoning connections");
     }
-    let _ = api.await;
+    for task in api {
+        let _ = task.await;
+    }
     ctx.delivery.shutdown().await;
     tracing::info!("shutdown complete");
 }

@@ -3,7 +3,10 @@
 
 mod admin;
 mod auth;
+mod demo;
 mod history;
+pub mod listener;
+mod poll;
 mod push;
 
 use std::sync::Arc;
@@ -24,8 +27,15 @@ pub use push::{validate as validate_push, AcceptedJson, Invalid, PushRequest};
 
 /// Builds the router.
 pub fn router(ctx: Arc<Ctx>) -> Router {
-    Router::new()
-        .route("/api/v1/push", post(push_handler))
+    let mut r = Router::new();
+    if ctx.config.ws_on_http {
+        r = r.route("/ws", get(crate::transport::ws::upgrade::handler));
+    }
+    r.route("/api/v1/push", post(push_handler))
+        .route("/api/v1/poll", get(poll::poll))
+        .route("/api/v1/dev/token", post(demo::mint_token))
+        .route("/demo", get(demo::page))
+        .route("/sdk/push.js", get(demo::sdk))
         .route("/api/v1/history/users/{id}", get(history::user))
         .route("/api/v1/history/rooms/{id}", get(history::room))
         .route("/api/v1/history/broadcast", get(history::broadcast))
@@ -44,16 +54,17 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
+/// The router of a listener of its own for the WebSocket shim.
+pub fn ws_router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/ws", get(crate::transport::ws::upgrade::handler))
+        .with_state(ctx)
+}
+
 /// Serves the API until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
-    let shutdown = ctx.shutdown.clone();
-    let app = router(ctx);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::error!("http api stopped: {e}");
-    }
+    let app = router(ctx.clone());
+    listener::serve(listener, ctx, app, "http api").await
 }
 
 /// A JSON error body: `{"error": reason, "field": name}`.

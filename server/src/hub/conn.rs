@@ -33,6 +33,18 @@ impl Stamp {
         accepted_us: 0,
         scenario: 0,
     };
+
+    /// Not a message, and already in the transport's framing (a WebSocket PONG): written as
+    /// it is, where other frames get wrapped for the connection's transport.
+    pub const RAW: Stamp = Stamp {
+        accepted_us: 0,
+        scenario: u8::MAX,
+    };
+
+    /// True for [`Stamp::RAW`].
+    pub fn is_raw(&self) -> bool {
+        self.scenario == u8::MAX
+    }
 }
 
 /// A frame waiting in an outbox.

@@ -269,6 +269,11 @@ impl Hub {
         conn.enqueue(frame, &self.limits, &self.slow_close)
     }
 
+    /// Queues bytes already framed for the connection's transport (see [`Stamp::RAW`]).
+    pub fn send_conn_raw(&self, conn: &Conn, frame: Bytes) -> Result<(), EnqueueError> {
+        conn.enqueue_stamped(frame, Stamp::RAW, &self.limits, &self.slow_close)
+    }
+
     /// Queues a live user-stream frame to every connection of `user` that is caught up; one
     /// still replaying its backlog gets the message from the replay, in order.
     pub fn send_user(&self, user: &str, frame: &Bytes, stamp: Stamp) -> FanOut {

@@ -4,19 +4,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use push_protocol::token::{self, TokenError};
-use push_protocol::{
-    encode_to_bytes, AuthOk, ErrorBody, ErrorCode, Frame, FrameCodec, Hello, Packet, MAX_VERSION,
-    MIN_VERSION,
-};
+use push_protocol::{AuthOk, ErrorBody, ErrorCode, Frame, Hello, Packet, MAX_VERSION, MIN_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
 
+use super::inbound::{Inbound, InboundError, ReadState};
 use crate::context::Ctx;
 use crate::delivery::ids::unix_ms;
 use crate::hub::Conn;
+use crate::transport::ws::frame::{self as wsf, WsError};
+use crate::transport::ws::Transport;
 
 /// Why a handshake did not produce a session.
 #[derive(Debug, thiserror::Error)]
@@ -35,30 +33,38 @@ pub enum HandshakeError {
     /// Socket error.
     #[error("i/o error during the handshake: {0}")]
     Io(#[from] std::io::Error),
+    /// The WebSocket framing or JSON mode was broken.
+    #[error("{0}")]
+    Ws(WsError),
 }
 
-/// Reads one packet, keeping any extra bytes in `rbuf` for the session.
+/// Reads one packet, keeping any extra bytes in `st` for the session.
 pub async fn read_packet(
     stream: &TcpStream,
-    rbuf: &mut BytesMut,
-    codec: &mut FrameCodec,
+    st: &mut ReadState,
+    transport: Transport,
+    max_ws_message: usize,
 ) -> Result<Packet, HandshakeError> {
     loop {
-        match codec.decode(rbuf) {
-            Ok(Some(p)) => return Ok(p),
+        match st.next(transport, max_ws_message) {
+            Ok(Some(Inbound::Packet(p))) => return Ok(p),
+            // Pings before HELLO are not answered: the handshake deadline is short.
+            Ok(Some(Inbound::Ping(_) | Inbound::Pong)) => continue,
+            Ok(Some(Inbound::Close(..))) => return Err(HandshakeError::PeerClosed),
             Ok(None) => {}
-            Err(e) => {
+            Err(InboundError::Protocol(e)) => {
                 return Err(HandshakeError::Refused {
                     code: e.code(),
                     reason: e.to_string(),
                 })
             }
+            Err(InboundError::Ws(e)) => return Err(HandshakeError::Ws(e)),
         }
         stream.readable().await?;
-        if rbuf.capacity() == rbuf.len() {
-            rbuf.reserve(1024);
+        if st.raw.capacity() == st.raw.len() {
+            st.raw.reserve(1024);
         }
-        match stream.try_read_buf(rbuf) {
+        match stream.try_read_buf(&mut st.raw) {
             Ok(0) => return Err(HandshakeError::PeerClosed),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -74,9 +80,11 @@ pub fn negotiate(hello: &Hello) -> Option<u16> {
     (lo <= hi).then_some(hi)
 }
 
-/// Sends AUTH_ERROR (best effort, bounded by the handshake) and returns the refusal.
+/// Sends AUTH_ERROR (best effort, bounded by the handshake) and returns the refusal. On
+/// WebSocket a close frame follows, with code 4000 + the error code.
 pub async fn refuse(
     stream: &mut TcpStream,
+    transport: Transport,
     seq: u32,
     code: ErrorCode,
     reason: String,
@@ -85,32 +93,53 @@ pub async fn refuse(
         code,
         reason: reason.clone(),
     });
-    if let Ok(bytes) = encode_to_bytes(&Packet::new(seq, frame), &Default::default()) {
+    if let Some(bytes) = transport.encode(&Packet::new(seq, frame), &Default::default()) {
         let _ = stream.write_all(&bytes).await;
+        if transport.is_ws() {
+            let close = wsf::encode_close(4000u16.saturating_add(code.0), &reason);
+            let _ = stream.write_all(&close).await;
+        }
         let _ = stream.shutdown().await;
     }
     HandshakeError::Refused { code, reason }
 }
 
+/// Sends a WebSocket close for broken framing during the handshake.
+async fn refuse_ws(stream: &mut TcpStream, e: WsError) -> HandshakeError {
+    let _ = stream
+        .write_all(&wsf::encode_close(e.code, &e.reason))
+        .await;
+    let _ = stream.shutdown().await;
+    HandshakeError::Ws(e)
+}
+
 /// Runs the handshake; on success the connection is registered in the hub.
 pub async fn handshake(
     stream: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    codec: &mut FrameCodec,
+    st: &mut ReadState,
+    hello: Option<Hello>,
+    transport: Transport,
     ctx: &Arc<Ctx>,
     peer: SocketAddr,
 ) -> Result<Arc<Conn>, HandshakeError> {
     let deadline = ctx.config.handshake_timeout();
-    let packet = match tokio::time::timeout(deadline, read_packet(stream, rbuf, codec)).await {
-        Err(_) => {
-            let reason = format!("no HELLO within {} ms", deadline.as_millis());
-            return Err(refuse(stream, 0, ErrorCode::AUTH_TIMEOUT, reason).await);
-        }
-        Ok(Err(HandshakeError::Refused { code, reason })) => {
-            return Err(refuse(stream, 0, code, reason).await)
-        }
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(p)) => p,
+    let max_ws = ctx.config.ws_max_message;
+    let packet = match hello {
+        Some(h) => Packet::new(0, Frame::Hello(h)),
+        None => match tokio::time::timeout(deadline, read_packet(stream, st, transport, max_ws))
+            .await
+        {
+            Err(_) => {
+                let reason = format!("no HELLO within {} ms", deadline.as_millis());
+                return Err(refuse(stream, transport, 0, ErrorCode::AUTH_TIMEOUT, reason).await);
+            }
+            Ok(Err(HandshakeError::Refused { code, reason })) => {
+                return Err(refuse(stream, transport, 0, code, reason).await)
+            }
+            Ok(Err(HandshakeError::Ws(e))) => return Err(refuse_ws(stream, e).await),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(p)) => p,
+        },
     };
     let seq = packet.seq;
     let Frame::Hello(hello) = packet.frame else {
@@ -118,14 +147,14 @@ pub async fn handshake(
             "first frame must be HELLO, got {}",
             Frame::type_name(packet.frame.type_id())
         );
-        return Err(refuse(stream, seq, ErrorCode::AUTH_REQUIRED, reason).await);
+        return Err(refuse(stream, transport, seq, ErrorCode::AUTH_REQUIRED, reason).await);
     };
     let Some(version) = negotiate(&hello) else {
         let reason = format!(
             "client speaks {}..={}, server {}..={}",
             hello.min_version, hello.max_version, MIN_VERSION, MAX_VERSION
         );
-        return Err(refuse(stream, seq, ErrorCode::NO_COMMON_VERSION, reason).await);
+        return Err(refuse(stream, transport, seq, ErrorCode::NO_COMMON_VERSION, reason).await);
     };
     let claims = match token::verify(
         ctx.config.jwt_secret.as_bytes(),
@@ -139,7 +168,7 @@ pub async fn handshake(
                 TokenError::Expired { .. } => "token expired".to_string(),
                 other => other.to_string(),
             };
-            return Err(refuse(stream, seq, code, reason).await);
+            return Err(refuse(stream, transport, seq, code, reason).await);
         }
     };
     let device = claims
@@ -161,7 +190,7 @@ pub async fn handshake(
         } else {
             code.description().to_string()
         };
-        return Err(refuse(stream, seq, code, reason).await);
+        return Err(refuse(stream, transport, seq, code, reason).await);
     }
     let ok = Frame::AuthOk(AuthOk {
         version,
@@ -171,8 +200,9 @@ pub async fn handshake(
         max_frame_len: ctx.limits.max_frame_len as u64,
         max_message_len: ctx.limits.max_message_len as u64,
     });
-    let bytes = encode_to_bytes(&Packet::new(seq, ok), ctx.delivery.options())
-        .map_err(|e| std::io::Error::other(e.to_string()));
+    let bytes = transport
+        .encode(&Packet::new(seq, ok), ctx.delivery.options())
+        .ok_or_else(|| std::io::Error::other("AUTH_OK cannot be encoded"));
     let written = match bytes {
         Ok(b) => stream.write_all(&b).await,
         Err(e) => Err(e),

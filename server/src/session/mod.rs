@@ -10,6 +10,7 @@
 //! codec) exists only while a partial frame is pending; the write batch only while writing.
 
 mod handshake;
+mod inbound;
 mod rooms;
 
 use std::future::Future;
@@ -21,22 +22,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use push_protocol::{
-    encode_to_bytes, ErrorBody, ErrorCode, Frame, FrameCodec, Packet, ProtocolError,
+    encode_to_bytes, ErrorBody, ErrorCode, Frame, FrameCodec, Hello, Packet, ProtocolError,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
 
 use crate::context::Ctx;
 use crate::hub::{CloseOrder, Conn, Output, Queued};
+use crate::transport::ws::frame::{self as wsf, close_code, WsError};
+use crate::transport::ws::Transport;
+use inbound::{Inbound, InboundError, ReadState};
 
 pub use handshake::{negotiate, HandshakeError};
 pub use rooms::valid_room_name;
 
-/// Bytes requested per read; a read buffer is allocated only when the socket is readable.
-const READ_CHUNK: usize = 4096;
 /// Reads per wake before yielding to other tasks.
 const READ_BUDGET: usize = 16;
 /// Frames taken from the outbox per vectored write.
@@ -55,6 +56,19 @@ enum Ending {
     Protocol(ProtocolError),
     /// The server ordered the close (shutdown, kick, slow consumer, heartbeat timeout).
     Ordered(CloseOrder),
+    /// The peer broke the WebSocket framing or the JSON mode.
+    Ws(WsError),
+    /// The peer sent a WebSocket CLOSE; it is echoed.
+    WsPeerClosed,
+}
+
+impl From<InboundError> for Ending {
+    fn from(e: InboundError) -> Self {
+        match e {
+            InboundError::Protocol(e) => Ending::Protocol(e),
+            InboundError::Ws(e) => Ending::Ws(e),
+        }
+    }
 }
 
 /// What woke the loop.
@@ -110,31 +124,64 @@ pub enum ConnTask {
     Done,
 }
 
-/// Serves one accepted socket until it closes. The caller has already counted it in
+/// Serves one accepted TCP socket until it closes. The caller has already counted it in
 /// `ctx.open`; the count is released when the task ends.
 pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> ConnTask {
-    ConnTask::Handshake(Box::pin(handshake_phase(stream, peer, OpenGuard::new(ctx))))
+    serve_ws(stream, peer, ctx, Transport::Tcp, Bytes::new(), None)
+}
+
+/// Serves a socket on any transport: `early` holds bytes already read past the HTTP upgrade,
+/// `hello` a HELLO taken from the upgrade's query string (then no HELLO frame is awaited).
+/// Counted in `ctx.open` by the caller, like [`serve`].
+pub fn serve_ws(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    transport: Transport,
+    early: Bytes,
+    hello: Option<Hello>,
+) -> ConnTask {
+    let start = Start {
+        transport,
+        early,
+        hello,
+    };
+    ConnTask::Handshake(Box::pin(handshake_phase(
+        stream,
+        peer,
+        OpenGuard::new(ctx),
+        start,
+    )))
+}
+
+/// How a connection begins.
+pub(crate) struct Start {
+    transport: Transport,
+    early: Bytes,
+    hello: Option<Hello>,
 }
 
 async fn handshake_phase(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: OpenGuard,
+    start: Start,
 ) -> Option<Box<Session>> {
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
-    let mut rbuf = BytesMut::new();
-    let mut codec = FrameCodec::new(ctx.limits, *ctx.delivery.options());
-    match handshake::handshake(&mut stream, &mut rbuf, &mut codec, &ctx, peer).await {
+    let mut st = ReadState::new(FrameCodec::new(ctx.limits, *ctx.delivery.options()));
+    st.raw.extend_from_slice(&start.early);
+    let transport = start.transport;
+    match handshake::handshake(&mut stream, &mut st, start.hello, transport, &ctx, peer).await {
         Ok(conn) => {
             ctx.stats.inc(&ctx.stats.handshakes_ok);
-            let pending = (!rbuf.is_empty() || codec.partial_messages() > 0)
-                .then(|| Box::new(ReadState { rbuf, codec }));
+            let pending = (!st.is_idle()).then(|| Box::new(st));
             Some(Box::new(Session {
                 stream,
                 pending,
                 batch: Vec::new(),
                 partial: false,
+                transport,
                 conn,
                 ctx,
             }))
@@ -146,6 +193,10 @@ async fn handshake_phase(
                     ctx.stats.handshake_refused(*code);
                     ctx.note_failed_handshake(peer.ip());
                     tracing::warn!(%peer, "handshake {e}");
+                }
+                HandshakeError::Ws(_) => {
+                    ctx.note_failed_handshake(peer.ip());
+                    tracing::warn!(%peer, "handshake refused: {e}");
                 }
                 _ => {
                     ctx.stats.inc(&ctx.stats.handshakes_abandoned);
@@ -191,12 +242,6 @@ impl Future for ConnTask {
     }
 }
 
-/// Read buffer and codec, kept between reads only while a frame is incomplete.
-struct ReadState {
-    rbuf: BytesMut,
-    codec: FrameCodec,
-}
-
 /// The long-lived state of an authenticated connection.
 pub struct Session {
     stream: TcpStream,
@@ -206,6 +251,8 @@ pub struct Session {
     batch: Vec<Queued>,
     /// True when the first frame of `batch` has been partly written.
     partial: bool,
+    /// Raw TCP or one of the WebSocket modes.
+    transport: Transport,
     conn: Arc<Conn>,
     ctx: OpenGuard,
 }
@@ -239,7 +286,18 @@ impl Session {
         let mut wake = Wake::default();
         if self.batch.is_empty() {
             match self.conn.poll_output(cx, &mut self.batch, WRITE_BATCH) {
-                Poll::Ready(Output::Frames) => wake.output = true,
+                Poll::Ready(Output::Frames) => {
+                    wake.output = true;
+                    if self.transport.is_ws() {
+                        let (limits, options) = (self.ctx.limits, *self.ctx.delivery.options());
+                        for q in &mut self.batch {
+                            if !q.stamp.is_raw() {
+                                let wire = std::mem::take(&mut q.frame);
+                                q.frame = self.transport.wrap(wire, limits, options);
+                            }
+                        }
+                    }
+                }
                 Poll::Ready(Output::Close(order)) => wake.close = Some(order),
                 Poll::Pending => {
                     // Everything queued has reached the socket: time for the next chunk of a
@@ -266,6 +324,15 @@ impl Session {
         } else {
             Poll::Pending
         }
+    }
+
+    /// Puts protocol wire bytes into this connection's transport framing.
+    fn wrap(&self, frame: Bytes, raw: bool) -> Bytes {
+        if raw {
+            return frame;
+        }
+        self.transport
+            .wrap(frame, self.ctx.limits, *self.ctx.delivery.options())
     }
 
     /// Records accept-to-write latency for the first `done` frames of the batch, which have
@@ -338,13 +405,13 @@ impl Session {
 
     fn on_readable(&mut self) -> Result<(), Ending> {
         let mut st = self.pending.take().unwrap_or_else(|| {
-            Box::new(ReadState {
-                rbuf: BytesMut::with_capacity(READ_CHUNK),
-                codec: FrameCodec::new(self.ctx.limits, *self.ctx.delivery.options()),
-            })
+            Box::new(ReadState::new(FrameCodec::new(
+                self.ctx.limits,
+                *self.ctx.delivery.options(),
+            )))
         });
         let result = self.read_into(&mut st);
-        if !st.rbuf.is_empty() || st.codec.partial_messages() > 0 {
+        if !st.is_idle() {
             self.pending = Some(st);
         }
         result
@@ -352,10 +419,10 @@ impl Session {
 
     fn read_into(&mut self, st: &mut ReadState) -> Result<(), Ending> {
         for _ in 0..READ_BUDGET {
-            if st.rbuf.capacity() == st.rbuf.len() {
-                st.rbuf.reserve(READ_CHUNK);
+            if st.raw.capacity() == st.raw.len() {
+                st.raw.reserve(inbound::READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut st.rbuf) {
+            match self.stream.try_read_buf(&mut st.raw) {
                 Ok(0) => return Err(Ending::PeerClosed),
                 Ok(n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_in, n as u64);
@@ -370,15 +437,24 @@ impl Session {
 
     fn decode_all(&mut self, st: &mut ReadState) -> Result<(), Ending> {
         st.codec.set_now_ms(self.ctx.hub.now_ms());
-        loop {
-            let packet = match st.codec.decode(&mut st.rbuf) {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => return Err(Ending::Protocol(e)),
-            };
-            self.ctx.stats.inc(&self.ctx.stats.frames_in);
+        let max_ws = self.ctx.config.ws_max_message;
+        while let Some(inbound) = st.next(self.transport, max_ws)? {
             self.conn.touch(self.ctx.hub.now_ms());
-            self.handle(packet)?;
+            match inbound {
+                Inbound::Packet(packet) => {
+                    self.ctx.stats.inc(&self.ctx.stats.frames_in);
+                    self.handle(packet)?;
+                }
+                Inbound::Ping(payload) => {
+                    let pong = wsf::encode(wsf::opcode::PONG, &payload);
+                    let _ = self.ctx.hub.send_conn_raw(&self.conn, pong);
+                }
+                Inbound::Pong => {}
+                Inbound::Close(code, reason) => {
+                    tracing::debug!(conn = self.conn.id, ?code, %reason, "WebSocket closed by the client");
+                    return Err(Ending::WsPeerClosed);
+                }
+            }
         }
         st.codec.check_timeouts().map_err(Ending::Protocol)
     }
@@ -435,24 +511,40 @@ impl Session {
         Ok(())
     }
 
+    /// The WebSocket close code for a push-protocol code: 4000 + the code (RFC 6455 leaves
+    /// 4000-4999 to applications), so browsers, which see only the close event, learn why.
+    fn ws_code(code: ErrorCode) -> u16 {
+        if code == ErrorCode::SHUTTING_DOWN {
+            close_code::GOING_AWAY
+        } else {
+            4000u16.saturating_add(code.0)
+        }
+    }
+
     async fn finish(mut self, ending: Ending) {
-        let final_frame = match &ending {
-            Ending::PeerClosed | Ending::Io(_) => None,
+        // Protocol-level final frame, and for WebSocket the close frame after it.
+        let (final_frame, ws_close) = match &ending {
+            Ending::PeerClosed | Ending::Io(_) => (None, None),
+            Ending::WsPeerClosed => (None, Some((close_code::NORMAL, String::new()))),
+            Ending::Ws(e) => {
+                self.ctx.stats.inc(&self.ctx.stats.protocol_errors);
+                tracing::warn!(conn = self.conn.id, user = %self.conn.user, "WebSocket error: {e}");
+                self.batch.truncate(usize::from(self.partial));
+                (None, Some((e.code, e.reason.clone())))
+            }
             Ending::Protocol(e) => {
                 self.ctx.stats.inc(&self.ctx.stats.protocol_errors);
                 tracing::warn!(conn = self.conn.id, user = %self.conn.user, "protocol error: {e}");
-                self.batch.clear();
-                encode_to_bytes(
-                    &Packet::new(
-                        0,
-                        Frame::Error(ErrorBody {
-                            code: e.code(),
-                            reason: e.to_string(),
-                        }),
-                    ),
-                    &Default::default(),
-                )
-                .ok()
+                // Finish a half-written frame so the ERROR that follows is readable.
+                self.batch.truncate(usize::from(self.partial));
+                let frame = Frame::Error(ErrorBody {
+                    code: e.code(),
+                    reason: e.to_string(),
+                });
+                let bytes = self
+                    .transport
+                    .encode(&Packet::new(0, frame), &Default::default());
+                (bytes, Some((Self::ws_code(e.code()), e.to_string())))
             }
             Ending::Ordered(order) => {
                 if order.code == ErrorCode::HEARTBEAT_TIMEOUT {
@@ -461,26 +553,35 @@ impl Session {
                 tracing::debug!(conn = self.conn.id, code = %order.code, "closing on order");
                 if order.code == ErrorCode::SHUTTING_DOWN {
                     // Deliver what was already queued before saying goodbye.
-                    self.batch.extend(self.conn.take_queued());
+                    for q in self.conn.take_queued() {
+                        let frame = self.wrap(q.frame, q.stamp.is_raw());
+                        self.batch.push(Queued { frame, ..q });
+                    }
                 } else {
                     // Drop the backlog, but finish a half-written frame so the CLOSE that
                     // follows is readable.
                     self.batch.truncate(usize::from(self.partial));
                 }
-                Some(order.frame.clone())
+                let frame = self.wrap(order.frame.clone(), false);
+                let reason = order.code.description().to_string();
+                (Some(frame), Some((Self::ws_code(order.code), reason)))
             }
         };
         self.ctx.hub.unregister(&self.conn);
         if let Ending::Io(e) = &ending {
             tracing::debug!(conn = self.conn.id, "socket error: {e}");
         }
-        if let Some(frame) = final_frame {
+        let ws_close = ws_close
+            .filter(|_| self.transport.is_ws())
+            .map(|(code, reason)| wsf::encode_close(code, &reason));
+        if final_frame.is_some() || ws_close.is_some() {
             let drain = Duration::from_millis(self.ctx.config.shutdown_drain_ms);
             let mut batch: Vec<Bytes> = std::mem::take(&mut self.batch)
                 .into_iter()
                 .map(|q| q.frame)
                 .collect();
-            batch.push(frame);
+            batch.extend(final_frame);
+            batch.extend(ws_close);
             let stream = &mut self.stream;
             let _ = Box::pin(tokio::time::timeout(drain, async move {
                 for b in batch {

@@ -1,3 +1,4 @@
 //! Socket adapters that feed connections to sessions.
 
 pub mod tcp;
+pub mod ws;

@@ -1,0 +1,77 @@
+//! The HTTP accept loop: HTTP/1.1 with upgrades (for `/ws`), the peer address in every
+//! request, a deadline on request headers, and a graceful drain on shutdown.
+//!
+//! Our own loop rather than `axum::serve`: after a WebSocket upgrade the session task needs the
+//! bare `TcpStream`, which hyper only hands back (`Upgraded::downcast`) when it served the
+//! socket directly, not through hyper-util's auto-detecting wrapper.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::context::Ctx;
+
+/// Serves `app` on `listener` until shutdown, then waits for requests in flight.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'static str) {
+    let tracker = TaskTracker::new();
+    let header_timeout = ctx.config.handshake_timeout();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(
+                    "{what}: accept failed: {e}; retrying in {} ms",
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(5);
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let shutdown = ctx.shutdown.clone();
+        tracker.spawn(async move {
+            let svc = TowerToHyperService::new(app);
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                hyper::service::Service::call(&svc, req)
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "{what}: connection ended: {e}");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("{what} listener stopped");
+}

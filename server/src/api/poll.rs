@@ -1,0 +1,263 @@
+//! Long-poll fallback (`GET /api/v1/poll`, SPEC.md §13): the last resort for clients that can
+//! open neither TCP nor WebSocket. Each poll is a short-lived connection in the hub: it
+//! acknowledges the user stream up to `after`, receives the replay of everything still
+//! unacknowledged (and broadcast or rooms after the positions given), waits for live messages
+//! up to the deadline, and returns them with their positions. Nothing is acknowledged until
+//! the next poll names its position, so the delivery guarantees are those of a connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::BytesMut;
+use push_protocol::token;
+use push_protocol::{ErrorCode, Frame, FrameCodec, Stream, StreamPos};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::codec::Decoder;
+
+use super::error;
+use crate::context::Ctx;
+use crate::delivery::ids::unix_ms;
+use crate::hub::{Conn, Output, Queued};
+use crate::session::valid_room_name;
+use crate::transport::ws::json::{push_json, stream_name};
+
+/// Most messages one poll returns unless `limit` asks for fewer.
+const MAX_LIMIT: usize = 1000;
+
+/// Query of a poll.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollQuery {
+    /// Last user-stream position processed (acknowledges up to it).
+    #[serde(default)]
+    after: u64,
+    /// Receive broadcast messages after this position.
+    broadcast_after: Option<u64>,
+    /// Rooms with the last position processed in each: `lobby:12,ops:0`.
+    rooms: Option<String>,
+    /// Longest wait in ms (capped at `poll_max_wait_ms`).
+    wait_ms: Option<u64>,
+    /// Most messages to return (default and cap 1000).
+    limit: Option<usize>,
+    /// Access token, for clients that cannot set the Authorization header.
+    token: Option<String>,
+}
+
+/// Removes the poll's connection from the hub however the request ends.
+struct Registered(Arc<Ctx>, Arc<Conn>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.hub.unregister(&self.1);
+    }
+}
+
+fn parse_rooms(s: &str) -> Result<Vec<(String, u64)>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        let (room, pos) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("rooms item \"{item}\" is not room:position"))?;
+        valid_room_name(room).map_err(|e| format!("rooms: {e}"))?;
+        let pos = pos
+            .parse()
+            .map_err(|_| format!("rooms position \"{pos}\" is not an integer"))?;
+        out.push((room.to_string(), pos));
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/poll`.
+pub async fn poll(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text(), Some("query")),
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(tok) = bearer.or(q.token.as_deref()) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing user token: Authorization: Bearer <token> or ?token=",
+            None,
+        );
+    };
+    let claims = match token::verify(ctx.config.jwt_secret.as_bytes(), tok, unix_ms() / 1000) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string(), Some("token")),
+    };
+    let rooms = match q.rooms.as_deref().map(parse_rooms).transpose() {
+        Ok(r) => r.unwrap_or_default(),
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason, Some("rooms")),
+    };
+    if rooms.len() > ctx.config.max_rooms_per_connection {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "more rooms than max_rooms_per_connection",
+            Some("rooms"),
+        );
+    }
+    let limit = q.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
+    let wait = Duration::from_millis(
+        q.wait_ms
+            .unwrap_or(u64::MAX)
+            .min(ctx.config.poll_max_wait_ms),
+    );
+
+    let conn = Arc::new(Conn::new(
+        ctx.next_conn_id(),
+        claims.sub.as_str().into(),
+        Some("long-poll".into()),
+        ctx.hub.now_ms(),
+    ));
+    let mut resume = vec![StreamPos {
+        stream: Stream::User,
+        position: q.after,
+    }];
+    if let Some(b) = q.broadcast_after {
+        resume.push(StreamPos {
+            stream: Stream::Broadcast,
+            position: b,
+        });
+    }
+    if let Err(code) = ctx.delivery.attach(conn.clone(), resume).await {
+        let status = if code == ErrorCode::TOO_MANY_USER_CONNECTIONS {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return error(status, code.description(), None);
+    }
+    let _registered = Registered(ctx.clone(), conn.clone());
+    for (room, after) in &rooms {
+        ctx.delivery
+            .join(conn.clone(), room.clone(), Some(*after), 0);
+    }
+    let mut positions: BTreeMap<String, u64> = BTreeMap::new();
+    positions.insert("user".into(), q.after);
+    if let Some(b) = q.broadcast_after {
+        positions.insert("broadcast".into(), b);
+    }
+    for (room, after) in &rooms {
+        positions.insert(format!("room:{room}"), *after);
+    }
+    let mut out = Collected {
+        messages: Vec::new(),
+        gaps: Vec::new(),
+        positions,
+        joins_pending: rooms.len(),
+        closed: None,
+        limit,
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut codec = FrameCodec::new(ctx.limits, *ctx.delivery.options());
+    loop {
+        let mut batch = Vec::new();
+        let next = std::future::poll_fn(|cx| conn.poll_output(cx, &mut batch, 64));
+        let output = tokio::select! {
+            o = next => o,
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        match output {
+            Output::Frames => out.take(&mut codec, batch),
+            Output::Close(order) => {
+                out.closed = Some(order.code);
+                break;
+            }
+        }
+        if out.full() || (!out.messages.is_empty() && out.joins_pending == 0) {
+            break;
+        }
+    }
+    let closed = out.closed.map(|c| json!({"code": c.0, "name": c.name()}));
+    (
+        StatusCode::OK,
+        Json(json!({
+            "user": claims.sub,
+            "messages": out.messages,
+            "positions": out.positions,
+            "gaps": out.gaps,
+            "closed": closed,
+        })),
+    )
+        .into_response()
+}
+
+/// What a poll has gathered so far.
+struct Collected {
+    messages: Vec<Value>,
+    gaps: Vec<Value>,
+    positions: BTreeMap<String, u64>,
+    joins_pending: usize,
+    closed: Option<ErrorCode>,
+    limit: usize,
+}
+
+impl Collected {
+    fn full(&self) -> bool {
+        self.messages.len() >= self.limit
+    }
+
+    /// Decodes queued frames; messages past the limit are left for the next poll (they are
+    /// not acknowledged, so they are replayed).
+    fn take(&mut self, codec: &mut FrameCodec, batch: Vec<Queued>) {
+        for q in batch {
+            let mut src = BytesMut::from(&q.frame[..]);
+            while let Ok(Some(packet)) = codec.decode(&mut src) {
+                match packet.frame {
+                    Frame::Push(p) if !self.full() => {
+                        let name = stream_name(&p.stream);
+                        // A retry can queue a message this poll already holds.
+                        if self
+                            .positions
+                            .get(&name)
+                            .is_some_and(|&seen| p.position <= seen)
+                        {
+                            continue;
+                        }
+                        self.positions.insert(name, p.position);
+                        self.messages.push(push_json(&p));
+                    }
+                    Frame::Gap(g) => self.gaps.push(json!({
+                        "stream": stream_name(&g.stream),
+                        "requested_after": g.requested_after,
+                        "first_available": g.first_available,
+                    })),
+                    Frame::Ok(_) | Frame::Error(_) => {
+                        self.joins_pending = self.joins_pending.saturating_sub(1)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_parameter() {
+        assert_eq!(
+            parse_rooms("lobby:3,a:b:0").unwrap(),
+            vec![("lobby".into(), 3), ("a:b".into(), 0)]
+        );
+        assert!(parse_rooms("lobby").is_err());
+        assert!(parse_rooms("bad room:1").is_err());
+        assert!(parse_rooms("lobby:x").is_err());
+    }
+}
