@@ -57,7 +57,7 @@ pub async fn mint_token(
 ) -> Response {
     if ctx.config.jwt_secret != DEV_JWT_SECRET {
         return error(
-            StatusCode::NOT_FOUND,
+            StatusCode::FORBIDDEN,
             "token minting is only available in development mode (default jwt_secret)",
             None,
         );
