@@ -10,6 +10,7 @@ mod procstat;
 mod report;
 mod spec;
 mod worker;
+mod ws;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,6 +42,9 @@ enum Cmd {
         /// Seconds to hold before measuring (lets the server settle).
         #[arg(long, default_value_t = 3.0)]
         hold: f64,
+        /// Connect over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
+        #[arg(long)]
+        ws: bool,
     },
     /// N receivers in one room (or on broadcast); publish M messages of S bytes at rate R.
     Fanout {
@@ -152,7 +156,8 @@ fn main() {
                 common,
                 conns,
                 hold,
-            } => idle(common, conns, hold).await,
+                ws,
+            } => idle(common, conns, hold, ws).await,
             Cmd::Fanout {
                 common,
                 load,
@@ -219,16 +224,26 @@ fn server_figures(pid: Option<u32>, fig: &mut Map<String, Value>, prefix: &str) 
     }
 }
 
-async fn idle(c: Common, conns: usize, hold: f64) -> Res {
+async fn idle(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res {
     let pid = c.server_pid;
     let rss0 = pid.and_then(procstat::rss_bytes);
     let cpu0 = pid.and_then(procstat::cpu_seconds);
-    let mut workers = Workers::spawn(specs(&c, conns, Mode::Idle))?;
+    let mode = if ws {
+        c.addr = c.http.to_string();
+        Mode::IdleWs
+    } else {
+        Mode::Idle
+    };
+    let mut workers = Workers::spawn(specs(&c, conns, mode))?;
     let ready = workers.wait_ready(Duration::from_secs(600)).await;
     let cpu1 = pid.and_then(procstat::cpu_seconds);
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
     let rss1 = pid.and_then(procstat::rss_bytes);
     let mut fig = Map::new();
+    fig.insert(
+        "transport".into(),
+        json!(if ws { "websocket" } else { "tcp" }),
+    );
     fig.insert("connections_requested".into(), json!(conns));
     fig.insert("connections_ok".into(), json!(ready.ok));
     fig.insert("connections_failed".into(), json!(ready.failed));

@@ -26,6 +26,8 @@ pub struct WorkerSpec {
 pub enum Mode {
     /// Hold connections, answer heartbeats.
     Idle,
+    /// Hold WebSocket connections (binary mode, token in the query), answer heartbeats.
+    IdleWs,
     /// Hold connections, optionally join a room, record latency of every PUSH.
     Receive {
         /// Room to join, if any.

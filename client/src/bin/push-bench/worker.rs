@@ -59,6 +59,7 @@ pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
         match spec.mode.clone() {
             Mode::Churn { rate, seconds } => churn(spec, rate, seconds).await,
             Mode::Idle => hold(spec, None, false).await,
+            Mode::IdleWs => hold(spec, None, false).await,
             Mode::Receive { room } => hold(spec, room, true).await,
         }
     });
@@ -99,8 +100,25 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         };
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
         let mut stop = stop_rx.clone();
+        let ws = matches!(spec.mode, Mode::IdleWs);
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await.expect("semaphore open");
+            if ws {
+                match crate::ws::WsConn::connect(addr, &opts.token).await {
+                    Ok(c) => {
+                        drop(permit);
+                        tally.ok.set(tally.ok.get() + 1);
+                        if c.hold(&mut stop).await {
+                            tally.lost.set(tally.lost.get() + 1);
+                        }
+                    }
+                    Err(e) => {
+                        tally.failed.set(tally.failed.get() + 1);
+                        tally.note_error(e.to_string());
+                    }
+                }
+                return;
+            }
             let mut conn = match Connection::connect(addr, &opts).await {
                 Ok(c) => c,
                 Err(e) => {
