@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs and starts what the tests need when it is missing:
-# a RabbitMQ broker on 127.0.0.1:5672 for the message-queue ingestion tests.
+# a RabbitMQ broker on 127.0.0.1:5672 for the message-queue ingestion tests, Python's
+# `websockets` package (a third-party WebSocket client), and Debian's Chromium with
+# playwright-core from npm for the browser end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,28 @@ ensure_rabbitmq() {
   export PUSH_TEST_AMQP_URL='amqp://guest:guest@127.0.0.1:5672/%2f'
 }
 
+ensure_e2e_tools() {
+  if ! python3 -c 'import websockets' >/dev/null 2>&1; then
+    echo "installing the websockets package (needed by server/tests/e2e/ws_third_party.py)" >&2
+    python3 -m pip install -q 'websockets>=13' >&2
+  fi
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "installing chromium (needed by client/js/test/browser.test.mjs)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d client/js/node_modules/playwright-core ]; then
+    echo "installing playwright-core (needed by client/js/test/browser.test.mjs)" >&2
+    (cd client/js && npm ci --no-audit --no-fund >&2)
+  fi
+}
+
 ensure_rabbitmq
+ensure_e2e_tools
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# End-to-end tests against the real binary: a third-party WebSocket client, then the demo page
+# and the browser SDK in headless Chromium (screenshots under target/e2e/).
+cargo build -q -p push-server
+python3 server/tests/e2e/ws_third_party.py target/debug/push-server
+node client/js/test/browser.test.mjs target/debug/push-server

@@ -31,7 +31,8 @@ export class PushClient {
    * @param {boolean} [opts.broadcast=true] receive broadcasts (resumed by position)
    * @param {number} [opts.minBackoffMs=250] first reconnect delay
    * @param {number} [opts.maxBackoffMs=15000] longest reconnect delay
-   * @param {number} [opts.wsFailuresBeforePoll=3] WebSocket attempts that never opened before falling back
+   * @param {number} [opts.wsFailuresBeforePoll=3] failed WebSocket attempts, while the server answers HTTP, before falling back
+   * @param {number} [opts.wsRetryMs=60000] while long-polling, try WebSocket again this often
    * @param {number} [opts.pollWaitMs=25000] long-poll wait per request
    * @param {object} [opts.positions] starting positions, e.g. saved from a previous page
    */
@@ -45,6 +46,7 @@ export class PushClient {
         minBackoffMs: 250,
         maxBackoffMs: 15000,
         wsFailuresBeforePoll: 3,
+        wsRetryMs: 60000,
         pollWaitMs: 25000,
       },
       opts,
@@ -144,7 +146,6 @@ export class PushClient {
     const ws = new WebSocket(this.wsUrl, SUBPROTOCOL);
     this._ws = ws;
     ws.onopen = () => {
-      opened = true;
       const resume = {};
       for (const [s, p] of Object.entries(this.positions)) {
         if (s === "user" || (s === "broadcast" && this.opts.broadcast)) resume[s] = p;
@@ -152,6 +153,7 @@ export class PushClient {
       this._send({ op: "hello", token, resume });
     };
     ws.onmessage = (ev) => {
+      opened = true; // a session answered: this transport works here
       let msg;
       try {
         msg = JSON.parse(ev.data);
@@ -160,18 +162,28 @@ export class PushClient {
       }
       this._onServer(msg);
     };
-    ws.onclose = (ev) => {
+    ws.onclose = async (ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
-      if (!opened) this._wsFailures++;
       const detail = { code: ev.code, reason: ev.reason };
       if (FATAL_CLOSE.has(ev.code)) {
         this._stopped = true;
         return this._setState("closed", detail);
       }
+      // A WebSocket that never carried a session counts against WebSocket only when the
+      // server answers plain HTTP: a server that is down is not a reason to fall back.
+      if (!opened && (await this._httpReachable())) this._wsFailures++;
       this._retry(detail, this._reconnectHint);
     };
     ws.onerror = () => {}; // onclose follows with the details the browser allows.
+  }
+
+  async _httpReachable() {
+    try {
+      return (await fetch(this.url + "/healthz", { cache: "no-store" })).ok;
+    } catch {
+      return false;
+    }
   }
 
   _onServer(msg) {
@@ -276,43 +288,52 @@ export class PushClient {
 
   async _poll(token) {
     this.transport = "poll";
-    const q = new URLSearchParams({
-      after: String(this.positions.user || 0),
-      wait_ms: String(this.opts.pollWaitMs),
-    });
-    if (this.opts.broadcast) q.set("broadcast_after", String(this.positions.broadcast || 0));
-    const rooms = [...this.rooms].map((r) => r + ":" + (this.positions["room:" + r] || 0));
-    if (rooms.length) q.set("rooms", rooms.join(","));
-    const abort = new AbortController();
-    this._pollAbort = abort;
-    let res, body;
-    try {
-      res = await fetch(this.url + "/api/v1/poll?" + q, {
-        headers: { Authorization: "Bearer " + token },
-        signal: abort.signal,
+    const wsRetryAt = Date.now() + this.opts.wsRetryMs;
+    // The first poll returns at once, so the state is known and the backlog arrives.
+    let wait = 0;
+    while (!this._stopped) {
+      const q = new URLSearchParams({
+        after: String(this.positions.user || 0),
+        wait_ms: String(wait),
       });
-      body = await res.json();
-    } catch (e) {
-      if (this._stopped) return;
-      return this._retry({ reason: "poll failed: " + e });
-    } finally {
-      this._pollAbort = null;
-    }
-    if (!res.ok) {
-      const detail = { status: res.status, reason: body && body.error };
-      if (FATAL_HTTP.has(res.status)) {
-        this._stopped = true;
-        return this._setState("closed", detail);
+      wait = this.opts.pollWaitMs;
+      if (this.opts.broadcast) q.set("broadcast_after", String(this.positions.broadcast || 0));
+      const rooms = [...this.rooms].map((r) => r + ":" + (this.positions["room:" + r] || 0));
+      if (rooms.length) q.set("rooms", rooms.join(","));
+      const abort = new AbortController();
+      this._pollAbort = abort;
+      let res, body;
+      try {
+        res = await fetch(this.url + "/api/v1/poll?" + q, {
+          headers: { Authorization: "Bearer " + token },
+          signal: abort.signal,
+          cache: "no-store",
+        });
+        body = await res.json();
+      } catch (e) {
+        if (this._stopped) return;
+        return this._retry({ reason: "poll failed: " + e });
+      } finally {
+        this._pollAbort = null;
       }
-      return this._retry(detail);
+      if (!res.ok) {
+        const detail = { status: res.status, reason: body && body.error };
+        if (FATAL_HTTP.has(res.status)) {
+          this._stopped = true;
+          return this._setState("closed", detail);
+        }
+        return this._retry(detail);
+      }
+      this._attempt = 0;
+      this._setState("connected", { transport: "poll", user: body.user });
+      for (const g of body.gaps) this._onServer(Object.assign({ op: "gap" }, g));
+      for (const m of body.messages) this._deliver(m);
+      // The next poll's `after` acknowledges what was processed.
+      if (this.opts.transport === "auto" && Date.now() >= wsRetryAt) {
+        // Give WebSocket one more chance; a single failure brings us back here.
+        this._wsFailures = this.opts.wsFailuresBeforePoll - 1;
+        return this._open();
+      }
     }
-    this._attempt = 0;
-    this._setState("connected", { transport: "poll", user: body.user });
-    for (const g of body.gaps) this._onServer(Object.assign({ op: "gap" }, g));
-    for (const m of body.messages) this._deliver(m);
-    // The next poll's `after` acknowledges what was processed. Give WebSocket another chance
-    // now and then, in case the network that blocked it has changed.
-    if (this.opts.transport === "auto" && Math.random() < 0.05) this._wsFailures = 0;
-    if (!this._stopped) this._open();
   }
 }

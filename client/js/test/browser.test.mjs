@@ -1,0 +1,131 @@
+// End-to-end in headless Chromium (Playwright driving Debian's /usr/bin/chromium): the /demo
+// page connects through the browser SDK, receives a pushed message, survives a server kill and
+// restart (receiving what was pushed while it was away), and falls back to long-polling when
+// WebSocket is unavailable. Saves screenshots under target/e2e/.
+//
+// Run: node client/js/test/browser.test.mjs target/debug/push-server
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { resolve } from "node:path";
+import { chromium } from "playwright-core";
+import { Server } from "./server.mjs";
+
+const binary = resolve(process.argv[2] || "target/debug/push-server");
+const artifacts = resolve("target/e2e");
+mkdirSync(artifacts, { recursive: true });
+const TIMEOUT = 20000;
+/** Pages whose log is printed if the test fails. */
+const pages = [];
+
+async function connectPage(browser, server, user, transport) {
+  const page = await browser.newPage();
+  page.on("console", (m) => m.type() === "error" && console.error("page:", m.text()));
+  page.on("pageerror", (e) => console.error("page error:", e));
+  pages.push(page);
+  await page.goto(server.base + "/demo");
+  await page.fill("#user", user);
+  await page.click("#mint");
+  await page.waitForFunction(() => document.querySelector("#token").value.length > 20, null, { timeout: TIMEOUT });
+  if (transport) await page.selectOption("#transport-choice", transport);
+  await page.click("#connect");
+  await page.waitForSelector("#state.connected", { timeout: TIMEOUT });
+  return page;
+}
+
+async function seeMessage(page, title) {
+  const li = page.locator("#messages li", { hasText: title });
+  await li.first().waitFor({ timeout: TIMEOUT });
+  return li.first();
+}
+
+async function main() {
+  const server = await (await Server.create(binary)).start();
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    // 1. Connect over WebSocket and receive a message pushed through the HTTP API.
+    const page = await connectPage(browser, server, "webuser");
+    assert.equal(await page.textContent("#transport"), "ws");
+    await server.push({ to: { users: ["webuser"] }, kind: "alarm", title: "Device 42 alarm", content: "Temperature 81 C", level: "critical" });
+    const li = await seeMessage(page, "Device 42 alarm");
+    assert.equal(await li.locator(".kind").textContent(), "alarm");
+    assert.equal(await li.locator(".level").textContent(), "critical");
+    assert.equal(await li.getAttribute("class"), "critical");
+    // The page's own push form (to me, and to a joined room) goes through the API too.
+    await page.fill("#push-title", "from the form");
+    await page.click("#push-send");
+    await seeMessage(page, "from the form");
+    await page.click("#join");
+    await page.waitForFunction(() => document.querySelector("#log").textContent.includes("joined lobby"));
+    await new Promise((r) => setTimeout(r, 300)); // let the JOIN reach the server
+    await page.selectOption("#push-target", "room");
+    await page.fill("#push-title", "room hello");
+    await page.click("#push-send");
+    const roomMsg = await seeMessage(page, "room hello");
+    assert.match(await roomMsg.locator(".where").textContent(), /^room:lobby #1$/);
+    console.log("live delivery over WebSocket: ok");
+
+    // 2. Kill the server; while the page waits to reconnect, restart it and push: the page
+    // reconnects and receives the message from storage, once.
+    await server.kill();
+    await page.waitForSelector("#state.reconnecting", { timeout: TIMEOUT });
+    // Let the backoff grow past 1 s so the push below lands while the page is still away.
+    await page.waitForFunction(
+      () => /reconnecting \{"in_ms":(1[0-9]{3}|[2-9][0-9]{3}|[0-9]{5})/.test(document.querySelector("#log").textContent),
+      null,
+      { timeout: TIMEOUT },
+    );
+    await server.start();
+    const presence = await server.api("GET", "/api/v1/users/webuser/presence");
+    assert.equal(presence.body.online, false, "the page must still be away when the message is pushed");
+    await server.push({ to: { users: ["webuser"] }, kind: "notification", title: "while you were away", content: "stored, then replayed", level: "warning" });
+    await page.waitForSelector("#state.connected", { timeout: TIMEOUT });
+    await seeMessage(page, "while you were away");
+    await page.screenshot({ path: resolve(artifacts, "demo.png"), fullPage: true });
+    // Nothing was shown twice (the SDK dedupes replays by id).
+    const ids = await page.$$eval("#messages li", (lis) => lis.map((l) => l.dataset.id));
+    assert.equal(new Set(ids).size, ids.length, "no message rendered twice");
+    assert.equal(ids.length, 4);
+    console.log("reconnect after kill and replay of what was pushed meanwhile: ok");
+
+    // 3. A browser where WebSocket is broken: the SDK falls back to long-polling.
+    const context = await browser.newContext();
+    await context.routeWebSocket(/\/ws/, (ws) => ws.close({ code: 1011, reason: "blocked by the test" }));
+    const blocked = await context.newPage();
+    await blocked.goto(server.base + "/demo");
+    await blocked.fill("#user", "polluser");
+    await blocked.click("#mint");
+    await blocked.waitForFunction(() => document.querySelector("#token").value.length > 20);
+    await blocked.click("#connect");
+    pages.push(blocked);
+    await blocked.waitForFunction(() => document.querySelector("#transport").textContent === "poll", null, { timeout: TIMEOUT });
+    await blocked.waitForSelector("#state.connected", { timeout: TIMEOUT });
+    await server.push({ to: { users: ["polluser"] }, kind: "alarm", title: "over long-poll", content: "fallback", level: "error" });
+    await seeMessage(blocked, "over long-poll");
+    await blocked.screenshot({ path: resolve(artifacts, "demo-long-poll.png"), fullPage: true });
+    // The next poll acknowledged it.
+    let acked = 0;
+    for (let i = 0; i < 100 && acked < 1; i++) {
+      acked = (await server.api("GET", "/api/v1/history/users/polluser")).body.acked;
+      if (acked < 1) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(acked, 1, "the long-poll client acknowledged by position");
+    console.log("long-poll fallback: ok");
+  } catch (e) {
+    for (const p of pages) console.error("page log:\n" + (await p.textContent("#log").catch(() => "?")));
+    throw e;
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+}
+
+main().then(
+  () => console.log("browser e2e: ok; screenshots in " + artifacts),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
