@@ -13,8 +13,11 @@
 //   client.join("lobby");
 
 const SUBPROTOCOL = "push.v1.json";
-// Close codes after which reconnecting cannot help (4000 + SPEC.md §10 code).
-const FATAL_CLOSE = new Set([4202, 4203, 4200, 4204, 4305]);
+// Close codes after which reconnecting cannot help (4000 + SPEC.md §10 code): AUTH_REQUIRED,
+// TOKEN_INVALID, NO_COMMON_VERSION, KICKED; TOKEN_EXPIRED too unless `token` is a function
+// that can fetch a fresh one.
+const FATAL_CLOSE = new Set([4200, 4202, 4204, 4504]);
+const TOKEN_EXPIRED = 4203;
 const FATAL_HTTP = new Set([400, 401, 403, 404]);
 
 /** A message as delivered: the phase-1 fields plus where it sits in its stream. */
@@ -166,7 +169,8 @@ export class PushClient {
       if (this._ws !== ws) return;
       this._ws = null;
       const detail = { code: ev.code, reason: ev.reason };
-      if (FATAL_CLOSE.has(ev.code)) {
+      const refreshable = typeof this.opts.token === "function";
+      if (FATAL_CLOSE.has(ev.code) || (ev.code === TOKEN_EXPIRED && !refreshable)) {
         this._stopped = true;
         return this._setState("closed", detail);
       }

@@ -1,0 +1,116 @@
+//! SPEC.md §12's WebSocket and JSON vectors: the server produces and parses exactly them.
+
+use bytes::{Bytes, BytesMut};
+use push_protocol::{
+    encode_to_bytes, Frame, Hello, Level, MessageId, Notice, Packet, PayloadFormat, Push, Stream,
+    StreamPos, MAX_VERSION, MIN_VERSION,
+};
+use push_server::transport::ws::frame::{encode_close, parse, WsFrame};
+use push_server::transport::ws::json::{parse_client, server_json};
+use push_server::transport::ws::Transport;
+
+/// The block after `<!-- {kind}: {name} -->`.
+fn block(kind: &str, name: &str) -> String {
+    let spec = include_str!("../../SPEC.md");
+    let marker = format!("<!-- {kind}: {name} -->");
+    let at = spec
+        .find(&marker)
+        .unwrap_or_else(|| panic!("SPEC.md has no {marker}"));
+    let rest = &spec[at + marker.len()..];
+    let open = rest.find("```").unwrap();
+    let body = &rest[open..];
+    let start = body.find('\n').unwrap() + 1;
+    let end = body[start..].find("```").unwrap();
+    body[start..start + end].trim().to_string()
+}
+
+fn hex(name: &str) -> Vec<u8> {
+    block("ws-vector", name)
+        .split_whitespace()
+        .map(|t| u8::from_str_radix(t, 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn client_binary_message_unmasks_to_a_pong() {
+    let mut raw = BytesMut::from(&hex("client_pong")[..]);
+    let f = parse(&mut raw, 1 << 20).unwrap().unwrap();
+    let pong = encode_to_bytes(&Packet::new(7, Frame::Pong), &Default::default()).unwrap();
+    assert_eq!(
+        f,
+        WsFrame::Data {
+            opcode: 2,
+            fin: true,
+            payload: pong
+        }
+    );
+    assert!(raw.is_empty());
+}
+
+#[test]
+fn server_binary_message_and_close_are_byte_exact() {
+    let ping = Transport::WsBinary
+        .encode(&Packet::new(9, Frame::Ping), &Default::default())
+        .unwrap();
+    assert_eq!(ping.to_vec(), hex("server_ping"));
+    let close = encode_close(4304, push_protocol::ErrorCode::SLOW_CONSUMER.description());
+    assert_eq!(close.to_vec(), hex("server_close_slow"));
+}
+
+#[test]
+fn json_client_vectors_map_to_their_frames() {
+    let hello = parse_client(block("json-vector", "client_hello").as_bytes()).unwrap();
+    assert_eq!(
+        hello.frame,
+        Frame::Hello(Hello {
+            min_version: MIN_VERSION,
+            max_version: MAX_VERSION,
+            token: "tok".into(),
+            device: "phone".into(),
+            resume: vec![
+                StreamPos {
+                    stream: Stream::Room("lobby".into()),
+                    position: 300
+                },
+                StreamPos {
+                    stream: Stream::User,
+                    position: 41
+                },
+            ],
+        })
+    );
+    let ack = parse_client(block("json-vector", "client_ack").as_bytes()).unwrap();
+    assert_eq!(ack.seq, 3);
+    assert_eq!(
+        ack.frame,
+        Frame::Ack(vec![StreamPos {
+            stream: Stream::User,
+            position: 42
+        }])
+    );
+}
+
+#[test]
+fn json_server_push_vector() {
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = 16 + i as u8;
+    }
+    let notice = Notice {
+        level: Level::Critical,
+        title: "Device 42 alarm".into(),
+        content: "Temperature 81 C".into(),
+    };
+    let push = Push {
+        id: MessageId(id),
+        stream: Stream::User,
+        position: 42,
+        timestamp_ms: 1_700_000_000_000,
+        kind: "alarm".into(),
+        format: PayloadFormat::NOTICE,
+        payload: Bytes::from(notice.encode().unwrap()),
+    };
+    let want: serde_json::Value =
+        serde_json::from_str(&block("json-vector", "server_push")).unwrap();
+    assert_eq!(server_json(&Packet::new(0, Frame::Push(push))), want);
+}
