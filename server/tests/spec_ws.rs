@@ -1,6 +1,6 @@
 //! SPEC.md §12's WebSocket and JSON vectors: the server produces and parses exactly them.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use push_protocol::{
     encode_to_bytes, Frame, Hello, Level, MessageId, Notice, Packet, PayloadFormat, Push, Stream,
     StreamPos, MAX_VERSION, MIN_VERSION,
@@ -108,7 +108,7 @@ fn json_server_push_vector() {
         timestamp_ms: 1_700_000_000_000,
         kind: "alarm".into(),
         format: PayloadFormat::NOTICE,
-        payload: Bytes::from(notice.encode().unwrap()),
+        payload: notice.encode().unwrap(),
     };
     let want: serde_json::Value =
         serde_json::from_str(&block("json-vector", "server_push")).unwrap();
