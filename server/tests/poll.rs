@@ -145,3 +145,28 @@ async fn refusals_say_why() {
     .await;
     assert_eq!(status, 403, "{body}");
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_leaves_no_connection_behind() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(config()).await;
+    let presence = async || {
+        let path = "/api/v1/users/ivan/presence";
+        let (_, p) = http(server.http_addr, "GET", path, Some(API_TOKEN), "").await;
+        p.contains("\"online\":true")
+    };
+    let mut s = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /api/v1/poll?wait_ms=30000 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+        token("ivan")
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    until("the poll to be waiting", presence).await;
+    drop(s);
+    until("the poll's connection to be gone", async || {
+        !presence().await
+    })
+    .await;
+}

@@ -19,6 +19,7 @@ use push_protocol::{ErrorCode, Frame, FrameCodec, Stream, StreamPos};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use super::error;
 use crate::context::Ctx;
@@ -116,17 +117,61 @@ pub async fn poll(
             .min(ctx.config.poll_max_wait_ms),
     );
 
+    let plan = Plan {
+        user: claims.sub,
+        after: q.after,
+        broadcast_after: q.broadcast_after,
+        rooms,
+        limit,
+        wait,
+    };
+    // The poll runs in a task of its own so that a client hanging up never interrupts the
+    // registration half-way (which would leave a connection in the hub); the guard tells the
+    // task to stop waiting when this request goes away.
+    let cancel = CancellationToken::new();
+    let _stop_when_dropped = cancel.clone().drop_guard();
+    match tokio::spawn(run(ctx, plan, cancel)).await {
+        Ok(r) => r,
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("poll failed: {e}"),
+            None,
+        ),
+    }
+}
+
+/// A validated poll.
+struct Plan {
+    user: String,
+    after: u64,
+    broadcast_after: Option<u64>,
+    rooms: Vec<(String, u64)>,
+    limit: usize,
+    wait: Duration,
+}
+
+/// Registers the poll's connection, collects messages until there are some (or the wait, the
+/// request or the server ends), then unregisters.
+async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
+    let Plan {
+        user,
+        after,
+        broadcast_after,
+        rooms,
+        limit,
+        wait,
+    } = plan;
     let conn = Arc::new(Conn::new(
         ctx.next_conn_id(),
-        claims.sub.as_str().into(),
+        user.as_str().into(),
         Some("long-poll".into()),
         ctx.hub.now_ms(),
     ));
     let mut resume = vec![StreamPos {
         stream: Stream::User,
-        position: q.after,
+        position: after,
     }];
-    if let Some(b) = q.broadcast_after {
+    if let Some(b) = broadcast_after {
         resume.push(StreamPos {
             stream: Stream::Broadcast,
             position: b,
@@ -146,8 +191,8 @@ pub async fn poll(
             .join(conn.clone(), room.clone(), Some(*after), 0);
     }
     let mut positions: BTreeMap<String, u64> = BTreeMap::new();
-    positions.insert("user".into(), q.after);
-    if let Some(b) = q.broadcast_after {
+    positions.insert("user".into(), after);
+    if let Some(b) = broadcast_after {
         positions.insert("broadcast".into(), b);
     }
     for (room, after) in &rooms {
@@ -170,6 +215,7 @@ pub async fn poll(
             o = next => o,
             _ = tokio::time::sleep_until(deadline) => break,
             _ = ctx.shutdown.cancelled() => break,
+            _ = cancel.cancelled() => break,
         };
         match output {
             Output::Frames => out.take(&mut codec, batch),
@@ -186,7 +232,7 @@ pub async fn poll(
     (
         StatusCode::OK,
         Json(json!({
-            "user": claims.sub,
+            "user": user,
             "messages": out.messages,
             "positions": out.positions,
             "gaps": out.gaps,
