@@ -114,8 +114,22 @@ pub fn render(ctx: &Ctx) -> String {
         &mut out,
         "push_accepted_sockets_total",
         "counter",
-        "TCP connections accepted.",
+        "Sockets accepted: TCP connections and WebSocket upgrades.",
         get(&s.accepted),
+    );
+    single(
+        &mut out,
+        "push_websocket_upgrades_total",
+        "counter",
+        "WebSocket upgrades admitted (binary and JSON modes).",
+        get(&s.ws_upgrades),
+    );
+    single(
+        &mut out,
+        "push_long_polls_total",
+        "counter",
+        "Long-poll requests served.",
+        get(&s.long_polls),
     );
     header(
         &mut out,

@@ -12,8 +12,12 @@ pub const SCENARIOS: [&str; 3] = ["user", "room", "broadcast"];
 /// Monotonic counters.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// TCP connections accepted.
+    /// Sockets accepted: TCP connections and WebSocket upgrades.
     pub accepted: AtomicU64,
+    /// WebSocket upgrades admitted (also counted in `accepted`).
+    pub ws_upgrades: AtomicU64,
+    /// Long-poll requests that registered (SPEC.md §13).
+    pub long_polls: AtomicU64,
     /// Handshakes that ended in AUTH_OK.
     pub handshakes_ok: AtomicU64,
     /// Handshakes refused or abandoned.

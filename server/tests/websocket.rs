@@ -107,6 +107,11 @@ async fn binary_mode_carries_protocol_frames() {
 async fn json_mode_speaks_the_phase_one_format_with_acks_and_rooms() {
     let server = start(config()).await;
     let mut c = json_client(&server, "bob").await;
+    let (_, metrics) = http(server.http_addr, "GET", "/metrics", None, "").await;
+    assert!(
+        metrics.contains("push_websocket_upgrades_total 1"),
+        "{metrics}"
+    );
     push_notice(&server, json!({"users": ["bob"]}), "hello bob").await;
     let m = c.recv_json().await;
     assert_eq!(m["op"], "push");

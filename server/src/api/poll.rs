@@ -186,6 +186,7 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
         return error(status, code.description(), None);
     }
     let _registered = Registered(ctx.clone(), conn.clone());
+    ctx.stats.inc(&ctx.stats.long_polls);
     for (room, after) in &rooms {
         ctx.delivery
             .join(conn.clone(), room.clone(), Some(*after), 0);

@@ -193,6 +193,7 @@ pub async fn handler(
     if let Some(refused) = admit(&ctx, peer) {
         return refused;
     }
+    ctx.stats.inc(&ctx.stats.ws_upgrades);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_ctx = ctx.clone();
     tokio::spawn(async move {
