@@ -41,6 +41,8 @@ pub struct ReadState {
     proto: BytesMut,
     /// WebSocket only: opcode of the message in progress.
     msg: Option<u8>,
+    /// WebSocket only: payload bytes of the message in progress so far.
+    msg_len: usize,
     /// WebSocket only: a message ended; what is left in `proto` must be a whole frame.
     ended: bool,
     /// Protocol frame decoder (compression, fragmentation, checksum, limits).
@@ -54,6 +56,7 @@ impl ReadState {
             raw: BytesMut::with_capacity(READ_CHUNK),
             proto: BytesMut::new(),
             msg: None,
+            msg_len: 0,
             ended: false,
             codec,
         }
@@ -112,7 +115,8 @@ impl ReadState {
                 WsFrame::Close(code, reason) => return Ok(Some(Inbound::Close(code, reason))),
             };
             let kind = self.start_or_continue(op, transport)?;
-            if self.proto.len() + payload.len() > max_ws_message {
+            self.msg_len = self.msg_len.saturating_add(payload.len());
+            if self.msg_len > max_ws_message {
                 return Err(InboundError::Ws(WsError::new(
                     close_code::TOO_BIG,
                     format!("message longer than the limit of {max_ws_message} bytes"),
@@ -123,6 +127,7 @@ impl ReadState {
                 continue;
             }
             self.msg = None;
+            self.msg_len = 0;
             if kind == opcode::TEXT {
                 let text = std::mem::take(&mut self.proto);
                 return json::parse_client(&text)

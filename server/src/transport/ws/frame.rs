@@ -148,8 +148,8 @@ pub fn parse(raw: &mut BytesMut, max_payload: usize) -> Result<Option<WsFrame>, 
     let header = at + 4;
     let total = header + len as usize;
     if raw.len() < total {
-        // Reserve only what the announced (and already limited) frame needs.
-        raw.reserve(total - raw.len());
+        // Nothing is reserved for the announced length: the buffer grows only with bytes that
+        // actually arrive, so headers announcing large frames cost nothing by themselves.
         return Ok(None);
     }
     let mut mask = [0u8; 4];
@@ -340,6 +340,10 @@ mod tests {
             close_code::TOO_BIG
         );
         assert!(huge.capacity() < 1 << 20);
+        // A large frame within the limit allocates nothing ahead of its bytes.
+        let mut big = BytesMut::from(&[0x82u8, 0xFF, 0, 0, 0, 0, 0, 0x0F, 0, 0, 1, 2, 3, 4][..]);
+        assert_eq!(parse(&mut big, 1 << 20).unwrap(), None);
+        assert!(big.capacity() < 4096, "{}", big.capacity());
     }
 
     #[test]
