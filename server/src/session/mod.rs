@@ -127,13 +127,13 @@ pub enum ConnTask {
 /// Serves one accepted TCP socket until it closes. The caller has already counted it in
 /// `ctx.open`; the count is released when the task ends.
 pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> ConnTask {
-    serve_ws(stream, peer, ctx, Transport::Tcp, Bytes::new(), None)
+    serve_on(stream, peer, ctx, Transport::Tcp, Bytes::new(), None)
 }
 
 /// Serves a socket on any transport: `early` holds bytes already read past the HTTP upgrade,
 /// `hello` a HELLO taken from the upgrade's query string (then no HELLO frame is awaited).
 /// Counted in `ctx.open` by the caller, like [`serve`].
-pub fn serve_ws(
+pub fn serve_on(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
@@ -155,7 +155,7 @@ pub fn serve_ws(
 }
 
 /// How a connection begins.
-pub(crate) struct Start {
+struct Start {
     transport: Transport,
     early: Bytes,
     hello: Option<Hello>,

@@ -209,7 +209,7 @@ pub async fn handler(
             Ok(parts) => {
                 let stream = parts.io.into_inner();
                 // A second task: the long-lived one is the small connection task alone.
-                tokio::spawn(session::serve_ws(
+                tokio::spawn(session::serve_on(
                     stream,
                     peer,
                     task_ctx,
