@@ -292,8 +292,9 @@ impl Decoder for FrameCodec {
             }
             let total = HEADER_LEN + header.length as usize;
             if src.len() < total {
-                // Bounded: total <= 16 + max_frame_len, checked above.
-                src.reserve(total - src.len());
+                // Nothing is reserved for the announced Length: the buffer grows only with bytes
+                // that arrive, so a header announcing a large frame followed by silence (or one
+                // byte per second) costs the receiver nothing beyond its read buffer.
                 return Ok(None);
             }
             let raw = src.split_to(total).freeze();

@@ -114,14 +114,16 @@ impl Reassembler {
                 self.partials.len() - 1
             }
         };
-        let p = &mut self.partials[slot];
-        let size = p.buf.len() + chunk.len();
+        // One budget for all messages in reassembly together: several half-sent messages must
+        // not hold more than one whole message would.
+        let size = self.buffered() + chunk.len();
         if size > limits.max_message_len {
             return Err(ProtocolError::MessageTooLarge {
                 size: size as u64,
                 max: limits.max_message_len as u64,
             });
         }
+        let p = &mut self.partials[slot];
         p.buf.extend_from_slice(chunk);
         p.next += 1;
         if p.next == p.count {
@@ -191,6 +193,18 @@ mod tests {
             r.expire(&L, 101),
             Err(ProtocolError::ReassemblyTimeout { .. })
         ));
+    }
+
+    #[test]
+    fn messages_in_reassembly_share_one_byte_budget() {
+        let mut r = Reassembler::default();
+        r.push(&L, 1, 6, 0, 0, 3, b"012345", 0).unwrap();
+        // 6 + 5 > 10, although each message alone would fit.
+        assert!(matches!(
+            r.push(&L, 2, 6, 0, 0, 3, b"abcde", 0),
+            Err(ProtocolError::MessageTooLarge { size: 11, max: 10 })
+        ));
+        assert_eq!(r.buffered(), 6);
     }
 
     #[test]

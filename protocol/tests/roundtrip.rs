@@ -237,3 +237,16 @@ proptest! {
         prop_assert!(!matches!(r, Ok(Some(_))));
     }
 }
+
+/// A header announcing a large frame, then silence (slowloris): the decoder reserves nothing
+/// for the announced Length.
+#[test]
+fn an_announced_length_allocates_nothing_ahead_of_its_bytes() {
+    let mut codec = FrameCodec::new(Limits::default(), EncodeOptions::default());
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(b"PUSH\x00\x01\x00\x06\x00\x00\xf0\x00\x00\x00\x00\x01");
+    buf.extend_from_slice(&[0u8; 10]);
+    let before = buf.capacity();
+    assert!(codec.decode(&mut buf).unwrap().is_none());
+    assert_eq!(buf.capacity(), before, "61,440 bytes announced, none reserved");
+}

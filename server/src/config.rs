@@ -147,8 +147,11 @@ pub struct Config {
     pub max_rooms_per_connection: usize,
     /// Largest wire frame accepted (Length field), in bytes.
     pub max_frame_len: u32,
-    /// Largest reassembled/decompressed message accepted, in bytes.
+    /// Largest reassembled/decompressed message accepted, in bytes; also the most bytes a
+    /// connection may hold in reassembly, all its fragmented messages together.
     pub max_message_len: usize,
+    /// Time a fragmented message may take from its first to its last fragment, in ms.
+    pub reassembly_timeout_ms: u64,
     /// Frames queued for one connection before it counts as a slow consumer.
     pub queue_max_frames: usize,
     /// Bytes queued for one connection before it counts as a slow consumer.
@@ -223,6 +226,7 @@ impl Default for Config {
             max_rooms_per_connection: 64,
             max_frame_len: 64 * 1024,
             max_message_len: 1024 * 1024,
+            reassembly_timeout_ms: 30_000,
             queue_max_frames: 4096,
             queue_max_bytes: 4 * 1024 * 1024,
             allow_client_publish: false,

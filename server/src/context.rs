@@ -105,6 +105,7 @@ impl Ctx {
             max_frame_len: config.max_frame_len,
             max_message_len: config.max_message_len,
             max_decompressed_len: config.max_message_len,
+            reassembly_timeout_ms: config.reassembly_timeout_ms,
             ..Limits::default()
         };
         let now = std::time::Instant::now();
