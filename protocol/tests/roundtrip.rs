@@ -248,5 +248,9 @@ fn an_announced_length_allocates_nothing_ahead_of_its_bytes() {
     buf.extend_from_slice(&[0u8; 10]);
     let before = buf.capacity();
     assert!(codec.decode(&mut buf).unwrap().is_none());
-    assert_eq!(buf.capacity(), before, "61,440 bytes announced, none reserved");
+    assert_eq!(
+        buf.capacity(),
+        before,
+        "61,440 bytes announced, none reserved"
+    );
 }
