@@ -8,11 +8,11 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{free_addrs, spawn, wait_up};
 use common::*;
 use push_client::{Client, ClientConfig};
 
@@ -21,54 +21,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(tcp: SocketAddr, http: SocketAddr, dir: &std::path::Path, store: &str) -> Child {
-    // Keep every unacknowledged message however long the run (the default bound of 10,000 per
-    // user would drop the oldest of a large run by design, with a GAP).
-    let config = dir.with_extension("toml");
-    std::fs::write(&config, "user_max_pending = 100000000\n").unwrap();
-    Command::new(env!("CARGO_BIN_EXE_push-server"))
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--listen",
-            &tcp.to_string(),
-            "--http-listen",
-            &http.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--store", store, "--log", "warn"])
-        .env("PUSH_JWT_SECRET", SECRET)
-        .env("PUSH_API_TOKENS", API_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server binary starts")
-}
-
-async fn wait_up(http: SocketAddr) {
-    let start = Instant::now();
-    loop {
-        if let Ok(s) = tokio::net::TcpStream::connect(http).await {
-            drop(s);
-            let (status, _) = common::http(http, "GET", "/healthz", None, "").await;
-            if status == 200 {
-                return;
-            }
-        }
-        assert!(start.elapsed() < WAIT, "server came up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn random_ms(lo: u64, hi: u64) -> u64 {
@@ -98,8 +50,7 @@ async fn sigkill_loses_no_acknowledged_message_and_delivers_none_twice() {
     let store = std::env::var("CRASH_STORE").unwrap_or_else(|_| "redb".into());
     let users = ["crash-a", "crash-b", "crash-c"];
     let dir = data_dir();
-    let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (tcp, http) = free_addrs();
 
     // Ids whose publish got a 200: these must all arrive.
     let acked: Arc<Mutex<HashMap<String, &'static str>>> = Arc::default();
@@ -109,7 +60,9 @@ async fn sigkill_loses_no_acknowledged_message_and_delivers_none_twice() {
     let started = Instant::now();
     let mut killed = 0;
     while killed <= kills {
-        let mut child = spawn(tcp, http, &dir, &store);
+        // Keep every unacknowledged message however long the run (the default bound of 10,000
+        // per user would drop the oldest of a large run by design, with a GAP).
+        let mut child = spawn(tcp, http, &dir, &store, "user_max_pending = 100000000\n");
         wait_up(http).await;
         let last_round = killed == kills;
         let mut tasks = Vec::new();

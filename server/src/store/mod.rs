@@ -8,6 +8,7 @@
 mod keys;
 mod record;
 mod redb_kv;
+mod reopen;
 mod sled_kv;
 
 use std::path::Path;
@@ -75,8 +76,19 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// Opens (creating if needed) the store of `backend` under `dir`.
+/// Opens (creating if needed) the store of `backend` under `dir`; after a failed write it
+/// reopens itself from disk on a later request (`reopen`), so service resumes once the cause
+/// (a full disk, say) is gone.
 pub fn open(backend: Backend, dir: &Path) -> Result<Box<dyn Kv>, StoreError> {
+    let kv = open_backend(backend, dir)?;
+    Ok(Box::new(reopen::Reopening::new(
+        backend,
+        dir.to_path_buf(),
+        kv,
+    )))
+}
+
+fn open_backend(backend: Backend, dir: &Path) -> Result<Box<dyn Kv>, StoreError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
     Ok(match backend {

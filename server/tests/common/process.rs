@@ -1,0 +1,64 @@
+//! The real server binary as a child process (crash and disk-full tests).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{API_TOKEN, SECRET, WAIT};
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Two free loopback addresses: binary protocol and HTTP.
+pub fn free_addrs() -> (SocketAddr, SocketAddr) {
+    let tcp = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    (tcp, http)
+}
+
+/// Starts the server binary on `dir` with `store`; `toml` is extra configuration.
+pub fn spawn(tcp: SocketAddr, http: SocketAddr, dir: &Path, store: &str, toml: &str) -> Child {
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, toml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_push-server"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--listen",
+            &tcp.to_string(),
+            "--http-listen",
+            &http.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--store", store, "--log", "warn"])
+        .env("PUSH_JWT_SECRET", SECRET)
+        .env("PUSH_API_TOKENS", API_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary starts")
+}
+
+/// Waits until `/healthz` answers 200.
+pub async fn wait_up(http: SocketAddr) {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = tokio::net::TcpStream::connect(http).await {
+            drop(s);
+            let (status, _) = super::http(http, "GET", "/healthz", None, "").await;
+            if status == 200 {
+                return;
+            }
+        }
+        assert!(start.elapsed() < WAIT, "server came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
