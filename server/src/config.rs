@@ -203,6 +203,8 @@ pub struct Config {
     pub poll_max_wait_ms: u64,
     /// RabbitMQ ingestion; absent = off.
     pub amqp: Option<AmqpConfig>,
+    /// TLS on every listener; absent = plain TCP and HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -251,6 +253,7 @@ impl Default for Config {
             ws_max_message: 1024 * 1024 + 64 * 1024,
             poll_max_wait_ms: 30_000,
             amqp: None,
+            tls: None,
         }
     }
 }

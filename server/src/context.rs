@@ -46,6 +46,8 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// True while the message-queue consumer is connected (false when not configured).
     pub broker_up: std::sync::atomic::AtomicBool,
+    /// TLS for every listener, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Encodes a CLOSE frame once, for sharing.
@@ -70,8 +72,16 @@ pub fn close_order(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> 
 }
 
 impl Ctx {
-    /// Builds the shared state from a validated config; opens storage.
+    /// Builds the shared state from a validated config; opens storage. No TLS.
     pub fn new(config: Config) -> Result<Arc<Ctx>, crate::store::StoreError> {
+        Ctx::build(config, None)
+    }
+
+    /// Like `new`, with a loaded TLS configuration.
+    pub fn build(
+        config: Config,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Arc<Ctx>, crate::store::StoreError> {
         let stats = Arc::new(Stats::default());
         let slow = close_frame(
             ErrorCode::SLOW_CONSUMER,
@@ -150,6 +160,7 @@ impl Ctx {
             conn_ids: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             broker_up: std::sync::atomic::AtomicBool::new(false),
+            tls,
         }))
     }
 

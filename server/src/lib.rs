@@ -10,6 +10,7 @@
 //! - `transport`: accept loops;
 //! - `server`: lifecycle (start, heartbeat sweep, graceful shutdown);
 //! - `store`: the storage trait and its sled and redb backends;
+//! - `tls`: certificate and key for TLS on every listener;
 //! - `config`, `context`, `stats`: settings, shared state, counters.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

@@ -22,6 +22,9 @@ pub enum StartError {
     /// Storage could not be opened.
     #[error("cannot open storage: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -66,6 +69,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     config.validate()?;
+    let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
     let tcp = bind(config.listen).await?;
     let http = bind(config.http_listen).await?;
     let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
@@ -87,7 +91,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         None => None,
     };
     let ws_addr = ws.as_ref().map(|(_, a)| *a);
-    let ctx = Ctx::new(config)?;
+    let ctx = Ctx::build(config, tls)?;
     tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
     let mut api = vec![tokio::spawn(api::serve(http, ctx.clone()))];

@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use push_protocol::token::{self, TokenError};
 use push_protocol::{AuthOk, ErrorBody, ErrorCode, Frame, Hello, Packet, MAX_VERSION, MIN_VERSION};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::inbound::{Inbound, InboundError, ReadState};
 use crate::context::Ctx;
 use crate::delivery::ids::unix_ms;
 use crate::hub::Conn;
+use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, WsError};
 use crate::transport::ws::Transport;
 
@@ -36,11 +35,14 @@ pub enum HandshakeError {
     /// The WebSocket framing or JSON mode was broken.
     #[error("{0}")]
     Ws(WsError),
+    /// The TLS handshake failed or did not finish in time.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 /// Reads one packet, keeping any extra bytes in `st` for the session.
 pub async fn read_packet(
-    stream: &TcpStream,
+    stream: &mut Link,
     st: &mut ReadState,
     transport: Transport,
     max_ws_message: usize,
@@ -83,7 +85,7 @@ pub fn negotiate(hello: &Hello) -> Option<u16> {
 /// Sends AUTH_ERROR (best effort, bounded by the handshake) and returns the refusal. On
 /// WebSocket a close frame follows, with code 4000 + the error code.
 pub async fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut Link,
     transport: Transport,
     seq: u32,
     code: ErrorCode,
@@ -105,7 +107,7 @@ pub async fn refuse(
 }
 
 /// Sends a WebSocket close for broken framing during the handshake.
-async fn refuse_ws(stream: &mut TcpStream, e: WsError) -> HandshakeError {
+async fn refuse_ws(stream: &mut Link, e: WsError) -> HandshakeError {
     let _ = stream
         .write_all(&wsf::encode_close(e.code, &e.reason))
         .await;
@@ -115,7 +117,7 @@ async fn refuse_ws(stream: &mut TcpStream, e: WsError) -> HandshakeError {
 
 /// Runs the handshake; on success the connection is registered in the hub.
 pub async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Link,
     st: &mut ReadState,
     hello: Option<Hello>,
     transport: Transport,
@@ -123,10 +125,22 @@ pub async fn handshake(
     peer: SocketAddr,
 ) -> Result<Arc<Conn>, HandshakeError> {
     let deadline = ctx.config.handshake_timeout();
+    // One deadline for the TLS handshake and HELLO together.
+    let until = tokio::time::Instant::now() + deadline;
+    match tokio::time::timeout_at(until, stream.tls_handshake()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(HandshakeError::Tls(e.to_string())),
+        Err(_) => {
+            return Err(HandshakeError::Tls(format!(
+                "not done within {} ms",
+                deadline.as_millis()
+            )))
+        }
+    }
     let max_ws = ctx.config.ws_max_message;
     let packet = match hello {
         Some(h) => Packet::new(0, Frame::Hello(h)),
-        None => match tokio::time::timeout(deadline, read_packet(stream, st, transport, max_ws))
+        None => match tokio::time::timeout_at(until, read_packet(stream, st, transport, max_ws))
             .await
         {
             Err(_) => {

@@ -26,11 +26,11 @@ use bytes::{Buf, Bytes};
 use push_protocol::{
     encode_to_bytes, ErrorBody, ErrorCode, Frame, FrameCodec, Hello, Packet, ProtocolError,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::context::Ctx;
 use crate::hub::{CloseOrder, Conn, Output, Queued};
+use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, close_code, WsError};
 use crate::transport::ws::Transport;
 use inbound::{Inbound, InboundError, ReadState};
@@ -127,14 +127,24 @@ pub enum ConnTask {
 /// Serves one accepted TCP socket until it closes. The caller has already counted it in
 /// `ctx.open`; the count is released when the task ends.
 pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> ConnTask {
-    serve_on(stream, peer, ctx, Transport::Tcp, Bytes::new(), None)
+    let link = match ctx.tls.as_ref() {
+        Some(t) => match rustls::ServerConnection::new(t.clone()) {
+            Ok(c) => Link::tls(stream, c),
+            Err(e) => {
+                tracing::error!(%peer, "cannot start TLS: {e}");
+                return ConnTask::Done;
+            }
+        },
+        None => Link::plain(stream),
+    };
+    serve_on(link, peer, ctx, Transport::Tcp, Bytes::new(), None)
 }
 
 /// Serves a socket on any transport: `early` holds bytes already read past the HTTP upgrade,
 /// `hello` a HELLO taken from the upgrade's query string (then no HELLO frame is awaited).
 /// Counted in `ctx.open` by the caller, like [`serve`].
 pub fn serve_on(
-    stream: TcpStream,
+    link: Link,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
     transport: Transport,
@@ -147,7 +157,7 @@ pub fn serve_on(
         hello,
     };
     ConnTask::Handshake(Box::pin(handshake_phase(
-        stream,
+        link,
         peer,
         OpenGuard::new(ctx),
         start,
@@ -162,22 +172,21 @@ struct Start {
 }
 
 async fn handshake_phase(
-    stream: TcpStream,
+    mut link: Link,
     peer: SocketAddr,
     ctx: OpenGuard,
     start: Start,
 ) -> Option<Box<Session>> {
-    let _ = stream.set_nodelay(true);
-    let mut stream = stream;
+    let _ = link.tcp().set_nodelay(true);
     let mut st = ReadState::new(FrameCodec::new(ctx.limits, *ctx.delivery.options()));
     st.raw.extend_from_slice(&start.early);
     let transport = start.transport;
-    match handshake::handshake(&mut stream, &mut st, start.hello, transport, &ctx, peer).await {
+    match handshake::handshake(&mut link, &mut st, start.hello, transport, &ctx, peer).await {
         Ok(conn) => {
             ctx.stats.inc(&ctx.stats.handshakes_ok);
             let pending = (!st.is_idle()).then(|| Box::new(st));
             Some(Box::new(Session {
-                stream,
+                link,
                 pending,
                 batch: Vec::new(),
                 partial: false,
@@ -194,7 +203,7 @@ async fn handshake_phase(
                     ctx.note_failed_handshake(peer.ip());
                     tracing::warn!(%peer, "handshake {e}");
                 }
-                HandshakeError::Ws(_) => {
+                HandshakeError::Ws(_) | HandshakeError::Tls(_) => {
                     ctx.note_failed_handshake(peer.ip());
                     tracing::warn!(%peer, "handshake refused: {e}");
                 }
@@ -244,7 +253,7 @@ impl Future for ConnTask {
 
 /// The long-lived state of an authenticated connection.
 pub struct Session {
-    stream: TcpStream,
+    link: Link,
     /// Present only while a partial frame or fragmented message is pending.
     pending: Option<Box<ReadState>>,
     /// Frames taken from the outbox and not yet fully written; the first may be partly sent.
@@ -284,7 +293,8 @@ impl Session {
 
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         let mut wake = Wake::default();
-        if self.batch.is_empty() {
+        // TLS records still waiting for the socket count as unfinished writes.
+        if self.batch.is_empty() && !self.link.wants_flush() {
             match self.conn.poll_output(cx, &mut self.batch, WRITE_BATCH) {
                 Poll::Ready(Output::Frames) => {
                     wake.output = true;
@@ -308,7 +318,7 @@ impl Session {
                 }
             }
         } else {
-            if self.stream.poll_write_ready(cx).is_ready() {
+            if self.link.poll_write_ready(cx).is_ready() {
                 // Errors surface from the write itself.
                 wake.writable = true;
             }
@@ -316,7 +326,7 @@ impl Session {
                 wake.close = Some(order);
             }
         }
-        if self.stream.poll_read_ready(cx).is_ready() {
+        if self.link.poll_read_ready(cx).is_ready() {
             wake.readable = true;
         }
         if wake.readable || wake.output || wake.writable || wake.close.is_some() {
@@ -366,7 +376,7 @@ impl Session {
             for (slot, q) in slices.iter_mut().zip(&self.batch) {
                 *slot = IoSlice::new(&q.frame);
             }
-            match self.stream.try_write_vectored(&slices[..n]) {
+            match self.link.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_out, n as u64);
@@ -400,7 +410,10 @@ impl Session {
         }
         // Idle connections keep no batch allocation.
         self.batch = Vec::new();
-        Ok(())
+        match self.link.try_flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn on_readable(&mut self) -> Result<(), Ending> {
@@ -422,7 +435,7 @@ impl Session {
             if st.raw.capacity() == st.raw.len() {
                 st.raw.reserve(inbound::READ_CHUNK);
             }
-            match self.stream.try_read_buf(&mut st.raw) {
+            match self.link.try_read_buf(&mut st.raw) {
                 Ok(0) => return Err(Ending::PeerClosed),
                 Ok(n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_in, n as u64);
@@ -582,12 +595,12 @@ impl Session {
                 .collect();
             batch.extend(final_frame);
             batch.extend(ws_close);
-            let stream = &mut self.stream;
+            let link = &mut self.link;
             let _ = Box::pin(tokio::time::timeout(drain, async move {
                 for b in batch {
-                    stream.write_all(&b).await?;
+                    link.write_all(&b).await?;
                 }
-                stream.shutdown().await
+                link.shutdown().await
             }))
             .await;
         }

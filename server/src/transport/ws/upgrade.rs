@@ -19,6 +19,7 @@ use super::{json, Transport, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON};
 use crate::api::error;
 use crate::context::Ctx;
 use crate::session;
+use crate::transport::link::Link;
 
 /// RFC 6455's fixed GUID for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -210,7 +211,7 @@ pub async fn handler(
                 let stream = parts.io.into_inner();
                 // A second task: the long-lived one is the small connection task alone.
                 tokio::spawn(session::serve_on(
-                    stream,
+                    Link::plain(stream),
                     peer,
                     task_ctx,
                     transport,
