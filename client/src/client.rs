@@ -37,6 +37,8 @@ pub struct ClientConfig {
     pub dedupe_window: usize,
     /// Give up reconnecting after this many consecutive failures (`None` = never).
     pub max_attempts: Option<u32>,
+    /// TLS with certificate verification; `None` = plain TCP.
+    pub tls: Option<crate::TlsOptions>,
 }
 
 impl ClientConfig {
@@ -52,6 +54,7 @@ impl ClientConfig {
             dead_after: None,
             dedupe_window: 4096,
             max_attempts: None,
+            tls: None,
         }
     }
 }
@@ -253,6 +256,7 @@ async fn run(
                 })
                 .collect(),
             timeout: Some(Duration::from_secs(10)),
+            tls: state.config.tls.clone(),
         };
         let end = match Connection::connect(state.config.addr, &opts).await {
             Err(e) if e.is_auth_failure() => SessionEnd::Stop(e),

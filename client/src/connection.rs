@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 use crate::error::ClientError;
+use crate::tls::{Stream, TlsOptions};
 
 /// What the handshake sends.
 #[derive(Debug, Clone, Default)]
@@ -26,11 +27,13 @@ pub struct ConnectOptions {
     pub resume: Vec<StreamPos>,
     /// Time allowed for connect + handshake.
     pub timeout: Option<Duration>,
+    /// TLS with certificate verification; `None` = plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 /// An authenticated connection.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     codec: FrameCodec,
     next_seq: u32,
@@ -58,13 +61,25 @@ impl Connection {
         Self::handshake(stream, opts).await
     }
 
+    /// Authenticates over an already-connected socket, first starting TLS if `opts` asks.
+    async fn start(stream: TcpStream, opts: &ConnectOptions) -> Result<Connection, ClientError> {
+        stream.set_nodelay(true)?;
+        let stream = match &opts.tls {
+            Some(tls) => tls.connect(stream).await?,
+            None => Stream::Plain(stream),
+        };
+        Self::hello(Connection::from_any(stream), opts).await
+    }
+
     /// Authenticates over an already-connected socket (e.g. one with custom socket options).
     pub async fn handshake(
         stream: TcpStream,
         opts: &ConnectOptions,
     ) -> Result<Connection, ClientError> {
-        stream.set_nodelay(true)?;
-        let mut c = Connection::from_stream(stream);
+        Self::start(stream, opts).await
+    }
+
+    async fn hello(mut c: Connection, opts: &ConnectOptions) -> Result<Connection, ClientError> {
         let seq = c
             .send(Frame::Hello(Hello {
                 min_version: MIN_VERSION,
@@ -91,6 +106,10 @@ impl Connection {
 
     /// Wraps an already-connected socket without a handshake (for tests of raw protocol).
     pub fn from_stream(stream: TcpStream) -> Connection {
+        Connection::from_any(Stream::Plain(stream))
+    }
+
+    fn from_any(stream: Stream) -> Connection {
         Connection {
             stream,
             rbuf: BytesMut::new(),

@@ -39,6 +39,9 @@ pub enum ClientError {
     /// The server answered with a frame that makes no sense here.
     #[error("unexpected frame from the server: {0}")]
     Unexpected(&'static str),
+    /// TLS setup or the TLS handshake failed (including a certificate that does not verify).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server answered a request with ERROR.
     #[error("request failed: {code}: {reason}")]
     Request {

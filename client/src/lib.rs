@@ -7,6 +7,8 @@
 //! - [`Connection`]: one authenticated connection, frame by frame (tools and tests).
 //! - [`ClientError`]: typed errors; [`ClientError::is_auth_failure`] tells a rejected token
 //!   from a transient failure.
+//! - [`TlsOptions`]: TLS with certificate verification (web roots plus any CA you add; there
+//!   is no switch to turn verification off).
 //! - `token`: mint HS256 test tokens (re-exported from `push-protocol`).
 //!
 //! ```no_run
@@ -25,6 +27,7 @@ mod client;
 mod connection;
 mod dedupe;
 mod error;
+mod tls;
 
 pub use client::{Client, ClientConfig, Event, Message};
 pub use connection::{ConnectOptions, Connection};
@@ -32,3 +35,4 @@ pub use dedupe::Dedupe;
 pub use error::ClientError;
 pub use push_protocol as protocol;
 pub use push_protocol::token;
+pub use tls::{Stream, TlsOptions};

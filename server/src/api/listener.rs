@@ -46,32 +46,55 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let shutdown = ctx.shutdown.clone();
+        let tls = ctx.tls.clone();
         tracker.spawn(async move {
-            let svc = TowerToHyperService::new(app);
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                hyper::service::Service::call(&svc, req)
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, "{what}: connection ended: {e}");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            let Some(tls) = tls else {
+                return serve_conn(stream, peer, app, header_timeout, shutdown, what).await;
+            };
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            match tokio::time::timeout(header_timeout, accept).await {
+                Ok(Ok(s)) => serve_conn(s, peer, app, header_timeout, shutdown, what).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "{what}: TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "{what}: TLS handshake timed out"),
             }
         });
     }
     tracker.close();
     tracker.wait().await;
     tracing::info!("{what} listener stopped");
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.
+async fn serve_conn<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    what: &'static str,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = TowerToHyperService::new(app);
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        hyper::service::Service::call(&svc, req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, "{what}: connection ended: {e}");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

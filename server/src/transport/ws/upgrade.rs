@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use push_protocol::{Hello, StreamPos, MAX_VERSION, MIN_VERSION};
 use serde::Deserialize;
@@ -206,24 +207,15 @@ pub async fn handler(
                 return;
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let stream = parts.io.into_inner();
-                // A second task: the long-lived one is the small connection task alone.
-                tokio::spawn(session::serve_on(
-                    Link::plain(stream),
-                    peer,
-                    task_ctx,
-                    transport,
-                    parts.read_buf,
-                    hello,
-                ));
-            }
-            Err(_) => {
-                task_ctx.open.fetch_sub(1, Ordering::Relaxed);
-                tracing::error!(%peer, "WebSocket upgrade on an unexpected socket type");
-            }
-        }
+        let Some((link, early)) = into_link(upgraded) else {
+            task_ctx.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(%peer, "WebSocket upgrade on an unexpected socket type");
+            return;
+        };
+        // A second task: the long-lived one is the small connection task alone.
+        tokio::spawn(session::serve_on(
+            link, peer, task_ctx, transport, early, hello,
+        ));
     });
     let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = r.headers_mut();
@@ -236,6 +228,29 @@ pub async fn handler(
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     r
+}
+
+/// The socket under an upgraded connection, plain or TLS, with the bytes already read past
+/// the request (by hyper, and for TLS any plaintext rustls has decrypted but not yet handed
+/// out).
+fn into_link(upgraded: hyper::upgrade::Upgraded) -> Option<(Link, Bytes)> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return Some((Link::plain(parts.io.into_inner()), parts.read_buf)),
+        Err(u) => u,
+    };
+    let parts = upgraded
+        .downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
+        .ok()?;
+    let (tcp, mut conn) = parts.io.into_inner().into_inner();
+    let mut early = BytesMut::from(&parts.read_buf[..]);
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut conn.reader(), &mut chunk) {
+        if n == 0 {
+            break;
+        }
+        early.extend_from_slice(&chunk[..n]);
+    }
+    Some((Link::tls(tcp, conn), early.freeze()))
 }
 
 /// Applies the same per-address and global limits as the TCP listener; counts the socket in

@@ -1,0 +1,269 @@
+//! TLS on every listener (issue 8) with a self-signed certificate made by the test: the SDK
+//! connects only when it trusts that CA and the name matches; HTTPS and WSS work; a plain client
+//! on a TLS port is refused without harming anyone.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use common::*;
+use push_client::protocol::Frame;
+use push_client::{Client, ClientConfig, ClientError, ConnectOptions, Connection, TlsOptions};
+use push_server::tls::TlsConfig;
+use push_server::transport::ws::frame::{encode_masked, opcode};
+use push_server::{Config, ServerHandle};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Cert {
+    pem: String,
+    dir: PathBuf,
+}
+
+fn self_signed() -> Cert {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+    Cert {
+        pem: ck.cert.pem(),
+        dir,
+    }
+}
+
+async fn tls_server(cert: &Cert) -> ServerHandle {
+    start(Config {
+        tls: Some(TlsConfig {
+            cert: cert.dir.join("cert.pem"),
+            key: cert.dir.join("key.pem"),
+        }),
+        ..config()
+    })
+    .await
+}
+
+fn trusting(cert: &Cert, name: &str) -> TlsOptions {
+    TlsOptions::new(name)
+        .with_ca_pem(cert.pem.as_bytes())
+        .unwrap()
+}
+
+/// One HTTP/1.1 request over TLS; returns (status, body).
+async fn https(
+    addr: SocketAddr,
+    tls: &TlsOptions,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut s = tls.connect(tcp).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn sdk_connects_over_tls_only_when_it_can_verify_the_server() {
+    let cert = self_signed();
+    let server = tls_server(&cert).await;
+    let good = trusting(&cert, "localhost");
+
+    // Trusting the CA, by name and by IP address: connects and receives.
+    let mut config = ClientConfig::new(server.tcp_addr, token("tina"));
+    config.tls = Some(good.clone());
+    let mut client = Client::connect(config).await.unwrap();
+    let body = json!({"to": {"users": ["tina"]}, "kind": "k", "payload": "over TLS"}).to_string();
+    let (status, text) = https(server.http_addr, &good, "POST", "/api/v1/push", &body).await;
+    assert_eq!(status, 200, "{text}");
+    let m = tokio::time::timeout(WAIT, client.next_message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"over TLS");
+    let by_ip = ConnectOptions {
+        token: token("tina"),
+        tls: Some(trusting(&cert, "127.0.0.1")),
+        ..Default::default()
+    };
+    Connection::connect(server.tcp_addr, &by_ip).await.unwrap();
+
+    // Verification is on by default: the public roots do not know this certificate.
+    let unknown_ca = ConnectOptions {
+        token: token("tina"),
+        tls: Some(TlsOptions::new("localhost")),
+        ..Default::default()
+    };
+    match Connection::connect(server.tcp_addr, &unknown_ca).await {
+        Err(ClientError::Tls(reason)) => assert!(reason.contains("certificate"), "{reason}"),
+        other => panic!("expected a TLS refusal, got {:?}", other.map(|_| ())),
+    }
+    // A name the certificate does not carry.
+    let wrong_name = ConnectOptions {
+        token: token("tina"),
+        tls: Some(trusting(&cert, "push.example.com")),
+        ..Default::default()
+    };
+    match Connection::connect(server.tcp_addr, &wrong_name).await {
+        Err(ClientError::Tls(reason)) => assert!(reason.contains("certificate"), "{reason}"),
+        other => panic!("expected a TLS refusal, got {:?}", other.map(|_| ())),
+    }
+    // A plain client on the TLS port gets no session; the TLS client carries on.
+    let plain = ConnectOptions {
+        token: token("tina"),
+        ..Default::default()
+    };
+    assert!(Connection::connect(server.tcp_addr, &plain).await.is_err());
+    let (status, _) = https(server.http_addr, &good, "POST", "/api/v1/push", &body).await;
+    assert_eq!(status, 200);
+    let m = tokio::time::timeout(WAIT, client.next_message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&m.payload[..], b"over TLS");
+    client.close();
+}
+
+#[tokio::test]
+async fn binary_protocol_over_tls_survives_large_messages_and_heartbeats() {
+    let cert = self_signed();
+    let server = start(Config {
+        heartbeat_interval_ms: 200,
+        heartbeat_timeout_ms: 2_000,
+        tls: Some(TlsConfig {
+            cert: cert.dir.join("cert.pem"),
+            key: cert.dir.join("key.pem"),
+        }),
+        ..config()
+    })
+    .await;
+    let opts = ConnectOptions {
+        token: token("uma"),
+        tls: Some(trusting(&cert, "localhost")),
+        ..Default::default()
+    };
+    let mut c = Connection::connect(server.tcp_addr, &opts).await.unwrap();
+    // Bigger than a TLS record and the frame limit: fragmented, encrypted in several records.
+    let big: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for i in 0..5 {
+        let body = json!({"to": {"users": ["uma"]}, "kind": "k", "payload": format!("{i}{big}")});
+        let (status, _) = https(
+            server.http_addr,
+            &trusting(&cert, "localhost"),
+            "POST",
+            "/api/v1/push",
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let mut got = 0;
+    while got < 5 {
+        let p = c.next_timeout(WAIT).await.unwrap();
+        if let Frame::Push(push) = p.frame {
+            assert_eq!(push.payload.len(), 300_001);
+            assert_eq!(push.payload[0], b'0' + got as u8);
+            got += 1;
+        }
+    }
+    // Several heartbeat intervals pass; next_timeout answers the PINGs over TLS.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    assert!(c
+        .next_timeout(std::time::Duration::from_millis(300))
+        .await
+        .is_err_and(|e| matches!(e, ClientError::Timeout(_))));
+    assert_eq!(server.ctx.hub.connection_count(), 1, "still connected");
+}
+
+#[tokio::test]
+async fn websocket_over_tls() {
+    let cert = self_signed();
+    let server = tls_server(&cert).await;
+    let tls = trusting(&cert, "localhost");
+    let tcp = TcpStream::connect(server.http_addr).await.unwrap();
+    let mut s = tls.connect(tcp).await.unwrap();
+    let req = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: push.v1.json\r\n\r\n",
+        token("vera")
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read the 101 and then text frames until the pushed message shows up.
+    let mut pushed = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if text.contains("\"op\":\"welcome\"") && !pushed {
+            assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+            let body = json!({"to": {"users": ["vera"]}, "kind": "k", "payload": "wss works"});
+            let (status, _) = https(
+                server.http_addr,
+                &tls,
+                "POST",
+                "/api/v1/push",
+                &body.to_string(),
+            )
+            .await;
+            assert_eq!(status, 200);
+            pushed = true;
+        }
+        if text.contains("wss works") {
+            break;
+        }
+    }
+    // And the client side of WebSocket works through TLS too: a ping is answered.
+    s.write_all(&encode_masked(
+        0x80 | opcode::PING,
+        b"tls-ping",
+        [1, 2, 3, 4],
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while !seen.windows(8).any(|w| w == b"tls-ping") {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    // Plain HTTP on the TLS port gets nothing useful, and the server carries on.
+    let (status, _) = https(server.http_addr, &tls, "GET", "/healthz", "").await;
+    assert_eq!(status, 200);
+    assert!(try_http(
+        server.http_addr,
+        "GET",
+        "/healthz",
+        None,
+        "",
+        std::time::Duration::from_secs(3)
+    )
+    .await
+    .is_none());
+}
