@@ -108,6 +108,12 @@ struct Common {
     /// User id prefix.
     #[arg(long, default_value = "bench")]
     user_prefix: String,
+    /// Connect with TLS, trusting the CA certificate in this PEM file (binary protocol only).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Name the server's certificate carries (with --tls-ca).
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
 #[derive(Args, Clone)]
@@ -196,12 +202,22 @@ fn main() {
 
 type Res = Result<bool, Box<dyn std::error::Error>>;
 
+/// The TLS name and CA PEM for workers, from --tls-ca and --tls-name.
+fn tls_of(c: &Common) -> Option<(String, String)> {
+    c.tls_ca.as_ref().map(|path| {
+        let pem = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read --tls-ca {}: {e}", path.display()));
+        (c.tls_name.clone(), pem)
+    })
+}
+
 fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
     let parts = split(conns, c.per_worker);
     let per = (c.concurrency / parts.len()).max(1);
     parts
         .into_iter()
         .map(|(first, count)| WorkerSpec {
+            tls: tls_of(c),
             addr: c.addr.clone(),
             secret: c.secret.clone(),
             user_prefix: c.user_prefix.clone(),
@@ -240,10 +256,12 @@ async fn idle(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res {
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
     let rss1 = pid.and_then(procstat::rss_bytes);
     let mut fig = Map::new();
-    fig.insert(
-        "transport".into(),
-        json!(if ws { "websocket" } else { "tcp" }),
-    );
+    let transport = match (ws, c.tls_ca.is_some()) {
+        (true, _) => "websocket",
+        (false, true) => "tcp+tls",
+        (false, false) => "tcp",
+    };
+    fig.insert("transport".into(), json!(transport));
     fig.insert("connections_requested".into(), json!(conns));
     fig.insert("connections_ok".into(), json!(ready.ok));
     fig.insert("connections_failed".into(), json!(ready.failed));
@@ -446,6 +464,7 @@ async fn churn(c: Common, rate: f64, seconds: f64, workers_n: usize) -> Res {
     let per = (c.concurrency / n).max(1);
     let specs: Vec<WorkerSpec> = (0..n)
         .map(|w| WorkerSpec {
+            tls: tls_of(&c),
             addr: c.addr.clone(),
             secret: c.secret.clone(),
             user_prefix: format!("{}churn{w}-", c.user_prefix),

@@ -19,6 +19,8 @@ pub struct WorkerSpec {
     pub concurrency: usize,
     /// Role.
     pub mode: Mode,
+    /// TLS: the certificate name to verify and the CA PEM to trust.
+    pub tls: Option<(String, String)>,
 }
 
 /// The worker's role.

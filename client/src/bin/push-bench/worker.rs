@@ -30,6 +30,14 @@ fn token(spec: &WorkerSpec, i: usize) -> String {
     )
 }
 
+fn tls_options(spec: &WorkerSpec) -> Option<push_client::TlsOptions> {
+    spec.tls.as_ref().map(|(name, pem)| {
+        push_client::TlsOptions::new(name.clone())
+            .with_ca_pem(pem.as_bytes())
+            .expect("a CA certificate in --tls-ca")
+    })
+}
+
 #[derive(Default)]
 struct Tally {
     ok: Cell<usize>,
@@ -96,6 +104,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         let opts = ConnectOptions {
             token: token(&spec, i),
             timeout: Some(Duration::from_secs(30)),
+            tls: tls_options(&spec),
             ..ConnectOptions::default()
         };
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
@@ -254,6 +263,7 @@ async fn churn(spec: WorkerSpec, rate: f64, seconds: f64) {
         let opts = ConnectOptions {
             token: token(&spec, i % spec.count.max(1)),
             timeout: Some(Duration::from_secs(10)),
+            tls: tls_options(&spec),
             ..ConnectOptions::default()
         };
         i += 1;
