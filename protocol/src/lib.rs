@@ -9,8 +9,10 @@
 //! - `wire`: primitive field encodings (varint, str8, ...);
 //! - `codec`: whole-frame encode/decode with compression, fragmentation and checksum;
 //! - `compress`, `fragment`: the two transformations, each with its limits;
+//! - `hello`: the server's verdict on a session's first frame (HELLO, version, token);
 //! - `notice`: the NOTICE payload (title, content, level);
 //! - `token`: HS256 JWTs carried in HELLO (verify and mint);
+//! - `ws`: the WebSocket transport (RFC 6455 framing, JSON mode, inbound decoding), no I/O;
 //! - `error`: wire error codes and the typed codec error.
 
 pub mod codec;
@@ -19,9 +21,11 @@ pub mod error;
 pub mod fragment;
 pub mod frame;
 pub mod header;
+pub mod hello;
 pub mod notice;
 pub mod token;
 pub mod wire;
+pub mod ws;
 
 pub use codec::{encode_packet, encode_to_bytes, EncodeOptions, FrameCodec, Limits};
 pub use error::{ErrorCode, ProtocolError};

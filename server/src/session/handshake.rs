@@ -4,15 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use push_protocol::token::{self, TokenError};
-use push_protocol::{AuthOk, ErrorBody, ErrorCode, Frame, Hello, Packet, MAX_VERSION, MIN_VERSION};
+use push_protocol::{hello, AuthOk, ErrorBody, ErrorCode, Frame, Hello, Packet};
 
-use super::inbound::{Inbound, InboundError, ReadState};
 use crate::context::Ctx;
 use crate::delivery::ids::unix_ms;
 use crate::hub::Conn;
 use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, WsError};
+use crate::transport::ws::inbound::{Inbound, InboundError, ReadState};
 use crate::transport::ws::Transport;
 
 /// Why a handshake did not produce a session.
@@ -73,13 +72,6 @@ pub async fn read_packet(
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Negotiates the highest version both sides speak.
-pub fn negotiate(hello: &Hello) -> Option<u16> {
-    let hi = hello.max_version.min(MAX_VERSION);
-    let lo = hello.min_version.max(MIN_VERSION);
-    (lo <= hi).then_some(hi)
 }
 
 /// Sends AUTH_ERROR (best effort, bounded by the handshake) and returns the refusal. On
@@ -155,36 +147,16 @@ pub async fn handshake(
             Ok(Ok(p)) => p,
         },
     };
-    let seq = packet.seq;
-    let Frame::Hello(hello) = packet.frame else {
-        let reason = format!(
-            "first frame must be HELLO, got {}",
-            Frame::type_name(packet.frame.type_id())
-        );
-        return Err(refuse(stream, transport, seq, ErrorCode::AUTH_REQUIRED, reason).await);
+    let admitted = match hello::admit(packet, ctx.config.jwt_secret.as_bytes(), unix_ms() / 1000) {
+        Ok(a) => a,
+        Err(r) => return Err(refuse(stream, transport, r.seq, r.code, r.reason).await),
     };
-    let Some(version) = negotiate(&hello) else {
-        let reason = format!(
-            "client speaks {}..={}, server {}..={}",
-            hello.min_version, hello.max_version, MIN_VERSION, MAX_VERSION
-        );
-        return Err(refuse(stream, transport, seq, ErrorCode::NO_COMMON_VERSION, reason).await);
-    };
-    let claims = match token::verify(
-        ctx.config.jwt_secret.as_bytes(),
-        &hello.token,
-        unix_ms() / 1000,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            let code = e.code();
-            let reason = match e {
-                TokenError::Expired { .. } => "token expired".to_string(),
-                other => other.to_string(),
-            };
-            return Err(refuse(stream, transport, seq, code, reason).await);
-        }
-    };
+    let hello::Admitted {
+        seq,
+        hello,
+        version,
+        claims,
+    } = admitted;
     let device = claims
         .device
         .or_else(|| (!hello.device.is_empty()).then(|| hello.device.clone()))
@@ -227,27 +199,4 @@ pub async fn handshake(
     }
     tracing::debug!(%peer, conn = conn.id, user = %conn.user, "authenticated");
     Ok(conn)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello(min: u16, max: u16) -> Hello {
-        Hello {
-            min_version: min,
-            max_version: max,
-            token: String::new(),
-            device: String::new(),
-            resume: vec![],
-        }
-    }
-
-    #[test]
-    fn negotiation_picks_the_highest_common_version() {
-        assert_eq!(negotiate(&hello(1, 1)), Some(1));
-        assert_eq!(negotiate(&hello(1, 9)), Some(1));
-        assert_eq!(negotiate(&hello(2, 9)), None);
-        assert_eq!(negotiate(&hello(0, 0)), None);
-    }
 }

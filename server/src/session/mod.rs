@@ -10,7 +10,6 @@
 //! codec) exists only while a partial frame is pending; the write batch only while writing.
 
 mod handshake;
-mod inbound;
 mod rooms;
 
 use std::future::Future;
@@ -32,10 +31,11 @@ use crate::context::Ctx;
 use crate::hub::{CloseOrder, Conn, Output, Queued};
 use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, close_code, WsError};
+use crate::transport::ws::inbound::{self, Inbound, InboundError, ReadState};
 use crate::transport::ws::Transport;
-use inbound::{Inbound, InboundError, ReadState};
 
-pub use handshake::{negotiate, HandshakeError};
+pub use handshake::HandshakeError;
+pub use push_protocol::hello::negotiate;
 pub use rooms::valid_room_name;
 
 /// Reads per wake before yielding to other tasks.

@@ -2,11 +2,11 @@
 //! control frames) out. Exists only while bytes are pending, like the rest of the read state.
 
 use bytes::{Bytes, BytesMut};
-use push_protocol::{FrameCodec, Packet, ProtocolError};
 use tokio_util::codec::Decoder;
 
-use crate::transport::ws::frame::{self as wsf, close_code, opcode, WsError, WsFrame};
-use crate::transport::ws::{json, Transport};
+use super::frame::{self as wsf, close_code, opcode, WsError, WsFrame};
+use super::{json, Transport};
+use crate::{FrameCodec, Packet, ProtocolError};
 
 /// Bytes requested per read; a read buffer is allocated only when the socket is readable.
 pub const READ_CHUNK: usize = 4096;

@@ -2,12 +2,12 @@
 //! `{"type","id","timestamp","data":{"title","content","level"}}` plus an `op` field, mapped
 //! one to one onto the binary protocol's frames so the session logic is shared.
 
-use base64::Engine as _;
-use bytes::Bytes;
-use push_protocol::{
+use crate::{
     Frame, Hello, Join, Level, Notice, Packet, PayloadFormat, Publish, Push, Stream, StreamPos,
     MAX_VERSION, MIN_VERSION,
 };
+use base64::Engine as _;
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 /// Why a client's JSON message was rejected (answered with close 1007).
@@ -68,7 +68,7 @@ fn positions(v: Option<&Value>) -> Result<Vec<StreamPos>, JsonError> {
     let o = v
         .as_object()
         .ok_or_else(|| bad("positions must be an object of stream name to position"))?;
-    if o.len() > push_protocol::frame::MAX_POSITIONS {
+    if o.len() > crate::frame::MAX_POSITIONS {
         return Err(bad("more than 256 positions"));
     }
     o.iter()
@@ -160,8 +160,8 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
                 payload,
             })
         }
-        "close" => Frame::Close(push_protocol::Close {
-            code: push_protocol::ErrorCode(0),
+        "close" => Frame::Close(crate::Close {
+            code: crate::ErrorCode(0),
             reconnect_ms: None,
             reason: str_field(o, "reason")?.unwrap_or_default().to_string(),
         }),
@@ -201,7 +201,7 @@ pub fn push_json(p: &Push) -> Value {
     v
 }
 
-fn error_json(op: &str, seq: u32, e: &push_protocol::ErrorBody) -> Value {
+fn error_json(op: &str, seq: u32, e: &crate::ErrorBody) -> Value {
     json!({"op": op, "seq": seq, "code": e.code.0, "name": e.code.name(), "reason": e.reason})
 }
 
@@ -237,7 +237,7 @@ pub fn server_json(packet: &Packet) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use push_protocol::MessageId;
+    use crate::MessageId;
 
     #[test]
     fn client_ops_map_to_frames() {
