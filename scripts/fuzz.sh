@@ -10,7 +10,7 @@ SECONDS_PER_TARGET=${1:-30}
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
-for target in decode reassembly token; do
+for target in decode reassembly token handshake websocket; do
   mkdir -p "corpus/$target"
   echo "fuzzing $target for ${SECONDS_PER_TARGET}s" >&2
   log=$(mktemp)
