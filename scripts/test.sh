@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs and starts what the tests need when it is missing:
 # a RabbitMQ broker on 127.0.0.1:5672 for the message-queue ingestion tests, Python's
-# `websockets` package (a third-party WebSocket client), and Debian's Chromium with
-# playwright-core from npm for the browser end-to-end test.
+# `websockets` package (a third-party WebSocket client), nftables for the network-fault test,
+# and Debian's Chromium with playwright-core from npm for the browser end-to-end test. The
+# disk-full and network-fault tests need root (tmpfs mounts, network namespaces), as on CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,11 @@ ensure_e2e_tools() {
   if ! python3 -c 'import websockets' >/dev/null 2>&1; then
     echo "installing the websockets package (needed by server/tests/e2e/ws_third_party.py)" >&2
     python3 -m pip install -q 'websockets>=13' >&2
+  fi
+  if ! command -v nft >/dev/null 2>&1; then
+    echo "installing nftables (needed by client/tests/netfault.rs)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null
   fi
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing chromium (needed by client/js/test/browser.test.mjs)" >&2
