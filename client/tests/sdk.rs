@@ -225,6 +225,48 @@ fn load_harness_smoke_run() {
     assert!(v["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// The CI-sized soak (issue 8; the 30-minute run is in BENCHMARKS.md): churn with room
+/// join/leave, acking receivers, unicast and room publishes; nothing lost or repeated, no
+/// descriptor leak, storage bounded.
+#[test]
+fn soak_smoke_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(start("127.0.0.1:0".parse().unwrap()));
+    let dir = server.ctx.config.data_dir.to_string_lossy().to_string();
+    let (ok, v) = bench(
+        &server,
+        &[
+            "soak",
+            "--conns",
+            "100",
+            "--seconds",
+            "8",
+            "--sample",
+            "2",
+            "--publish-rate",
+            "100",
+            "--churn-rate",
+            "20",
+            "--data-dir",
+            &dir,
+        ],
+    );
+    assert!(ok, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["churn_cycles_failed"], 0, "{v}");
+    assert!(v["churn_cycles_ok"].as_u64().unwrap() > 50, "{v}");
+    let samples = v["samples"].as_array().unwrap();
+    let fds: Vec<u64> = samples.iter().map(|r| r["fds"].as_u64().unwrap()).collect();
+    // Receivers and churn connections come and go; descriptors do not pile up.
+    assert!(
+        fds.iter().max().unwrap() - fds.iter().min().unwrap() < 60,
+        "{fds:?}"
+    );
+    let storage = samples.last().unwrap()["storage_bytes"].as_u64().unwrap();
+    assert!(storage < 64 << 20, "storage {storage}");
+}
+
 #[tokio::test]
 async fn manual_ack_and_no_duplicate_ids_when_the_server_resends() {
     let dir = std::env::temp_dir().join(format!(

@@ -17,6 +17,8 @@ pub struct Workers {
     events: mpsc::UnboundedReceiver<(usize, Event)>,
     /// Latest received count per worker.
     pub received: Vec<u64>,
+    /// Done events that arrived before `stop` (workers with a fixed run time, like churn).
+    early_done: Vec<Event>,
 }
 
 /// Sum of the workers' Ready events.
@@ -69,6 +71,7 @@ impl Workers {
             stdins,
             events: rx,
             received: vec![0; n],
+            early_done: Vec::new(),
         })
     }
 
@@ -113,16 +116,20 @@ impl Workers {
     /// Total received so far according to progress events, waiting up to `wait` for news.
     pub async fn poll_received(&mut self, wait: Duration) -> u64 {
         if let Ok(Some((i, e))) = tokio::time::timeout(wait, self.events.recv()).await {
-            if let Event::Progress { received } = e {
-                self.received[i] = received;
-            }
+            self.note(i, e);
             while let Ok((i, e)) = self.events.try_recv() {
-                if let Event::Progress { received } = e {
-                    self.received[i] = received;
-                }
+                self.note(i, e);
             }
         }
         self.received.iter().sum()
+    }
+
+    fn note(&mut self, i: usize, e: Event) {
+        match e {
+            Event::Progress { received } => self.received[i] = received,
+            done @ Event::Done { .. } => self.early_done.push(done),
+            Event::Ready { .. } => {}
+        }
     }
 
     /// Tells every worker to stop and collects their Done events.
@@ -131,7 +138,7 @@ impl Workers {
             let _ = stdin.write_all(b"stop\n").await;
             let _ = stdin.flush().await;
         }
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.early_done);
         let deadline = Instant::now() + Duration::from_secs(60);
         while done.len() < self.children.len() {
             let left = deadline.saturating_duration_since(Instant::now());

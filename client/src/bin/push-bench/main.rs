@@ -8,6 +8,7 @@ mod coordinator;
 mod http;
 mod procstat;
 mod report;
+mod soak;
 mod spec;
 mod worker;
 mod ws;
@@ -78,6 +79,30 @@ enum Cmd {
         workers: usize,
     },
     /// Internal: one worker process.
+    /// Long mixed load (receivers that ack, join/leave churn, unicast and room publishes) with
+    /// server RSS, descriptors and storage sampled over time.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        /// Receivers connected for the whole run.
+        #[arg(long, default_value_t = 2000)]
+        conns: usize,
+        /// Run time in seconds.
+        #[arg(long, default_value_t = 1800.0)]
+        seconds: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 60.0)]
+        sample: f64,
+        /// Publishes per second (one in ten to the room every receiver joined).
+        #[arg(long, default_value_t = 200.0)]
+        publish_rate: f64,
+        /// Connect, join, leave, close cycles per second.
+        #[arg(long, default_value_t = 50.0)]
+        churn_rate: f64,
+        /// The server's data directory (for the storage figure).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+    },
     #[command(hide = true)]
     Worker { spec: String },
 }
@@ -164,6 +189,25 @@ fn main() {
                 hold,
                 ws,
             } => idle(common, conns, hold, ws).await,
+            Cmd::Soak {
+                common,
+                conns,
+                seconds,
+                sample,
+                publish_rate,
+                churn_rate,
+                data_dir,
+            } => {
+                let s = soak::Soak {
+                    conns,
+                    seconds,
+                    sample,
+                    publish_rate,
+                    churn_rate,
+                    data_dir,
+                };
+                soak::run(common, s).await
+            }
             Cmd::Fanout {
                 common,
                 load,
@@ -474,6 +518,7 @@ async fn churn(c: Common, rate: f64, seconds: f64, workers_n: usize) -> Res {
             mode: Mode::Churn {
                 rate: rate / n as f64,
                 seconds,
+                rooms: false,
             },
         })
         .collect();

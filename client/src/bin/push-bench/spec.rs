@@ -35,12 +35,16 @@ pub enum Mode {
         /// Room to join, if any.
         room: Option<String>,
     },
-    /// Connect, authenticate and disconnect at `rate` per second for `seconds`.
+    /// Connect, authenticate (and with `rooms`, join and leave a room) and disconnect at
+    /// `rate` per second for `seconds`.
     Churn {
         /// Connections per second from this worker.
         rate: f64,
         /// Duration.
         seconds: f64,
+        /// Join and leave a room in each cycle.
+        #[serde(default)]
+        rooms: bool,
     },
 }
 

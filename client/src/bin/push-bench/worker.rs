@@ -30,6 +30,16 @@ fn token(spec: &WorkerSpec, i: usize) -> String {
     )
 }
 
+async fn join_and_leave(c: &mut Connection, room: String) -> Result<(), push_client::ClientError> {
+    c.request(Frame::Join(Join {
+        room: room.clone(),
+        resume_after: None,
+    }))
+    .await?;
+    c.request(Frame::Leave(room)).await?;
+    Ok(())
+}
+
 fn tls_options(spec: &WorkerSpec) -> Option<push_client::TlsOptions> {
     spec.tls.as_ref().map(|(name, pem)| {
         push_client::TlsOptions::new(name.clone())
@@ -65,7 +75,11 @@ pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
     let local = LocalSet::new();
     local.block_on(&rt, async move {
         match spec.mode.clone() {
-            Mode::Churn { rate, seconds } => churn(spec, rate, seconds).await,
+            Mode::Churn {
+                rate,
+                seconds,
+                rooms,
+            } => churn(spec, rate, seconds, rooms).await,
             Mode::Idle => hold(spec, None, false).await,
             Mode::IdleWs => hold(spec, None, false).await,
             Mode::Receive { room } => hold(spec, room, true).await,
@@ -237,7 +251,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
     });
 }
 
-async fn churn(spec: WorkerSpec, rate: f64, seconds: f64) {
+async fn churn(spec: WorkerSpec, rate: f64, seconds: f64, rooms: bool) {
     let Ok(addr) = spec.addr.parse() else {
         return;
     };
@@ -271,12 +285,18 @@ async fn churn(spec: WorkerSpec, rate: f64, seconds: f64) {
         tokio::task::spawn_local(async move {
             let t = Instant::now();
             match Connection::connect(addr, &opts).await {
-                Ok(c) => {
+                Ok(mut c) => {
                     let _ = hist
                         .borrow_mut()
                         .record(t.elapsed().as_micros().max(1) as u64);
+                    let room = format!("churn-{}", i % 16);
+                    let joined = !rooms || join_and_leave(&mut c, room).await.is_ok();
                     let _ = c.close().await;
-                    tally.ok.set(tally.ok.get() + 1);
+                    if joined {
+                        tally.ok.set(tally.ok.get() + 1);
+                    } else {
+                        tally.failed.set(tally.failed.get() + 1);
+                    }
                 }
                 Err(e) => {
                     tally.failed.set(tally.failed.get() + 1);
