@@ -24,6 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             sub: user,
             exp,
             device: None,
+            rooms: Vec::new(),
         },
     );
     let mut config = ClientConfig::new("127.0.0.1:7100".parse()?, token);

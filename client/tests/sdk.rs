@@ -51,6 +51,7 @@ fn token(user: &str) -> String {
             sub: user.into(),
             exp,
             device: None,
+            rooms: Vec::new(),
         },
     )
 }

@@ -102,6 +102,7 @@ mod tests {
                 sub: "ann".into(),
                 exp: 2_000,
                 device: None,
+                rooms: Vec::new(),
             },
         );
         let ok = admit(

@@ -28,7 +28,14 @@ pub struct Claims {
     /// Optional device id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Restricted rooms this user may join: exact names, or prefixes ending in `*`
+    /// (`"team:42:*"`). Rooms outside the server's restricted prefixes need no grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<String>,
 }
+
+/// Most room grants in one token.
+pub const MAX_ROOM_GRANTS: usize = 64;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +136,11 @@ pub fn verify(secret: &[u8], token: &str, now_secs: u64) -> Result<Claims, Token
             "device must be at most {MAX_DEVICE_LEN} bytes"
         )));
     }
+    if claims.rooms.len() > MAX_ROOM_GRANTS || claims.rooms.iter().any(|r| r.len() > 255) {
+        return Err(TokenError::Claim(format!(
+            "rooms must list at most {MAX_ROOM_GRANTS} names of at most 255 bytes"
+        )));
+    }
     if claims.exp <= now_secs {
         return Err(TokenError::Expired {
             exp: claims.exp,
@@ -149,6 +161,7 @@ mod tests {
             sub: "alice".into(),
             exp,
             device: Some("phone".into()),
+            rooms: vec!["team:1:*".into()],
         }
     }
 

@@ -158,6 +158,9 @@ pub struct Config {
     pub queue_max_bytes: usize,
     /// Whether clients may PUBLISH to rooms they have joined.
     pub allow_client_publish: bool,
+    /// Room name prefixes that clients may JOIN only when their token grants the room (claim
+    /// `rooms`: names or prefixes ending in `*`); other rooms are open. Empty = all open.
+    pub restricted_room_prefixes: Vec<String>,
     /// Largest JSON body accepted by the HTTP API, in bytes.
     pub max_api_body: usize,
     /// Time given to connections to flush their CLOSE frames on shutdown, in ms.
@@ -232,6 +235,7 @@ impl Default for Config {
             queue_max_frames: 4096,
             queue_max_bytes: 4 * 1024 * 1024,
             allow_client_publish: false,
+            restricted_room_prefixes: Vec::new(),
             max_api_body: 1024 * 1024,
             shutdown_drain_ms: 5_000,
             reconnect_hint_ms: 2_000,

@@ -86,6 +86,7 @@ async fn presence_rooms_and_disconnect() {
             sub: "pat".into(),
             exp: now_secs() + 600,
             device: Some("phone".into()),
+            rooms: Vec::new(),
         },
     );
     let mut c = Connection::connect(

@@ -47,6 +47,7 @@ async fn auth_succeeds_with_a_valid_token_and_fails_with_reasons() {
             sub: "alice".into(),
             exp: now_secs() + 60,
             device: None,
+            rooms: Vec::new(),
         },
     );
     let expired = mint(
@@ -55,6 +56,7 @@ async fn auth_succeeds_with_a_valid_token_and_fails_with_reasons() {
             sub: "alice".into(),
             exp: now_secs() - 1,
             device: None,
+            rooms: Vec::new(),
         },
     );
     for (token, code) in [

@@ -430,9 +430,51 @@ async fn authentication_abuse() {
 async fn requests_beyond_permission_are_refused_and_not_fatal() {
     let server = start(Config {
         allow_client_publish: false,
+        restricted_room_prefixes: vec!["private:".into()],
         ..hostile_config()
     })
     .await;
+    // Restricted rooms need a grant in the token; open rooms do not.
+    let granted = push_client::token::mint(
+        SECRET.as_bytes(),
+        &push_client::token::Claims {
+            sub: "grace".into(),
+            exp: now_secs() + 600,
+            device: None,
+            rooms: vec!["private:team-7:*".into(), "private:ops".into()],
+        },
+    );
+    let mut g = try_connect(server.tcp_addr, &granted).await.unwrap();
+    for (room, allowed) in [
+        ("lobby", true),
+        ("private:ops", true),
+        ("private:team-7:alerts", true),
+        ("private:team-8:alerts", false),
+        ("private:opsx", false),
+    ] {
+        let r = g
+            .request(Frame::Join(push_client::protocol::Join {
+                room: room.into(),
+                resume_after: None,
+            }))
+            .await;
+        match r {
+            Ok(_) => assert!(allowed, "{room} should be refused"),
+            Err(ClientError::Request { code, reason }) => {
+                assert!(!allowed, "{room}: {reason}");
+                assert_eq!(code, ErrorCode::FORBIDDEN);
+                assert!(reason.contains("restricted"), "{reason}");
+            }
+            Err(e) => panic!("{room}: {e}"),
+        }
+    }
+    // Long-poll applies the same rule.
+    let path = format!(
+        "/api/v1/poll?rooms=private:vault:0&wait_ms=0&token={}",
+        token("eve")
+    );
+    let (status, body) = http(server.http_addr, "GET", &path, None, "").await;
+    assert_eq!(status, 403, "{body}");
     let mut c = connect(server.tcp_addr, "eve").await;
     // An ack for a position never sent.
     let seq = c

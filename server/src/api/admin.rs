@@ -24,10 +24,7 @@ pub async fn presence(
 ) -> Result<Response, Denied> {
     caller.require(&ctx, Scope::Read)?;
     let conns = ctx.hub.user_connections(&id);
-    let devices: Vec<&str> = conns
-        .iter()
-        .filter_map(|c| c.device.as_deref().map(|d| &**d))
-        .collect();
+    let devices: Vec<&str> = conns.iter().filter_map(|c| c.device()).collect();
     Ok(Json(json!({
         "user": id,
         "online": !conns.is_empty(),

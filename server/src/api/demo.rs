@@ -78,6 +78,7 @@ pub async fn mint_token(
         sub: q.user.clone(),
         exp,
         device: None,
+        rooms: Vec::new(),
     };
     let t = token::mint(ctx.config.jwt_secret.as_bytes(), &claims);
     (

@@ -118,6 +118,7 @@ pub async fn poll(
     );
 
     let plan = Plan {
+        grants: claims.rooms,
         user: claims.sub,
         after: q.after,
         broadcast_after: q.broadcast_after,
@@ -143,6 +144,7 @@ pub async fn poll(
 /// A validated poll.
 struct Plan {
     user: String,
+    grants: Vec<String>,
     after: u64,
     broadcast_after: Option<u64>,
     rooms: Vec<(String, u64)>,
@@ -155,18 +157,25 @@ struct Plan {
 async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
     let Plan {
         user,
+        grants,
         after,
         broadcast_after,
         rooms,
         limit,
         wait,
     } = plan;
-    let conn = Arc::new(Conn::new(
+    let conn = Arc::new(Conn::with_grants(
         ctx.next_conn_id(),
         user.as_str().into(),
         Some("long-poll".into()),
+        grants,
         ctx.hub.now_ms(),
     ));
+    let restricted = &ctx.config.restricted_room_prefixes;
+    if let Some((room, _)) = rooms.iter().find(|(r, _)| !conn.may_join(r, restricted)) {
+        let reason = format!("room {room} is restricted and the token grants no access to it");
+        return error(StatusCode::FORBIDDEN, reason, Some("rooms"));
+    }
     let mut resume = vec![StreamPos {
         stream: Stream::User,
         position: after,

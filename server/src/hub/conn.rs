@@ -107,8 +107,9 @@ pub struct Conn {
     pub id: u64,
     /// Authenticated user.
     pub user: Arc<str>,
-    /// Device label, if the token or HELLO named one (boxed: usually absent).
-    pub device: Option<Box<Box<str>>>,
+    /// Device label and room grants, when the token or HELLO had any (boxed: usually absent,
+    /// and an idle connection should not pay for them).
+    extra: Option<Box<Extra>>,
     /// Last time (ms on the hub clock) a whole frame arrived; read by the heartbeat sweep.
     last_seen_ms: AtomicU64,
     /// Next position of the user's stream still to be replayed to this connection (0 = caught
@@ -120,18 +121,69 @@ pub struct Conn {
     outbox: Mutex<Outbox>,
 }
 
+/// The rarely present parts of a connection.
+#[derive(Debug, Default)]
+struct Extra {
+    device: Option<Box<str>>,
+    room_grants: Box<[Box<str>]>,
+}
+
+/// True when `grant` (a room name, or a prefix ending in `*`) covers `room`.
+fn grant_covers(grant: &str, room: &str) -> bool {
+    match grant.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => grant == room,
+    }
+}
+
 impl Conn {
     /// A connection with an empty queue, seen at `now_ms`.
     pub fn new(id: u64, user: Arc<str>, device: Option<Box<str>>, now_ms: u64) -> Self {
+        Conn::with_grants(id, user, device, Vec::new(), now_ms)
+    }
+
+    /// Like `new`, with the token's room grants (for rooms under `restricted_room_prefixes`).
+    pub fn with_grants(
+        id: u64,
+        user: Arc<str>,
+        device: Option<Box<str>>,
+        room_grants: Vec<String>,
+        now_ms: u64,
+    ) -> Self {
+        let extra = (device.is_some() || !room_grants.is_empty()).then(|| {
+            Box::new(Extra {
+                device,
+                room_grants: room_grants
+                    .into_iter()
+                    .map(String::into_boxed_str)
+                    .collect(),
+            })
+        });
         Conn {
             id,
             user,
-            device: device.map(Box::new),
+            extra,
             last_seen_ms: AtomicU64::new(now_ms),
             replay_next: AtomicU64::new(0),
             replay_asked: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
         }
+    }
+
+    /// Device label, if the token or HELLO named one.
+    pub fn device(&self) -> Option<&str> {
+        self.extra.as_deref().and_then(|e| e.device.as_deref())
+    }
+
+    /// True when this connection may join `room`: rooms under none of the `restricted`
+    /// prefixes are open; the others need a grant in the token.
+    pub fn may_join(&self, room: &str, restricted: &[String]) -> bool {
+        if !restricted.iter().any(|p| room.starts_with(p.as_str())) {
+            return true;
+        }
+        self.extra
+            .as_deref()
+            .is_some_and(|e| e.room_grants.iter().any(|g| grant_covers(g, room)))
     }
 
     fn lock(&self) -> MutexGuard<'_, Outbox> {

@@ -161,10 +161,11 @@ pub async fn handshake(
         .device
         .or_else(|| (!hello.device.is_empty()).then(|| hello.device.clone()))
         .map(String::into_boxed_str);
-    let conn = Arc::new(Conn::new(
+    let conn = Arc::new(Conn::with_grants(
         ctx.next_conn_id(),
         claims.sub.as_str().into(),
         device,
+        claims.rooms,
         ctx.hub.now_ms(),
     ));
     if let Err(code) = ctx.delivery.attach(conn.clone(), hello.resume).await {

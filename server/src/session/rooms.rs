@@ -27,6 +27,16 @@ impl Session {
         if let Err(reason) = valid_room_name(&join.room) {
             return self.error(seq, ErrorCode::BAD_REQUEST, reason);
         }
+        if !self
+            .conn
+            .may_join(&join.room, &self.ctx.config.restricted_room_prefixes)
+        {
+            let reason = format!(
+                "room {} is restricted and the token grants no access to it",
+                join.room
+            );
+            return self.error(seq, ErrorCode::FORBIDDEN, reason);
+        }
         // Membership, replay and the OK reply happen on the delivery engine, in stream order.
         self.ctx
             .delivery

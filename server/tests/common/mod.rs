@@ -61,6 +61,7 @@ pub fn token(user: &str) -> String {
             sub: user.into(),
             exp: now_secs() + 3600,
             device: None,
+            rooms: Vec::new(),
         },
     )
 }

@@ -26,6 +26,7 @@ fn token(spec: &WorkerSpec, i: usize) -> String {
             sub: format!("{}{}", spec.user_prefix, spec.first + i),
             exp: unix_micros() / 1_000_000 + 24 * 3600,
             device: None,
+            rooms: Vec::new(),
         },
     )
 }

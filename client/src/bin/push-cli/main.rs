@@ -133,7 +133,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     &Claims {
                         sub: user,
                         exp: now_secs() + ttl,
-                        device
+                        device,
+                        rooms: Vec::new(),
                     }
                 )
             );
@@ -155,6 +156,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         sub: user,
                         exp: now_secs() + 86_400,
                         device: None,
+                        rooms: Vec::new(),
                     },
                 )
             });
