@@ -5,6 +5,8 @@
 //! most about 19,000 sockets on the target machines.
 
 mod coordinator;
+mod hostile;
+mod hostile_worker;
 mod http;
 mod procstat;
 mod report;
@@ -103,6 +105,33 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// Bystanders in a room receive a fan-out while slowloris connections, never-reading
+    /// members and garbage senders press on the server.
+    Hostile {
+        #[command(flatten)]
+        common: Common,
+        /// Bystanders (room members that read and record latency).
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Slowloris connections.
+        #[arg(long, default_value_t = 2000)]
+        slowloris: usize,
+        /// Never-reading room members.
+        #[arg(long, default_value_t = 1000)]
+        nonreaders: usize,
+        /// Garbage connections per second.
+        #[arg(long, default_value_t = 200.0)]
+        garbage_rate: f64,
+        /// Messages published to the room.
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+        /// Publish rate.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Payload bytes (incompressible enough to fill queues).
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+    },
     #[command(hide = true)]
     Worker { spec: String },
 }
@@ -189,6 +218,27 @@ fn main() {
                 hold,
                 ws,
             } => idle(common, conns, hold, ws).await,
+            Cmd::Hostile {
+                common,
+                conns,
+                slowloris,
+                nonreaders,
+                garbage_rate,
+                messages,
+                rate,
+                size,
+            } => {
+                let h = hostile::Hostile {
+                    conns,
+                    slowloris,
+                    nonreaders,
+                    garbage_rate,
+                    messages,
+                    rate,
+                    size,
+                };
+                hostile::run(common, h).await
+            }
             Cmd::Soak {
                 common,
                 conns,

@@ -28,6 +28,15 @@ pub struct WorkerSpec {
 pub enum Mode {
     /// Hold connections, answer heartbeats.
     Idle,
+    /// Hostile connections (`push-bench hostile`).
+    Hostile {
+        /// What they do.
+        kind: crate::hostile_worker::Kind,
+        /// Garbage connections per second.
+        rate: f64,
+        /// Room the never-reading members join.
+        room: String,
+    },
     /// Hold WebSocket connections (binary mode, token in the query), answer heartbeats.
     IdleWs,
     /// Hold connections, optionally join a room, record latency of every PUSH.

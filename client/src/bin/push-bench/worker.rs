@@ -15,11 +15,11 @@ use tokio::task::LocalSet;
 use crate::spec::{stamp_of, unix_micros, Event, Mode, WorkerSpec};
 
 /// Prints one event line.
-fn emit(e: &Event) {
+pub fn emit(e: &Event) {
     println!("{}", serde_json::to_string(e).expect("event serializes"));
 }
 
-fn token(spec: &WorkerSpec, i: usize) -> String {
+pub fn token(spec: &WorkerSpec, i: usize) -> String {
     mint(
         spec.secret.as_bytes(),
         &Claims {
@@ -84,12 +84,15 @@ pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
             Mode::Idle => hold(spec, None, false).await,
             Mode::IdleWs => hold(spec, None, false).await,
             Mode::Receive { room } => hold(spec, room, true).await,
+            Mode::Hostile { kind, rate, room } => {
+                crate::hostile_worker::run(spec, kind, rate, room).await
+            }
         }
     });
     Ok(())
 }
 
-async fn wait_for_stop() {
+pub async fn wait_for_stop() {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim() == "stop" {

@@ -1,0 +1,157 @@
+//! `hostile`: bystanders in a room receive a fan-out while slowloris connections, never-reading
+//! room members and garbage senders press on the server; reports what reached the bystanders,
+//! their latency, how the server treated each hostile kind, and its memory.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map};
+
+use crate::coordinator::{split, Workers};
+use crate::hostile_worker::Kind;
+use crate::spec::{stamped_payload, Mode, WorkerSpec};
+use crate::{http, procstat, report, specs, tls_of, Common, Res};
+
+const ROOM: &str = "hostile-room";
+
+/// What to run.
+pub struct Hostile {
+    /// Bystanders in the room (record latency).
+    pub conns: usize,
+    /// Slowloris connections.
+    pub slowloris: usize,
+    /// Never-reading members of the room.
+    pub nonreaders: usize,
+    /// Garbage connections per second.
+    pub garbage_rate: f64,
+    /// Messages published to the room.
+    pub messages: usize,
+    /// Publish rate (messages per second).
+    pub rate: f64,
+    /// Payload size.
+    pub size: usize,
+}
+
+fn hostile_specs(c: &Common, n: usize, kind: Kind, rate: f64, prefix: &str) -> Vec<WorkerSpec> {
+    split(n.max(usize::from(kind == Kind::Garbage)), c.per_worker)
+        .into_iter()
+        .map(|(first, count)| WorkerSpec {
+            addr: c.addr.clone(),
+            secret: c.secret.clone(),
+            user_prefix: format!("{}{prefix}", c.user_prefix),
+            first,
+            count,
+            concurrency: 16,
+            mode: Mode::Hostile {
+                kind,
+                rate,
+                room: ROOM.into(),
+            },
+            tls: tls_of(c),
+        })
+        .collect()
+}
+
+/// A stamped payload of letters zstd cannot shrink much, so queues really fill.
+fn noisy(size: usize, seed: usize) -> String {
+    let mut s = stamped_payload(0);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
+    while s.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push(char::from(b'a' + (x % 26) as u8));
+    }
+    s
+}
+
+/// Runs the scenario.
+pub async fn run(c: Common, h: Hostile) -> Res {
+    let pid = c.server_pid;
+    let rss0 = pid.and_then(procstat::rss_bytes);
+    let mut bystanders = Workers::spawn(specs(
+        &c,
+        h.conns,
+        Mode::Receive {
+            room: Some(ROOM.into()),
+        },
+    ))?;
+    let ready = bystanders.wait_ready(Duration::from_secs(600)).await;
+    let mut kinds = Vec::new();
+    for (kind, n, tag) in [
+        (Kind::Slowloris, h.slowloris, "loris"),
+        (Kind::NonReader, h.nonreaders, "sleeper"),
+        (Kind::Garbage, usize::from(h.garbage_rate > 0.0), "garbage"),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        let mut w = Workers::spawn(hostile_specs(&c, n, kind, h.garbage_rate, tag))?;
+        let r = w.wait_ready(Duration::from_secs(600)).await;
+        kinds.push((tag, r.ok, w));
+    }
+    let rss_loaded = pid.and_then(procstat::rss_bytes);
+    let t0 = Instant::now();
+    let mut http = http::Http::new(c.http);
+    let mut publish_failed = 0u64;
+    let mut rss_peak = rss_loaded.unwrap_or(0);
+    for i in 0..h.messages {
+        tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / h.rate)).into()).await;
+        let body = json!({"to": {"room": ROOM}, "kind": "bench", "payload": noisy(h.size, i)});
+        if !matches!(
+            http.post("/api/v1/push", &c.api_token, &body.to_string())
+                .await,
+            Ok((200, _))
+        ) {
+            publish_failed += 1;
+        }
+        if i % 50 == 0 {
+            rss_peak = rss_peak.max(pid.and_then(procstat::rss_bytes).unwrap_or(0));
+        }
+    }
+    let expected = (h.messages * ready.ok) as u64;
+    let mut received = 0;
+    let mut last_change = Instant::now();
+    while received < expected && last_change.elapsed() < Duration::from_secs(15) {
+        let r = bystanders.poll_received(Duration::from_millis(250)).await;
+        if r != received {
+            received = r;
+            last_change = Instant::now();
+        }
+    }
+    let rss_after = pid.and_then(procstat::rss_bytes);
+    let merged = report::merge(&bystanders.stop().await);
+    let mut fig = Map::new();
+    fig.insert("bystanders".into(), json!(ready.ok));
+    fig.insert("messages".into(), json!(h.messages));
+    fig.insert("publish_failures".into(), json!(publish_failed));
+    fig.insert("deliveries_expected".into(), json!(expected));
+    fig.insert("deliveries_received".into(), json!(merged.received));
+    fig.insert(
+        "deliveries_lost".into(),
+        json!(expected.saturating_sub(merged.received)),
+    );
+    fig.insert("duplicates".into(), json!(merged.duplicates));
+    fig.insert("bystanders_lost".into(), json!(merged.lost_connections));
+    fig.insert("latency".into(), report::latency(&merged.hist));
+    for (tag, up, w) in kinds {
+        let m = report::merge(&w.stop().await);
+        if tag != "garbage" {
+            fig.insert(format!("{tag}_established"), json!(up));
+        }
+        fig.insert(
+            format!("{tag}_ended_or_refused_by_server"),
+            json!(m.cycles_ok),
+        );
+        if tag == "garbage" {
+            fig.insert("garbage_unanswered".into(), json!(m.cycles_failed));
+        }
+    }
+    if let (Some(a), Some(b), Some(d)) = (rss0, rss_loaded, rss_after) {
+        fig.insert("server_rss_before_bytes".into(), json!(a));
+        fig.insert("server_rss_with_hostiles_bytes".into(), json!(b));
+        fig.insert("server_rss_peak_bytes".into(), json!(rss_peak.max(b)));
+        fig.insert("server_rss_after_bytes".into(), json!(d));
+    }
+    report::print("hostile", fig);
+    Ok(merged.received == expected && merged.duplicates == 0)
+}
