@@ -298,6 +298,13 @@ pub fn render(ctx: &Ctx) -> String {
         "Failed storage commits.",
         get(&s.store_errors),
     );
+    single(
+        &mut out,
+        "push_storage_failing",
+        "gauge",
+        "1 from a failed commit until the next successful one (disk full, I/O error).",
+        u64::from(s.storage_failing.load(Ordering::Relaxed)),
+    );
     header(
         &mut out,
         "push_store_commit_seconds",

@@ -50,6 +50,8 @@ pub struct Stats {
     pub store_commit_micros: AtomicU64,
     /// Failed storage commits.
     pub store_errors: AtomicU64,
+    /// True from a failed commit until the next successful one (disk full, I/O error).
+    pub storage_failing: std::sync::atomic::AtomicBool,
     /// Messages resent to online users that had not acknowledged them.
     pub retries: AtomicU64,
     /// Users whose unacknowledged messages were marked failed after the last retry.

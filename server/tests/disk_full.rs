@@ -126,7 +126,10 @@ async fn run(store: &str) {
         assert_eq!(status, 503);
     }
     let (status, _) = common::http(http, "GET", "/healthz", None, "").await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "alive");
+    let (status, text) = common::http(http, "GET", "/readyz", None, "").await;
+    assert_eq!(status, 503, "not ready while storage fails: {text}");
+    assert!(text.contains("storage"), "{text}");
 
     // Space returns: service resumes without a restart.
     fs.resize("64m");
@@ -145,6 +148,8 @@ async fn run(store: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let resumed_after = started.elapsed();
+    let (status, text) = common::http(http, "GET", "/readyz", None, "").await;
+    assert_eq!(status, 200, "ready again: {text}");
 
     // Nothing acknowledged was lost, now or after a SIGKILL and restart.
     assert_eq!(

@@ -113,6 +113,17 @@ pub async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
             None,
         );
     }
+    if ctx
+        .stats
+        .storage_failing
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage is failing writes (disk full or I/O error); publishes get 503 until it recovers",
+            None,
+        );
+    }
     let broker = match &ctx.config.amqp {
         None => "not configured",
         Some(_) if ctx.broker_up.load(std::sync::atomic::Ordering::Relaxed) => "connected",

@@ -609,6 +609,9 @@ impl Engine {
             started.elapsed().as_micros() as u64,
         );
         self.stats.inc(&self.stats.store_commits);
+        self.stats
+            .storage_failing
+            .store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.metas.extend(stage.metas);
