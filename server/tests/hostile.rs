@@ -616,3 +616,38 @@ async fn connections_that_never_read_during_a_broadcast_are_dropped_alone() {
     .await;
     drop(sleepers);
 }
+
+/// A client that pipelines its first requests behind HELLO (one write) is answered at once:
+/// bytes read with the HELLO are decoded without waiting for more to arrive.
+#[tokio::test]
+async fn frames_pipelined_behind_hello_are_answered() {
+    use push_client::protocol::{Hello, MAX_VERSION, MIN_VERSION};
+    // Default heartbeats: nothing else would wake the connection within the wait.
+    let server = start(config()).await;
+    let mut c = Connection::from_stream(TcpStream::connect(server.tcp_addr).await.unwrap());
+    let hello = Frame::Hello(Hello {
+        min_version: MIN_VERSION,
+        max_version: MAX_VERSION,
+        token: token("pipe"),
+        device: String::new(),
+        resume: vec![],
+    });
+    let mut burst = encode_to_bytes(&Packet::new(1, hello), &EncodeOptions::default())
+        .unwrap()
+        .to_vec();
+    let join = Frame::Join(push_client::protocol::Join {
+        room: "piped".into(),
+        resume_after: None,
+    });
+    burst.extend_from_slice(
+        &encode_to_bytes(&Packet::new(2, join), &EncodeOptions::default()).unwrap(),
+    );
+    c.send_raw(&burst).await.unwrap();
+    let ok = tokio::time::timeout(WAIT, c.recv()).await.unwrap().unwrap();
+    assert!(matches!(ok.frame, Frame::AuthOk(_)), "{ok:?}");
+    let joined = tokio::time::timeout(WAIT, c.recv())
+        .await
+        .expect("JOIN answered without waiting for more bytes")
+        .unwrap();
+    assert_eq!((joined.seq, joined.frame), (2, Frame::Ok(Some(0))));
+}

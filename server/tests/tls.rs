@@ -267,3 +267,61 @@ async fn websocket_over_tls() {
     .await
     .is_none());
 }
+
+/// Bytes rustls has already decrypted count as readable: a client that sends HELLO and more
+/// in one TLS record (more than one read's worth) is served without waiting for more bytes.
+#[tokio::test]
+async fn frames_sent_with_the_hello_in_one_record_are_all_served() {
+    use push_client::protocol::{encode_to_bytes, Hello, Join, Packet, MAX_VERSION, MIN_VERSION};
+    let cert = self_signed();
+    let server = tls_server(&cert).await;
+    let tcp = TcpStream::connect(server.tcp_addr).await.unwrap();
+    let mut s = trusting(&cert, "localhost").connect(tcp).await.unwrap();
+    let mut burst = encode_to_bytes(
+        &Packet::new(
+            1,
+            Frame::Hello(Hello {
+                min_version: MIN_VERSION,
+                max_version: MAX_VERSION,
+                token: token("walt"),
+                device: String::new(),
+                resume: vec![],
+            }),
+        ),
+        &Default::default(),
+    )
+    .unwrap()
+    .to_vec();
+    for i in 0..400u32 {
+        let join = Frame::Join(Join {
+            room: format!("room-{i}"),
+            resume_after: None,
+        });
+        burst.extend_from_slice(
+            &encode_to_bytes(&Packet::new(100 + i, join), &Default::default()).unwrap(),
+        );
+    }
+    assert!(burst.len() > 8192, "{}", burst.len());
+    s.write_all(&burst).await.unwrap();
+    // AUTH_OK, then an answer to every JOIN (OK, or TOO_MANY_ROOMS past the limit of 64).
+    let mut c = push_client::protocol::FrameCodec::new(Default::default(), Default::default());
+    let mut buf = bytes::BytesMut::new();
+    let mut answers = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while answers < 401 {
+        use tokio_util::codec::Decoder;
+        while let Some(p) = c.decode(&mut buf).unwrap() {
+            if p.seq == 1 || p.seq >= 100 {
+                answers += 1;
+            }
+        }
+        if answers >= 401 {
+            break;
+        }
+        let n = tokio::time::timeout_at(deadline, s.read_buf(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {answers} answers"))
+            .unwrap();
+        assert!(n > 0);
+    }
+}

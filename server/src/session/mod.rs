@@ -227,7 +227,12 @@ impl Future for ConnTask {
                 ConnTask::Handshake(f) => match f.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => *this = ConnTask::Done,
-                    Poll::Ready(Some(session)) => *this = ConnTask::Running(session),
+                    Poll::Ready(Some(mut session)) => match session.decode_pending() {
+                        Ok(()) => *this = ConnTask::Running(session),
+                        Err(ending) => {
+                            *this = ConnTask::Finishing(Box::pin((*session).finish(ending)));
+                        }
+                    },
                 },
                 ConnTask::Running(session) => {
                     let ending = match session.poll_run(cx) {
@@ -414,6 +419,19 @@ impl Session {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Handles frames that arrived together with HELLO: they are already buffered, and the
+    /// socket may have nothing more to say until they are answered.
+    fn decode_pending(&mut self) -> Result<(), Ending> {
+        let Some(mut st) = self.pending.take() else {
+            return Ok(());
+        };
+        let result = self.decode_all(&mut st);
+        if !st.is_idle() {
+            self.pending = Some(st);
+        }
+        result
     }
 
     fn on_readable(&mut self) -> Result<(), Ending> {

@@ -57,6 +57,10 @@ pub enum Link {
 pub struct TlsLink {
     tcp: TcpStream,
     conn: ServerConnection,
+    /// Decrypted bytes rustls holds that have not been read yet. The socket may have nothing
+    /// more to say while these wait (a HELLO that arrived with the client's Finished), so
+    /// they count as readable.
+    plaintext: usize,
 }
 
 impl Link {
@@ -67,7 +71,11 @@ impl Link {
 
     /// A TLS link whose handshake may still be in progress ([`Link::tls_handshake`]).
     pub fn tls(tcp: TcpStream, conn: ServerConnection) -> Link {
-        Link::Tls(Box::new(TlsLink { tcp, conn }))
+        Link::Tls(Box::new(TlsLink {
+            tcp,
+            conn,
+            plaintext: 0,
+        }))
     }
 
     /// The TCP socket.
@@ -84,6 +92,11 @@ impl Link {
             Link::Plain(t) => (t, None),
             Link::Tls(b) => (&b.tcp, Some(&mut b.conn)),
         }
+    }
+
+    /// True when rustls holds decrypted bytes not read yet.
+    fn has_plaintext(&self) -> bool {
+        matches!(self, Link::Tls(b) if b.plaintext > 0)
     }
 
     /// True when TLS is on.
@@ -110,13 +123,19 @@ impl Link {
             };
             match tls.read_tls(&mut Try(tcp)) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {
-                    if let Err(e) = tls.process_new_packets() {
+                Ok(_) => match tls.process_new_packets() {
+                    Ok(io) => {
+                        let pending = io.plaintext_bytes_to_read();
+                        if let Link::Tls(b) = self {
+                            b.plaintext = pending;
+                        }
+                    }
+                    Err(e) => {
                         // Tell the peer why (the alert is queued), then fail.
                         let _ = self.flush_all().await;
                         return Err(tls_error(e));
                     }
-                }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
@@ -125,6 +144,9 @@ impl Link {
 
     /// Socket readability (ciphertext, for TLS: plaintext is always drained on read).
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.has_plaintext() {
+            return Poll::Ready(Ok(()));
+        }
         self.tcp().poll_read_ready(cx)
     }
 
@@ -136,24 +158,35 @@ impl Link {
     /// Appends readable plaintext to `dst` without blocking: `Ok(0)` is the end of the stream,
     /// `WouldBlock` means nothing more now.
     pub fn try_read_buf(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
-        let (tcp, Some(tls)) = self.parts() else {
-            return self.tcp().try_read_buf(dst);
+        let b = match self {
+            Link::Plain(t) => return t.try_read_buf(dst),
+            Link::Tls(b) => b,
         };
+        let TlsLink {
+            tcp,
+            conn: tls,
+            plaintext,
+        } = &mut **b;
         loop {
             let mut chunk = [0u8; READ_CHUNK];
             match tls.reader().read(&mut chunk) {
-                Ok(0) => return Ok(0),
+                Ok(0) => {
+                    *plaintext = 0;
+                    return Ok(0);
+                }
                 Ok(n) => {
+                    *plaintext = plaintext.saturating_sub(n);
                     dst.extend_from_slice(&chunk[..n]);
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *plaintext = 0,
                 Err(e) => return Err(e),
             }
             match tls.read_tls(&mut Try(tcp)) {
                 Ok(0) => return Ok(0),
                 Ok(_) => {
-                    tls.process_new_packets().map_err(tls_error)?;
+                    let io = tls.process_new_packets().map_err(tls_error)?;
+                    *plaintext = io.plaintext_bytes_to_read();
                     if tls.wants_write() {
                         // Handshake messages or alerts; what does not fit now waits for the
                         // session's next write.
@@ -241,8 +274,11 @@ impl Link {
         }
     }
 
-    /// Waits until the socket is readable.
+    /// Waits until there is something to read (socket bytes, or decrypted bytes rustls holds).
     pub async fn readable(&self) -> io::Result<()> {
+        if self.has_plaintext() {
+            return Ok(());
+        }
         self.tcp().readable().await
     }
 
