@@ -163,6 +163,9 @@ pub struct Config {
     pub restricted_room_prefixes: Vec<String>,
     /// Largest JSON body accepted by the HTTP API, in bytes.
     pub max_api_body: usize,
+    /// HTTP connections held at once per HTTP listener (503 above it); WebSocket sessions
+    /// count against `max_connections` instead once upgraded.
+    pub max_http_connections: usize,
     /// Time given to connections to flush their CLOSE frames on shutdown, in ms.
     pub shutdown_drain_ms: u64,
     /// Reconnect hint sent in CLOSE on shutdown, in ms.
@@ -237,6 +240,7 @@ impl Default for Config {
             allow_client_publish: false,
             restricted_room_prefixes: Vec::new(),
             max_api_body: 1024 * 1024,
+            max_http_connections: 4096,
             shutdown_drain_ms: 5_000,
             reconnect_hint_ms: 2_000,
             compress_min: 512,

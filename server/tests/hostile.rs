@@ -651,3 +651,34 @@ async fn frames_pipelined_behind_hello_are_answered() {
         .unwrap();
     assert_eq!((joined.seq, joined.frame), (2, Frame::Ok(Some(0))));
 }
+
+/// Idle HTTP connections cannot pile up past `max_http_connections`: the next one gets 503
+/// with the reason, and service returns when they go.
+#[tokio::test]
+async fn http_connections_are_limited() {
+    let server = start(Config {
+        max_http_connections: 3,
+        ..config()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(server.http_addr).await.unwrap());
+    }
+    until("the idle connections to be counted", async || {
+        let r = try_http(server.http_addr, "GET", "/healthz", None, "", WAIT).await;
+        matches!(r, Some((503, _, _)))
+    })
+    .await;
+    let (status, _, body) = try_http(server.http_addr, "GET", "/healthz", None, "", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("max_http_connections"), "{body}");
+    drop(idle);
+    until("service to return", async || {
+        let r = try_http(server.http_addr, "GET", "/healthz", None, "", WAIT).await;
+        matches!(r, Some((200, _, _)))
+    })
+    .await;
+}

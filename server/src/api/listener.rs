@@ -6,6 +6,7 @@
 //! socket directly, not through hyper-util's auto-detecting wrapper.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ use crate::context::Ctx;
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'static str) {
     let tracker = TaskTracker::new();
     let header_timeout = ctx.config.handshake_timeout();
+    // HTTP connections in flight on this listener (upgraded WebSockets leave it: they count
+    // in ctx.open like TCP connections).
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let max = ctx.config.max_http_connections;
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -43,11 +48,19 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
             }
         };
         backoff = Duration::from_millis(5);
+        if open.fetch_add(1, Ordering::Relaxed) >= max {
+            open.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, limit = max, "{what}: HTTP connection refused: limit reached");
+            tokio::spawn(refuse(stream));
+            continue;
+        }
+        let guard = OpenHttp(open.clone());
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let shutdown = ctx.shutdown.clone();
         let tls = ctx.tls.clone();
         tracker.spawn(async move {
+            let _guard = guard;
             let Some(tls) = tls else {
                 return serve_conn(stream, peer, app, header_timeout, shutdown, what).await;
             };
@@ -62,6 +75,37 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
     tracker.close();
     tracker.wait().await;
     tracing::info!("{what} listener stopped");
+}
+
+/// Answers 503 to a connection over the limit: reads what the request sent (closing with
+/// unread bytes would reset the connection and lose the answer), writes the reason, closes.
+/// Bounded to one second.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = r#"{"error":"too many HTTP connections (max_http_connections)"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// One counted HTTP connection, released when its task ends.
+struct OpenHttp(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenHttp {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it ends or the server shuts down.
