@@ -21,6 +21,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::context::Ctx;
 
+/// Refusals answered at once at most; more are closed without an answer.
+const MAX_REFUSING: usize = 64;
+
 /// Serves `app` on `listener` until shutdown, then waits for requests in flight.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'static str) {
     let tracker = TaskTracker::new();
@@ -29,6 +32,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
     // in ctx.open like TCP connections).
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let max = ctx.config.max_http_connections;
+    let refusing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -51,7 +55,16 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
         if open.fetch_add(1, Ordering::Relaxed) >= max {
             open.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit = max, "{what}: HTTP connection refused: limit reached");
-            tokio::spawn(refuse(stream));
+            // Answering costs a descriptor for up to a second; under a flood, just close.
+            if refusing.fetch_add(1, Ordering::Relaxed) < MAX_REFUSING {
+                let refusing = refusing.clone();
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    refusing.fetch_sub(1, Ordering::Relaxed);
+                });
+            } else {
+                refusing.fetch_sub(1, Ordering::Relaxed);
+            }
             continue;
         }
         let guard = OpenHttp(open.clone());
