@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Full-scale runs for issue 8 against a fresh release server each: hostile connections beside
+# bystanders (push-bench hostile), the 30-minute soak (push-bench soak), and the SIGKILL crash
+# test at scale on both stores. Output in benches/out/. Usage: benches/run-hostile.sh [hostile|soak|crash]...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p push-server -p push-client
+OUT=benches/out
+mkdir -p "$OUT"
+SERVER=target/release/push-server
+BENCH=target/release/push-bench
+export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
+export PUSH_API_TOKEN=bench-api-token
+
+start_server() { # config file contents
+  pkill -f "$SERVER" 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$OUT/data"
+  printf '%s\n' "$1" >"$OUT/server.toml"
+  PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" --config "$OUT/server.toml" \
+    --listen 127.0.0.1:7100 --http-listen 127.0.0.1:7180 --data-dir "$OUT/data" >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 50); do
+    if curl -sf http://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
+    sleep 0.1
+  done
+  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
+}
+
+for what in "${@:-hostile soak crash}"; do
+  case $what in
+    hostile)
+      start_server $'heartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 15000'
+      "$BENCH" hostile --conns 2000 --slowloris 5000 --nonreaders 2000 --garbage-rate 200 \
+        --messages 300 --rate 20 --size 4096 --server-pid "$SERVER_PID" | tee "$OUT/hostile.txt"
+      curl -s http://127.0.0.1:7180/healthz >"$OUT/hostile-healthz.json"
+      ;;
+    soak)
+      start_server ''
+      "$BENCH" soak --conns 2000 --seconds 1800 --sample 60 --publish-rate 200 --churn-rate 50 \
+        --server-pid "$SERVER_PID" --data-dir "$OUT/data" | tee "$OUT/soak.txt"
+      ;;
+    crash)
+      pkill -f "$SERVER" 2>/dev/null || true
+      for store in sled redb; do
+        CRASH_STORE=$store CRASH_MESSAGES=30000 CRASH_KILLS=5 CRASH_PUBLISHERS=16 \
+          cargo test --release -q -p push-server --test crash -- --nocapture 2>&1 | tee "$OUT/crash-$store.txt"
+      done
+      ;;
+  esac
+done
+pkill -f "$SERVER" 2>/dev/null || true
