@@ -27,7 +27,8 @@ start_server() { # config file contents
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
 }
 
-for what in "${@:-hostile soak crash}"; do
+if [ $# -eq 0 ]; then set -- hostile soak crash; fi
+for what in "$@"; do
   case $what in
     hostile)
       start_server $'heartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 15000'
