@@ -31,9 +31,11 @@ if [ $# -eq 0 ]; then set -- hostile soak crash; fi
 for what in "$@"; do
   case $what in
     hostile)
-      start_server $'heartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 15000'
+      # Short heartbeats and small queues so the hostile connections meet both limits within
+      # the 40-second run.
+      start_server $'heartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 15000\nqueue_max_bytes = 262144'
       "$BENCH" hostile --conns 2000 --slowloris 5000 --nonreaders 2000 --garbage-rate 200 \
-        --messages 300 --rate 20 --size 4096 --server-pid "$SERVER_PID" | tee "$OUT/hostile.txt"
+        --messages 800 --rate 20 --size 4096 --server-pid "$SERVER_PID" | tee "$OUT/hostile.txt"
       curl -s http://127.0.0.1:7180/healthz >"$OUT/hostile-healthz.json"
       ;;
     soak)
@@ -45,7 +47,7 @@ for what in "$@"; do
       pkill -f "$SERVER" 2>/dev/null || true
       for store in sled redb; do
         CRASH_STORE=$store CRASH_MESSAGES=30000 CRASH_KILLS=5 CRASH_PUBLISHERS=16 \
-          cargo test --release -q -p push-server --test crash -- --nocapture 2>&1 | tee "$OUT/crash-$store.txt"
+          cargo test -q -p push-server --test crash -- --nocapture 2>&1 | tee "$OUT/crash-$store.txt"
       done
       ;;
   esac
