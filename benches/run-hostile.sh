@@ -46,7 +46,7 @@ for what in "$@"; do
     crash)
       pkill -f "$SERVER" 2>/dev/null || true
       for store in sled redb; do
-        CRASH_STORE=$store CRASH_MESSAGES=30000 CRASH_KILLS=5 CRASH_PUBLISHERS=16 \
+        CRASH_STORE=$store CRASH_MESSAGES=30000 CRASH_KILLS=5 CRASH_PUBLISHERS=16 CRASH_KILL_MS_MAX=4000 \
           cargo test -q -p push-server --test crash -- --nocapture 2>&1 | tee "$OUT/crash-$store.txt"
       done
       ;;
