@@ -46,7 +46,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
                     "{what}: accept failed: {e}; retrying in {} ms",
                     backoff.as_millis()
                 );
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
@@ -55,14 +58,15 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'st
         if open.fetch_add(1, Ordering::Relaxed) >= max {
             open.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, limit = max, "{what}: HTTP connection refused: limit reached");
-            // Answering costs a descriptor for up to a second; under a flood, just close.
-            if refusing.fetch_add(1, Ordering::Relaxed) < MAX_REFUSING {
+            // Answering costs a descriptor for up to a second; under a flood, just close. A TLS
+            // listener closes too: a plaintext answer would only be a handshake error.
+            if ctx.tls.is_none() && refusing.fetch_add(1, Ordering::Relaxed) < MAX_REFUSING {
                 let refusing = refusing.clone();
                 tokio::spawn(async move {
                     refuse(stream).await;
                     refusing.fetch_sub(1, Ordering::Relaxed);
                 });
-            } else {
+            } else if ctx.tls.is_none() {
                 refusing.fetch_sub(1, Ordering::Relaxed);
             }
             continue;
