@@ -193,6 +193,9 @@ struct Load {
     /// Unicast: users per publish request (each gets its own stored message).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Receive over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
+    #[arg(long)]
+    ws: bool,
 }
 
 fn main() {
@@ -417,10 +420,17 @@ fn body(target: Target, i: usize, load: &Load, prefix: &str) -> String {
 
 async fn deliver(c: Common, load: Load, target: Target) -> Res {
     let pid = c.server_pid;
-    let mode = Mode::Receive {
-        room: (target == Target::Room).then(|| ROOM.to_string()),
+    let room = (target == Target::Room).then(|| ROOM.to_string());
+    let mode = if load.ws {
+        Mode::ReceiveWs { room }
+    } else {
+        Mode::Receive { room }
     };
-    let mut workers = Workers::spawn(specs(&c, load.conns, mode))?;
+    let mut receivers = c.clone();
+    if load.ws {
+        receivers.addr = c.http.to_string();
+    }
+    let mut workers = Workers::spawn(specs(&receivers, load.conns, mode))?;
     let ready = workers.wait_ready(Duration::from_secs(600)).await;
     if ready.ok == 0 {
         return Err(format!("no receiver connected: {:?}", ready.error).into());
@@ -485,6 +495,10 @@ async fn deliver(c: Common, load: Load, target: Target) -> Res {
     eprintln!();
     let cpu1 = pid.and_then(procstat::cpu_seconds);
     let mut fig = Map::new();
+    fig.insert(
+        "transport".into(),
+        json!(if load.ws { "websocket" } else { "tcp" }),
+    );
     fig.insert("receivers".into(), json!(ready.ok));
     fig.insert("receivers_failed".into(), json!(ready.failed));
     fig.insert("messages".into(), json!(load.messages));

@@ -37,6 +37,11 @@ pub enum Mode {
         /// Room the never-reading members join.
         room: String,
     },
+    /// Like `Receive`, over WebSocket (binary mode, token in the query).
+    ReceiveWs {
+        /// Room to join, if any.
+        room: Option<String>,
+    },
     /// Hold WebSocket connections (binary mode, token in the query), answer heartbeats.
     IdleWs,
     /// Hold connections, optionally join a room, record latency of every PUSH.

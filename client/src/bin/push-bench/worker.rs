@@ -14,6 +14,105 @@ use tokio::task::LocalSet;
 
 use crate::spec::{stamp_of, unix_micros, Event, Mode, WorkerSpec};
 
+/// A connection the receive loop can read pushes from and acknowledge on.
+pub trait PushSource {
+    /// Joins a room and waits for the answer.
+    async fn join(&mut self, room: String) -> Result<(), String>;
+    /// The next frame that is not a heartbeat (heartbeats are answered).
+    async fn next_frame(&mut self) -> Result<Frame, String>;
+    /// Sends a frame.
+    async fn send_frame(&mut self, frame: Frame) -> Result<(), String>;
+}
+
+impl PushSource for Connection {
+    async fn join(&mut self, room: String) -> Result<(), String> {
+        let join = Frame::Join(Join {
+            room,
+            resume_after: None,
+        });
+        self.request(join)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, String> {
+        self.next()
+            .await
+            .map(|p| p.frame)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn send_frame(&mut self, frame: Frame) -> Result<(), String> {
+        self.send(frame)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Holds one connection: joins `room`, then counts (and with `record`, times and
+/// acknowledges) every PUSH until told to stop.
+async fn receive<S: PushSource>(
+    mut conn: S,
+    room: Option<String>,
+    permit: tokio::sync::SemaphorePermit<'_>,
+    mut stop: watch::Receiver<bool>,
+    tally: Rc<Tally>,
+    hist: Rc<RefCell<Histogram<u64>>>,
+    record: bool,
+) {
+    if let Some(room) = room {
+        if let Err(e) = conn.join(room).await {
+            tally.failed.set(tally.failed.get() + 1);
+            tally.note_error(e);
+            return;
+        }
+    }
+    drop(permit);
+    tally.ok.set(tally.ok.get() + 1);
+    let mut last: Option<(Stream, u64)> = None;
+    loop {
+        let frame = tokio::select! {
+            _ = stop.changed() => return,
+            f = conn.next_frame() => f,
+        };
+        let push = match frame {
+            Ok(Frame::Push(push)) => push,
+            Ok(_) => continue,
+            Err(e) => {
+                tally.lost.set(tally.lost.get() + 1);
+                tally.note_error(e);
+                return;
+            }
+        };
+        if !record {
+            continue;
+        }
+        let now = unix_micros();
+        if let Some(ts) = stamp_of(&push.payload) {
+            let _ = hist.borrow_mut().record(now.saturating_sub(ts).max(1));
+        }
+        if matches!(&last, Some((s, pos)) if *s == push.stream && push.position <= *pos) {
+            tally.duplicates.set(tally.duplicates.get() + 1);
+        }
+        if push.stream == Stream::User {
+            // Acknowledge like the SDK does, so the server neither keeps nor resends what was
+            // received.
+            let ack = Frame::Ack(vec![StreamPos {
+                stream: Stream::User,
+                position: push.position,
+            }]);
+            if conn.send_frame(ack).await.is_err() {
+                tally.lost.set(tally.lost.get() + 1);
+                return;
+            }
+        }
+        last = Some((push.stream, push.position));
+        tally.received.set(tally.received.get() + 1);
+    }
+}
+
 /// Prints one event line.
 pub fn emit(e: &Event) {
     println!("{}", serde_json::to_string(e).expect("event serializes"));
@@ -83,6 +182,7 @@ pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
             } => churn(spec, rate, seconds, rooms).await,
             Mode::Idle => hold(spec, None, false).await,
             Mode::IdleWs => hold(spec, None, false).await,
+            Mode::ReceiveWs { room } => hold(spec, room, true).await,
             Mode::Receive { room } => hold(spec, room, true).await,
             Mode::Hostile { kind, rate, room } => {
                 crate::hostile_worker::run(spec, kind, rate, room).await
@@ -126,27 +226,23 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
             ..ConnectOptions::default()
         };
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
-        let mut stop = stop_rx.clone();
-        let ws = matches!(spec.mode, Mode::IdleWs);
+        let stop = stop_rx.clone();
+        let ws = matches!(spec.mode, Mode::IdleWs | Mode::ReceiveWs { .. });
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await.expect("semaphore open");
             if ws {
-                match crate::ws::WsConn::connect(addr, &opts.token).await {
-                    Ok(c) => {
-                        drop(permit);
-                        tally.ok.set(tally.ok.get() + 1);
-                        if c.hold(&mut stop).await {
-                            tally.lost.set(tally.lost.get() + 1);
-                        }
-                    }
+                let conn = match crate::ws::WsConn::connect(addr, &opts.token).await {
+                    Ok(c) => c,
                     Err(e) => {
                         tally.failed.set(tally.failed.get() + 1);
                         tally.note_error(e.to_string());
+                        return;
                     }
-                }
+                };
+                receive(conn, room, permit, stop, tally, hist, record).await;
                 return;
             }
-            let mut conn = match Connection::connect(addr, &opts).await {
+            let conn = match Connection::connect(addr, &opts).await {
                 Ok(c) => c,
                 Err(e) => {
                     tally.failed.set(tally.failed.get() + 1);
@@ -154,64 +250,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
                     return;
                 }
             };
-            if let Some(room) = room {
-                if let Err(e) = conn
-                    .request(Frame::Join(Join {
-                        room,
-                        resume_after: None,
-                    }))
-                    .await
-                {
-                    tally.failed.set(tally.failed.get() + 1);
-                    tally.note_error(e.to_string());
-                    return;
-                }
-            }
-            drop(permit);
-            tally.ok.set(tally.ok.get() + 1);
-            let mut last: Option<(Stream, u64)> = None;
-            loop {
-                let packet = tokio::select! {
-                    _ = stop.changed() => return,
-                    p = conn.next() => p,
-                };
-                match packet {
-                    Ok(p) => {
-                        if let Frame::Push(push) = p.frame {
-                            if !record {
-                                continue;
-                            }
-                            let now = unix_micros();
-                            if let Some(ts) = stamp_of(&push.payload) {
-                                let _ = hist.borrow_mut().record(now.saturating_sub(ts).max(1));
-                            }
-                            if matches!(&last, Some((s, pos)) if *s == push.stream && push.position <= *pos)
-                            {
-                                tally.duplicates.set(tally.duplicates.get() + 1);
-                            }
-                            if push.stream == Stream::User {
-                                // Acknowledge like the SDK does, so the server neither keeps
-                                // nor resends what was received.
-                                let ack = Frame::Ack(vec![StreamPos {
-                                    stream: Stream::User,
-                                    position: push.position,
-                                }]);
-                                if conn.send(ack).await.is_err() {
-                                    tally.lost.set(tally.lost.get() + 1);
-                                    return;
-                                }
-                            }
-                            last = Some((push.stream, push.position));
-                            tally.received.set(tally.received.get() + 1);
-                        }
-                    }
-                    Err(e) => {
-                        tally.lost.set(tally.lost.get() + 1);
-                        tally.note_error(e.to_string());
-                        return;
-                    }
-                }
-            }
+            receive(conn, room, permit, stop, tally, hist, record).await;
         });
     }
     while tally.ok.get() + tally.failed.get() < spec.count {

@@ -1,14 +1,13 @@
-//! A minimal WebSocket client for the `idle --ws` scenario: upgrade with the token in the
-//! query string (binary mode), then hold the socket and answer heartbeats.
+//! A minimal WebSocket client for the `--ws` scenarios: upgrade with the token in the query
+//! string (binary mode), then receive through the same loop as TCP receivers.
 
 use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use push_client::protocol::{encode_to_bytes, Frame, FrameCodec, Packet};
+use push_client::protocol::{encode_to_bytes, Frame, FrameCodec, Join, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_util::codec::Decoder;
 
 /// An authenticated WebSocket connection.
@@ -121,27 +120,47 @@ impl WsConn {
         }
     }
 
-    /// Holds the connection until `stop`, answering PINGs; true when the server ended it.
-    pub async fn hold(mut self, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn send_packet(&mut self, p: &Packet) -> io::Result<()> {
+        let wire = encode_to_bytes(p, &Default::default()).map_err(|e| bad(&e.to_string()))?;
+        self.stream.write_all(&masked(0x2, &wire)).await
+    }
+}
+
+impl crate::worker::PushSource for WsConn {
+    async fn join(&mut self, room: String) -> Result<(), String> {
+        let join = Frame::Join(Join {
+            room,
+            resume_after: None,
+        });
+        self.send_packet(&Packet::new(7, join))
+            .await
+            .map_err(|e| e.to_string())?;
         loop {
-            let packet = tokio::select! {
-                _ = stop.changed() => return false,
-                p = self.next_packet() => p,
-            };
-            match packet {
-                Ok(Some(p)) if p.frame == Frame::Ping => {
-                    let Ok(pong) =
-                        encode_to_bytes(&Packet::new(p.seq, Frame::Pong), &Default::default())
-                    else {
-                        return true;
-                    };
-                    if self.stream.write_all(&masked(0x2, &pong)).await.is_err() {
-                        return true;
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return true,
+            match self.next_frame().await? {
+                Frame::Ok(_) => return Ok(()),
+                Frame::Error(e) => return Err(e.reason),
+                _ => continue,
             }
         }
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, String> {
+        loop {
+            match self.next_packet().await {
+                Ok(Some(p)) if p.frame == Frame::Ping => {
+                    let pong = Packet::new(p.seq, Frame::Pong);
+                    self.send_packet(&pong).await.map_err(|e| e.to_string())?;
+                }
+                Ok(Some(p)) => return Ok(p.frame),
+                Ok(None) => return Err("closed by the server".into()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    async fn send_frame(&mut self, frame: Frame) -> Result<(), String> {
+        self.send_packet(&Packet::new(0, frame))
+            .await
+            .map_err(|e| e.to_string())
     }
 }
