@@ -164,6 +164,28 @@ impl Ctx {
         }))
     }
 
+    /// Admits a new socket from `peer` under the per-address and global limits (TCP and
+    /// WebSocket alike): counts it in `open`, or says why not.
+    pub fn admit(&self, peer: std::net::SocketAddr) -> Result<(), (ErrorCode, String)> {
+        self.stats.inc(&self.stats.accepted);
+        let ip = peer.ip();
+        if !self.handshake_limiter.has_budget(ip) || !self.connect_limiter.allow(ip) {
+            self.stats.inc(&self.stats.rate_limited_handshake);
+            tracing::warn!(%peer, "connection refused: too many attempts or failed handshakes from this address");
+            let reason = "too many connection attempts or failed handshakes from your address";
+            return Err((ErrorCode::RATE_LIMITED, reason.into()));
+        }
+        let max = self.config.max_connections;
+        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.stats.inc(&self.stats.refused_limit);
+            tracing::warn!(%peer, limit = max, "connection refused: server is full");
+            let reason = format!("server holds its maximum of {max} connections");
+            return Err((ErrorCode::TOO_MANY_CONNECTIONS, reason));
+        }
+        Ok(())
+    }
+
     /// Counts a failed handshake against its source address.
     pub fn note_failed_handshake(&self, ip: std::net::IpAddr) {
         let _ = self.handshake_limiter.allow(ip);

@@ -1,6 +1,5 @@
 //! The TCP accept loop: global connection limit, backoff on accept errors, one task per socket.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,31 +20,8 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                ctx.stats.inc(&ctx.stats.accepted);
-                let ip = peer.ip();
-                if !ctx.handshake_limiter.has_budget(ip) || !ctx.connect_limiter.allow(ip) {
-                    ctx.stats.inc(&ctx.stats.rate_limited_handshake);
-                    tracing::warn!(%peer, "connection refused: too many attempts or failed handshakes from this address");
-                    refuse(
-                        stream,
-                        ErrorCode::RATE_LIMITED,
-                        "too many connection attempts or failed handshakes from your address"
-                            .into(),
-                    );
-                    continue;
-                }
-                if ctx.open.fetch_add(1, Ordering::Relaxed) >= ctx.config.max_connections {
-                    ctx.open.fetch_sub(1, Ordering::Relaxed);
-                    ctx.stats.inc(&ctx.stats.refused_limit);
-                    tracing::warn!(%peer, limit = ctx.config.max_connections, "connection refused: server is full");
-                    refuse(
-                        stream,
-                        ErrorCode::TOO_MANY_CONNECTIONS,
-                        format!(
-                            "server holds its maximum of {} connections",
-                            ctx.config.max_connections
-                        ),
-                    );
+                if let Err((code, reason)) = ctx.admit(peer) {
+                    refuse(stream, code, reason);
                     continue;
                 }
                 // No TaskTracker: its token would push the task cell past 128 bytes; the

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
-use push_protocol::{Hello, StreamPos, MAX_VERSION, MIN_VERSION};
+use push_protocol::{ErrorCode, Hello, StreamPos, MAX_VERSION, MIN_VERSION};
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
@@ -253,35 +253,16 @@ fn into_link(upgraded: hyper::upgrade::Upgraded) -> Option<(Link, Bytes)> {
     Some((Link::tls(tcp, conn), early.freeze()))
 }
 
-/// Applies the same per-address and global limits as the TCP listener; counts the socket in
-/// `ctx.open` when admitted, else answers why not.
+/// The TCP listener's admission (per-address and global limits) as an HTTP answer.
 fn admit(ctx: &Ctx, peer: SocketAddr) -> Option<Response> {
-    ctx.stats.inc(&ctx.stats.accepted);
-    let ip = peer.ip();
-    if !ctx.handshake_limiter.has_budget(ip) || !ctx.connect_limiter.allow(ip) {
-        ctx.stats.inc(&ctx.stats.rate_limited_handshake);
-        tracing::warn!(%peer, "WebSocket refused: too many attempts or failed handshakes from this address");
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connection attempts or failed handshakes from your address",
-            None,
-        );
+    let (code, reason) = ctx.admit(peer).err()?;
+    if code == ErrorCode::RATE_LIMITED {
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, reason, None);
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return Some(r);
     }
-    let max = ctx.config.max_connections;
-    if ctx.open.fetch_add(1, Ordering::Relaxed) >= max {
-        ctx.open.fetch_sub(1, Ordering::Relaxed);
-        ctx.stats.inc(&ctx.stats.refused_limit);
-        tracing::warn!(%peer, limit = max, "WebSocket refused: server is full");
-        return Some(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("server holds its maximum of {max} connections"),
-            None,
-        ));
-    }
-    None
+    Some(error(StatusCode::SERVICE_UNAVAILABLE, reason, None))
 }
 
 #[cfg(test)]
