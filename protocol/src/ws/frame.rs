@@ -41,6 +41,17 @@ pub mod close_code {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
+/// The WebSocket close code for a push-protocol code (SPEC.md §12.4): 4000 + the code (RFC 6455
+/// leaves 4000-4999 to applications) so browsers, which see only the close event, learn why;
+/// 1001 for a server shutting down.
+pub fn close_code_for(code: crate::ErrorCode) -> u16 {
+    if code == crate::ErrorCode::SHUTTING_DOWN {
+        close_code::GOING_AWAY
+    } else {
+        4000u16.saturating_add(code.0)
+    }
+}
+
 /// Longest payload of a control frame.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -364,6 +375,16 @@ mod tests {
         let c = encode_close(1008, &reason);
         assert!(c.len() <= 2 + MAX_CONTROL_PAYLOAD);
         assert!(std::str::from_utf8(&c[4..]).is_ok());
+    }
+
+    #[test]
+    fn protocol_codes_map_to_application_close_codes() {
+        assert_eq!(close_code_for(crate::ErrorCode::SLOW_CONSUMER), 4304);
+        assert_eq!(close_code_for(crate::ErrorCode::TOKEN_INVALID), 4202);
+        assert_eq!(
+            close_code_for(crate::ErrorCode::SHUTTING_DOWN),
+            close_code::GOING_AWAY
+        );
     }
 
     #[test]

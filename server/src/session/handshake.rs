@@ -90,7 +90,7 @@ pub async fn refuse(
     if let Some(bytes) = transport.encode(&Packet::new(seq, frame), &Default::default()) {
         let _ = stream.write_all(&bytes).await;
         if transport.is_ws() {
-            let close = wsf::encode_close(4000u16.saturating_add(code.0), &reason);
+            let close = wsf::encode_close(wsf::close_code_for(code), &reason);
             let _ = stream.write_all(&close).await;
         }
         let _ = stream.shutdown().await;

@@ -542,16 +542,6 @@ impl Session {
         Ok(())
     }
 
-    /// The WebSocket close code for a push-protocol code: 4000 + the code (RFC 6455 leaves
-    /// 4000-4999 to applications), so browsers, which see only the close event, learn why.
-    fn ws_code(code: ErrorCode) -> u16 {
-        if code == ErrorCode::SHUTTING_DOWN {
-            close_code::GOING_AWAY
-        } else {
-            4000u16.saturating_add(code.0)
-        }
-    }
-
     async fn finish(mut self, ending: Ending) {
         // Protocol-level final frame, and for WebSocket the close frame after it.
         let (final_frame, ws_close) = match &ending {
@@ -575,7 +565,7 @@ impl Session {
                 let bytes = self
                     .transport
                     .encode(&Packet::new(0, frame), &Default::default());
-                (bytes, Some((Self::ws_code(e.code()), e.to_string())))
+                (bytes, Some((wsf::close_code_for(e.code()), e.to_string())))
             }
             Ending::Ordered(order) => {
                 if order.code == ErrorCode::HEARTBEAT_TIMEOUT {
@@ -595,7 +585,7 @@ impl Session {
                 }
                 let frame = self.wrap(order.frame.clone(), false);
                 let reason = order.code.description().to_string();
-                (Some(frame), Some((Self::ws_code(order.code), reason)))
+                (Some(frame), Some((wsf::close_code_for(order.code), reason)))
             }
         };
         self.ctx.hub.unregister(&self.conn);
