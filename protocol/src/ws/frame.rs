@@ -93,8 +93,8 @@ pub enum WsFrame {
     },
     /// PING with its payload (answered with a PONG carrying the same bytes).
     Ping(Bytes),
-    /// PONG.
-    Pong,
+    /// PONG with its payload.
+    Pong(Bytes),
     /// CLOSE with the peer's code (if any) and reason.
     Close(Option<u16>, String),
 }
@@ -103,6 +103,23 @@ pub enum WsFrame {
 /// needed. A data frame longer than `max_payload` is refused from its header alone, so a
 /// hostile length never makes the server buffer it.
 pub fn parse(raw: &mut BytesMut, max_payload: usize) -> Result<Option<WsFrame>, WsError> {
+    parse_frame(raw, max_payload, true)
+}
+
+/// The client side of [`parse`]: takes one complete (unmasked) server frame off `raw`.
+pub fn parse_from_server(
+    raw: &mut BytesMut,
+    max_payload: usize,
+) -> Result<Option<WsFrame>, WsError> {
+    parse_frame(raw, max_payload, false)
+}
+
+/// Parses one frame; `masked` says which side sent it (clients mask, servers do not).
+fn parse_frame(
+    raw: &mut BytesMut,
+    max_payload: usize,
+    masked: bool,
+) -> Result<Option<WsFrame>, WsError> {
     if raw.len() < 2 {
         return Ok(None);
     }
@@ -121,8 +138,13 @@ pub fn parse(raw: &mut BytesMut, max_payload: usize) -> Result<Option<WsFrame>, 
         opcode::CLOSE | opcode::PING | opcode::PONG => {}
         _ => return Err(WsError::protocol(format!("unknown opcode {op:#x}"))),
     }
-    if b1 & 0x80 == 0 {
-        return Err(WsError::protocol("client frames must be masked"));
+    if (b1 & 0x80 != 0) != masked {
+        let reason = if masked {
+            "client frames must be masked"
+        } else {
+            "server frames must not be masked"
+        };
+        return Err(WsError::protocol(reason));
     }
     let (len, at) = match b1 & 0x7F {
         126 => {
@@ -156,7 +178,7 @@ pub fn parse(raw: &mut BytesMut, max_payload: usize) -> Result<Option<WsFrame>, 
             format!("frame of {len} bytes exceeds the limit of {max_payload}"),
         ));
     }
-    let header = at + 4;
+    let header = at + if masked { 4 } else { 0 };
     let total = header + len as usize;
     if raw.len() < total {
         // Nothing is reserved for the announced length: the buffer grows only with bytes that
@@ -164,14 +186,16 @@ pub fn parse(raw: &mut BytesMut, max_payload: usize) -> Result<Option<WsFrame>, 
         return Ok(None);
     }
     let mut mask = [0u8; 4];
-    mask.copy_from_slice(&raw[at..header]);
+    mask[..header - at].copy_from_slice(&raw[at..header]);
     raw.advance(header);
     let mut payload = raw.split_to(len as usize);
-    unmask(&mut payload, mask);
+    if masked {
+        unmask(&mut payload, mask);
+    }
     let payload = payload.freeze();
     Ok(Some(match op {
         opcode::PING => WsFrame::Ping(payload),
-        opcode::PONG => WsFrame::Pong,
+        opcode::PONG => WsFrame::Pong(payload),
         opcode::CLOSE => parse_close(&payload)?,
         _ => WsFrame::Data {
             opcode: op,
@@ -375,6 +399,33 @@ mod tests {
         let c = encode_close(1008, &reason);
         assert!(c.len() <= 2 + MAX_CONTROL_PAYLOAD);
         assert!(std::str::from_utf8(&c[4..]).is_ok());
+    }
+
+    #[test]
+    fn clients_read_what_the_server_writes() {
+        for len in [0, 5, 126, 70_000] {
+            let payload = vec![3u8; len];
+            let mut raw = BytesMut::from(&encode(opcode::BINARY, &payload)[..]);
+            let f = parse_from_server(&mut raw, 1 << 20).unwrap().unwrap();
+            assert_eq!(
+                f,
+                WsFrame::Data {
+                    opcode: opcode::BINARY,
+                    fin: true,
+                    payload: payload.into(),
+                }
+            );
+            assert!(raw.is_empty());
+        }
+        let mut close = BytesMut::from(&encode_close(4304, "slow")[..]);
+        assert_eq!(
+            parse_from_server(&mut close, 1024).unwrap(),
+            Some(WsFrame::Close(Some(4304), "slow".into()))
+        );
+        // A masked frame is a client's, not the server's.
+        let masked = encode_masked(0x82, b"x", MASK);
+        let e = parse_from_server(&mut BytesMut::from(&masked[..]), 1024).unwrap_err();
+        assert_eq!(e.code, close_code::PROTOCOL_ERROR);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl ReadState {
                     payload,
                 } => (opcode, fin, payload),
                 WsFrame::Ping(p) => return Ok(Some(Inbound::Ping(p))),
-                WsFrame::Pong => return Ok(Some(Inbound::Pong)),
+                WsFrame::Pong(_) => return Ok(Some(Inbound::Pong)),
                 WsFrame::Close(code, reason) => return Ok(Some(Inbound::Close(code, reason))),
             };
             let kind = self.start_or_continue(op, transport)?;

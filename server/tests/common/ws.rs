@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 use push_protocol::{encode_to_bytes, FrameCodec, Packet};
-use push_server::transport::ws::frame::{encode_masked, opcode};
+use push_server::transport::ws::frame::{encode_masked, opcode, parse_from_server, WsFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -116,28 +116,24 @@ impl WsClient {
     /// The next frame from the server: (opcode, payload); `None` at end of stream.
     pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
-            if self.buf.len() >= 2 {
-                let b1 = self.buf[1];
-                assert_eq!(b1 & 0x80, 0, "server frames must not be masked");
-                let (len, at) = match b1 & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&self.buf[2..10]);
-                        (u64::from_be_bytes(b) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.buf.len() >= at + len {
-                    let op = self.buf[0] & 0x0f;
-                    assert_ne!(self.buf[0] & 0x80, 0, "server sends unfragmented messages");
-                    self.buf.advance(at);
-                    let payload = self.buf.split_to(len).to_vec();
-                    return Some((op, payload));
+            let frame = parse_from_server(&mut self.buf, 1 << 30).expect("a valid server frame");
+            match frame {
+                Some(WsFrame::Data {
+                    opcode,
+                    fin,
+                    payload,
+                }) => {
+                    assert!(fin, "server sends unfragmented messages");
+                    return Some((opcode, payload.to_vec()));
                 }
+                Some(WsFrame::Ping(p)) => return Some((opcode::PING, p.to_vec())),
+                Some(WsFrame::Pong(p)) => return Some((opcode::PONG, p.to_vec())),
+                Some(WsFrame::Close(code, reason)) => {
+                    let mut p = code.unwrap_or(0).to_be_bytes().to_vec();
+                    p.extend_from_slice(reason.as_bytes());
+                    return Some((opcode::CLOSE, p));
+                }
+                None => {}
             }
             let n = tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf))
                 .await

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
+use push_client::protocol::ws::frame::{encode_masked, parse_from_server, WsFrame};
 use push_client::protocol::{encode_to_bytes, Frame, FrameCodec, Join, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,25 +22,11 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Masked client frame (the mask is fixed: the server must unmask whatever it is).
-fn masked(op: u8, payload: &[u8]) -> Vec<u8> {
-    const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
-    let mut out = vec![0x80 | op];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    out
-}
+/// Largest message accepted from the server.
+const MAX_MESSAGE: usize = 4 << 20;
+
+/// The mask of every frame this client sends (the server must unmask whatever it is).
+const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
 
 impl WsConn {
     /// Upgrades `GET /ws?token=` and waits for AUTH_OK.
@@ -81,48 +68,35 @@ impl WsConn {
     /// The next protocol packet; `None` at a close or end of stream.
     async fn next_packet(&mut self) -> io::Result<Option<Packet>> {
         loop {
-            if self.buf.len() >= 2 {
-                let (len, at) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            let frame =
+                parse_from_server(&mut self.buf, MAX_MESSAGE).map_err(|e| bad(&e.reason))?;
+            match frame {
+                Some(WsFrame::Close(..)) => return Ok(None),
+                Some(WsFrame::Data { payload, .. }) => {
+                    let mut payload = BytesMut::from(&payload[..]);
+                    let p = self
+                        .codec
+                        .decode(&mut payload)
+                        .map_err(|e| bad(&e.to_string()))?;
+                    if p.is_some() {
+                        return Ok(p);
                     }
-                    127 if self.buf.len() >= 10 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&self.buf[2..10]);
-                        (u64::from_be_bytes(b) as usize, 10)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.buf.len() >= at + len {
-                    let op = self.buf[0] & 0x0f;
-                    self.buf.advance(at);
-                    let mut payload = self.buf.split_to(len);
-                    match op {
-                        0x8 => return Ok(None),
-                        0x2 => {
-                            let p = self
-                                .codec
-                                .decode(&mut payload)
-                                .map_err(|e| bad(&e.to_string()))?;
-                            if p.is_some() {
-                                return Ok(p);
-                            }
-                        }
-                        _ => {}
-                    }
-                    continue;
                 }
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Ok(None);
+                Some(_) => {}
+                None => {
+                    if self.stream.read_buf(&mut self.buf).await? == 0 {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
 
     async fn send_packet(&mut self, p: &Packet) -> io::Result<()> {
         let wire = encode_to_bytes(p, &Default::default()).map_err(|e| bad(&e.to_string()))?;
-        self.stream.write_all(&masked(0x2, &wire)).await
+        self.stream
+            .write_all(&encode_masked(0x82, &wire, MASK))
+            .await
     }
 }
 
