@@ -253,8 +253,9 @@ fn soak_smoke_run() {
         ],
     );
     assert!(ok, "{v}");
-    assert_eq!(v["lost"], 0, "{v}");
-    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["deliveries_lost"], 0, "{v}");
+    assert_eq!(v["duplicates_or_reordered"], 0, "{v}");
+    assert_eq!(v["connections_lost"], 0, "{v}");
     assert_eq!(v["churn_cycles_failed"], 0, "{v}");
     assert!(v["churn_cycles_ok"].as_u64().unwrap() > 50, "{v}");
     let samples = v["samples"].as_array().unwrap();

@@ -14,20 +14,28 @@ use crate::{http, procstat, report, specs, tls_of, Common, Res};
 const ROOM: &str = "hostile-room";
 
 /// What to run.
-pub struct Hostile {
-    /// Bystanders in the room (record latency).
+#[derive(clap::Args)]
+pub struct HostileArgs {
+    /// Bystanders (room members that read and record latency).
+    #[arg(long, default_value_t = 1000)]
     pub conns: usize,
     /// Slowloris connections.
+    #[arg(long, default_value_t = 2000)]
     pub slowloris: usize,
     /// Never-reading members of the room.
+    #[arg(long, default_value_t = 1000)]
     pub nonreaders: usize,
     /// Garbage connections per second.
+    #[arg(long, default_value_t = 200.0)]
     pub garbage_rate: f64,
     /// Messages published to the room.
+    #[arg(long, default_value_t = 300)]
     pub messages: usize,
     /// Publish rate (messages per second).
+    #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
-    /// Payload size.
+    /// Payload bytes (incompressible enough to fill queues).
+    #[arg(long, default_value_t = 4096)]
     pub size: usize,
 }
 
@@ -65,7 +73,7 @@ fn noisy(size: usize, seed: usize) -> String {
 }
 
 /// Runs the scenario.
-pub async fn run(c: Common, h: Hostile) -> Res {
+pub async fn run(c: Common, h: HostileArgs) -> Res {
     let pid = c.server_pid;
     let rss0 = pid.and_then(procstat::rss_bytes);
     let mut bystanders = Workers::spawn(specs(
@@ -124,14 +132,7 @@ pub async fn run(c: Common, h: Hostile) -> Res {
     fig.insert("bystanders".into(), json!(ready.ok));
     fig.insert("messages".into(), json!(h.messages));
     fig.insert("publish_failures".into(), json!(publish_failed));
-    fig.insert("deliveries_expected".into(), json!(expected));
-    fig.insert("deliveries_received".into(), json!(merged.received));
-    fig.insert(
-        "deliveries_lost".into(),
-        json!(expected.saturating_sub(merged.received)),
-    );
-    fig.insert("duplicates".into(), json!(merged.duplicates));
-    fig.insert("bystanders_lost".into(), json!(merged.lost_connections));
+    report::deliveries(&mut fig, expected, &merged);
     fig.insert("latency".into(), report::latency(&merged.hist));
     for (tag, up, w) in kinds {
         let m = report::merge(&w.stop().await);

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use push_client::protocol::{ErrorCode, Frame, Join};
 use push_client::{ConnectOptions, Connection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
@@ -157,20 +156,16 @@ async fn non_reader(addr: std::net::SocketAddr, token: String, room: String) -> 
 
 /// Sends garbage on a fresh connection; returns the refusal's code if one came.
 async fn garbage(addr: std::net::SocketAddr) -> Option<ErrorCode> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(b"\x16\x03\x01 not a push frame at all....")
+    let s = TcpStream::connect(addr).await.ok()?;
+    let mut c = Connection::from_stream(s);
+    c.send_raw(b"\x16\x03\x01 not a push frame at all....")
         .await
         .ok()?;
-    let mut buf = vec![0u8; 512];
-    let mut n = 0;
-    while n < 18 {
-        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf[n..])).await;
-        match r {
-            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-            Ok(Ok(k)) => n += k,
-        }
+    match tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+        Ok(Ok(p)) => match p.frame {
+            Frame::AuthError(e) => Some(e.code),
+            _ => None,
+        },
+        _ => None,
     }
-    // AUTH_ERROR: type 0x03 at offset 7, code right after the 16-byte header.
-    (n >= 18 && &buf[..4] == b"PUSH" && buf[7] == 0x03)
-        .then(|| ErrorCode(u16::from_be_bytes([buf[16], buf[17]])))
 }

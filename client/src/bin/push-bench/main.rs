@@ -80,58 +80,23 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
-    /// Internal: one worker process.
     /// Long mixed load (receivers that ack, join/leave churn, unicast and room publishes) with
     /// server RSS, descriptors and storage sampled over time.
     Soak {
         #[command(flatten)]
         common: Common,
-        /// Receivers connected for the whole run.
-        #[arg(long, default_value_t = 2000)]
-        conns: usize,
-        /// Run time in seconds.
-        #[arg(long, default_value_t = 1800.0)]
-        seconds: f64,
-        /// Seconds between samples.
-        #[arg(long, default_value_t = 60.0)]
-        sample: f64,
-        /// Publishes per second (one in ten to the room every receiver joined).
-        #[arg(long, default_value_t = 200.0)]
-        publish_rate: f64,
-        /// Connect, join, leave, close cycles per second.
-        #[arg(long, default_value_t = 50.0)]
-        churn_rate: f64,
-        /// The server's data directory (for the storage figure).
-        #[arg(long)]
-        data_dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        soak: soak::SoakArgs,
     },
     /// Bystanders in a room receive a fan-out while slowloris connections, never-reading
     /// members and garbage senders press on the server.
     Hostile {
         #[command(flatten)]
         common: Common,
-        /// Bystanders (room members that read and record latency).
-        #[arg(long, default_value_t = 1000)]
-        conns: usize,
-        /// Slowloris connections.
-        #[arg(long, default_value_t = 2000)]
-        slowloris: usize,
-        /// Never-reading room members.
-        #[arg(long, default_value_t = 1000)]
-        nonreaders: usize,
-        /// Garbage connections per second.
-        #[arg(long, default_value_t = 200.0)]
-        garbage_rate: f64,
-        /// Messages published to the room.
-        #[arg(long, default_value_t = 300)]
-        messages: usize,
-        /// Publish rate.
-        #[arg(long, default_value_t = 20.0)]
-        rate: f64,
-        /// Payload bytes (incompressible enough to fill queues).
-        #[arg(long, default_value_t = 4096)]
-        size: usize,
+        #[command(flatten)]
+        hostile: hostile::HostileArgs,
     },
+    /// Internal: one worker process.
     #[command(hide = true)]
     Worker { spec: String },
 }
@@ -221,46 +186,8 @@ fn main() {
                 hold,
                 ws,
             } => idle(common, conns, hold, ws).await,
-            Cmd::Hostile {
-                common,
-                conns,
-                slowloris,
-                nonreaders,
-                garbage_rate,
-                messages,
-                rate,
-                size,
-            } => {
-                let h = hostile::Hostile {
-                    conns,
-                    slowloris,
-                    nonreaders,
-                    garbage_rate,
-                    messages,
-                    rate,
-                    size,
-                };
-                hostile::run(common, h).await
-            }
-            Cmd::Soak {
-                common,
-                conns,
-                seconds,
-                sample,
-                publish_rate,
-                churn_rate,
-                data_dir,
-            } => {
-                let s = soak::Soak {
-                    conns,
-                    seconds,
-                    sample,
-                    publish_rate,
-                    churn_rate,
-                    data_dir,
-                };
-                soak::run(common, s).await
-            }
+            Cmd::Hostile { common, hostile } => hostile::run(common, hostile).await,
+            Cmd::Soak { common, soak } => soak::run(common, soak).await,
             Cmd::Fanout {
                 common,
                 load,
@@ -530,14 +457,7 @@ async fn deliver(c: Common, load: Load, target: Target) -> Res {
     server_figures(pid, &mut fig, "");
     let done = workers.stop().await;
     let m = report::merge(&done);
-    fig.insert("deliveries_expected".into(), json!(expected));
-    fig.insert("deliveries_received".into(), json!(m.received));
-    fig.insert(
-        "deliveries_lost".into(),
-        json!(expected.saturating_sub(m.received)),
-    );
-    fig.insert("duplicates_or_reordered".into(), json!(m.duplicates));
-    fig.insert("connections_lost".into(), json!(m.lost_connections));
+    report::deliveries(&mut fig, expected, &m);
     let secs = t_last.as_secs_f64().max(1e-9);
     fig.insert("delivery_seconds".into(), json!(secs));
     fig.insert(

@@ -24,6 +24,18 @@ pub struct Merged {
     pub error: Option<String>,
 }
 
+/// Inserts the delivery figures every receiving scenario reports.
+pub fn deliveries(fig: &mut Map<String, Value>, expected: u64, m: &Merged) {
+    fig.insert("deliveries_expected".into(), json!(expected));
+    fig.insert("deliveries_received".into(), json!(m.received));
+    fig.insert(
+        "deliveries_lost".into(),
+        json!(expected.saturating_sub(m.received)),
+    );
+    fig.insert("duplicates_or_reordered".into(), json!(m.duplicates));
+    fig.insert("connections_lost".into(), json!(m.lost_connections));
+}
+
 /// Merges Done events.
 pub fn merge(events: &[Event]) -> Merged {
     let mut m = Merged {

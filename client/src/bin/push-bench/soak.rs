@@ -15,18 +15,25 @@ use crate::{http, procstat, report, specs, tls_of, Common, Res};
 const ROOM: &str = "soak";
 
 /// What to run.
-pub struct Soak {
-    /// Receivers (connected for the whole run, in the soak room, acknowledging).
+#[derive(clap::Args)]
+pub struct SoakArgs {
+    /// Receivers connected for the whole run (in the soak room, acknowledging).
+    #[arg(long, default_value_t = 2000)]
     pub conns: usize,
-    /// Run time.
+    /// Run time in seconds.
+    #[arg(long, default_value_t = 1800.0)]
     pub seconds: f64,
     /// Seconds between samples.
+    #[arg(long, default_value_t = 60.0)]
     pub sample: f64,
-    /// Publishes per second (one in ten to the room, the rest to one receiver each).
+    /// Publishes per second (one in ten to the room every receiver joined).
+    #[arg(long, default_value_t = 200.0)]
     pub publish_rate: f64,
     /// Connect, authenticate, join, leave, close cycles per second.
+    #[arg(long, default_value_t = 50.0)]
     pub churn_rate: f64,
-    /// The server's data directory, for the storage figure.
+    /// The server's data directory (for the storage figure).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -41,7 +48,7 @@ fn dir_bytes(p: &Path) -> u64 {
 }
 
 /// Runs the soak.
-pub async fn run(c: Common, s: Soak) -> Res {
+pub async fn run(c: Common, s: SoakArgs) -> Res {
     let pid = c.server_pid;
     let mut all = specs(
         &c,
@@ -143,14 +150,7 @@ pub async fn run(c: Common, s: Soak) -> Res {
     fig.insert("published_to_users".into(), json!(users));
     fig.insert("published_to_room".into(), json!(rooms));
     fig.insert("publish_failures".into(), json!(failed));
-    fig.insert("deliveries_expected".into(), json!(expected));
-    fig.insert("deliveries_received".into(), json!(merged.received));
-    fig.insert(
-        "lost".into(),
-        json!(expected.saturating_sub(merged.received)),
-    );
-    fig.insert("duplicates".into(), json!(merged.duplicates));
-    fig.insert("receivers_lost".into(), json!(merged.lost_connections));
+    report::deliveries(&mut fig, expected, &merged);
     fig.insert("churn_cycles_ok".into(), json!(merged.cycles_ok));
     fig.insert("churn_cycles_failed".into(), json!(merged.cycles_failed));
     if let Some(e) = merged.error {

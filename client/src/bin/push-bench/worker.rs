@@ -230,27 +230,19 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         let ws = matches!(spec.mode, Mode::IdleWs | Mode::ReceiveWs { .. });
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await.expect("semaphore open");
-            if ws {
-                let conn = match crate::ws::WsConn::connect(addr, &opts.token).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tally.failed.set(tally.failed.get() + 1);
-                        tally.note_error(e.to_string());
-                        return;
-                    }
-                };
-                receive(conn, room, permit, stop, tally, hist, record).await;
-                return;
-            }
-            let conn = match Connection::connect(addr, &opts).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tally.failed.set(tally.failed.get() + 1);
-                    tally.note_error(e.to_string());
-                    return;
+            let failure = if ws {
+                match crate::ws::WsConn::connect(addr, &opts.token).await {
+                    Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
+                    Err(e) => e.to_string(),
+                }
+            } else {
+                match Connection::connect(addr, &opts).await {
+                    Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
+                    Err(e) => e.to_string(),
                 }
             };
-            receive(conn, room, permit, stop, tally, hist, record).await;
+            tally.failed.set(tally.failed.get() + 1);
+            tally.note_error(failure);
         });
     }
     while tally.ok.get() + tally.failed.get() < spec.count {
