@@ -78,10 +78,7 @@ async fn stored_ids(http: std::net::SocketAddr) -> HashMap<u64, String> {
     let mut out = HashMap::new();
     let mut after = 0;
     loop {
-        let path = format!("/api/v1/history/users/full?after={after}&limit=1000");
-        let (status, text) = common::http(http, "GET", &path, Some(API_TOKEN), "").await;
-        assert_eq!(status, 200, "{text}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let v = user_history(http, "full", &format!("after={after}&limit=1000")).await;
         let items = v["messages"].as_array().unwrap();
         if items.is_empty() {
             return out;

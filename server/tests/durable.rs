@@ -174,18 +174,7 @@ async fn unacked_messages_are_retried_then_failed_then_delivered_on_reconnect() 
             );
         }
         // Then it is marked failed, as the history API shows.
-        let history = async || {
-            let (status, body) = http(
-                server.http_addr,
-                "GET",
-                "/api/v1/history/users/erin",
-                Some(API_TOKEN),
-                "",
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()
-        };
+        let history = async || user_history(server.http_addr, "erin", "").await;
         until(&format!("{backend:?}: marked failed"), async || {
             history().await["messages"][0]["state"] == "failed"
         })
@@ -519,16 +508,8 @@ async fn expired_messages_are_not_replayed() {
     let mut c = connect(server.tcp_addr, "tess").await;
     let p = expect_push(c.next_timeout(WAIT).await.unwrap());
     assert_eq!((p.position, &p.payload[..]), (2, &b"kept"[..]));
-    let (_, body) = http(
-        server.http_addr,
-        "GET",
-        "/api/v1/history/users/tess",
-        Some(API_TOKEN),
-        "",
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["messages"][0]["state"], "expired", "{body}");
+    let v = user_history(server.http_addr, "tess", "").await;
+    assert_eq!(v["messages"][0]["state"], "expired", "{v}");
     let (s, body) = push(
         &server,
         r#"{"to":{"users":["tess"]},"kind":"k","payload":"p","ttl_seconds":0}"#,

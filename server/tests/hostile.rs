@@ -514,15 +514,8 @@ async fn requests_beyond_permission_are_refused_and_not_fatal() {
     let p = c.next_timeout(WAIT).await.unwrap();
     assert!(matches!(p.frame, Frame::Error(ref e) if e.code == ErrorCode::UNEXPECTED_FRAME));
     // The user's own acked position is untouched by the invalid ack.
-    let (_, h) = http(
-        server.http_addr,
-        "GET",
-        "/api/v1/history/users/eve",
-        Some(API_TOKEN),
-        "",
-    )
-    .await;
-    assert!(h.contains("\"acked\":0"), "{h}");
+    let h = user_history(server.http_addr, "eve", "").await;
+    assert_eq!(h["acked"], 0, "{h}");
     // Frames after CLOSE are ignored: the server closes.
     let mut raw = encode_to_bytes(
         &Packet::new(

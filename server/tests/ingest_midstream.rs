@@ -6,25 +6,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::amqp::rabbitmqctl;
 use common::*;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use push_client::{Client, ClientConfig};
-
-fn rabbitmqctl(arg: &str) {
-    let out = Command::new("rabbitmqctl")
-        .arg(arg)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {arg}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A channel with publisher confirms, retried until the broker answers.
 async fn confirming_channel(url: &str) -> (Connection, Channel) {
@@ -119,16 +107,8 @@ async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
         "a message reached the user twice"
     );
     // Stored once each, too: the user's stream holds exactly `total` messages.
-    let (_, h) = http(
-        server.http_addr,
-        "GET",
-        "/api/v1/history/users/stream-user?limit=1",
-        Some(API_TOKEN),
-        "",
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(&h).unwrap();
-    assert_eq!(v["tail"].as_u64(), Some(total as u64), "{h}");
+    let v = user_history(server.http_addr, "stream-user", "limit=1").await;
+    assert_eq!(v["tail"].as_u64(), Some(total as u64), "{v}");
     eprintln!(
         "broker restart mid-stream: {total} messages, {republished} republished by the publisher, \
          received {} once each, stored {total}, lost 0, in {:.1} s",

@@ -3,23 +3,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::amqp::rabbitmqctl;
 use common::*;
 use push_client::protocol::Frame;
-
-fn rabbitmqctl(arg: &str) {
-    let out = Command::new("rabbitmqctl")
-        .arg(arg)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {arg}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn readyz(server: &push_server::ServerHandle) -> u16 {
     http(server.http_addr, "GET", "/readyz", None, "").await.0

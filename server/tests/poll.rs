@@ -47,15 +47,8 @@ async fn unacknowledged_messages_come_back_until_the_next_poll_acks_them() {
     // after=2 acknowledges a and b.
     let (_, v) = poll(&server, "erin", "after=2&wait_ms=0&limit=10").await;
     assert_eq!(texts(&v), ["c"]);
-    let (_, h) = http(
-        server.http_addr,
-        "GET",
-        "/api/v1/history/users/erin",
-        Some(API_TOKEN),
-        "",
-    )
-    .await;
-    assert!(h.contains("\"acked\":2"), "{h}");
+    let h = user_history(server.http_addr, "erin", "").await;
+    assert_eq!(h["acked"], 2, "{h}");
     // A limit returns a prefix; the rest follows on the next poll.
     let (_, v) = poll(&server, "erin", "after=0&wait_ms=0&limit=1").await;
     assert_eq!(texts(&v), ["c"], "after=0 does not undo the ack of 2");

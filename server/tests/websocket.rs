@@ -58,10 +58,9 @@ async fn push_notice(server: &ServerHandle, to: serde_json::Value, title: &str) 
 }
 
 async fn acked(server: &ServerHandle, user: &str) -> u64 {
-    let path = format!("/api/v1/history/users/{user}");
-    let (_, h) = http(server.http_addr, "GET", &path, Some(API_TOKEN), "").await;
-    let v: serde_json::Value = serde_json::from_str(&h).unwrap();
-    v["acked"].as_u64().unwrap()
+    user_history(server.http_addr, user, "").await["acked"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]

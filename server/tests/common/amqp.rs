@@ -7,6 +7,19 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use push_server::config::AmqpConfig;
 
+/// Runs `rabbitmqctl <arg>` (stop_app, start_app) on the test broker.
+pub fn rabbitmqctl(arg: &str) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .arg(arg)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The broker URL, or `None` (with a note) when tests run without one outside CI.
 pub fn url() -> Option<String> {
     match std::env::var("PUSH_TEST_AMQP_URL") {

@@ -174,6 +174,14 @@ pub async fn push(server: &ServerHandle, body: &str) -> (u16, serde_json::Value)
     (status, v)
 }
 
+/// A user's stream from the history API (`query` like `after=0&limit=10`, or empty).
+pub async fn user_history(addr: SocketAddr, user: &str, query: &str) -> serde_json::Value {
+    let path = format!("/api/v1/history/users/{user}?{query}");
+    let (status, body) = http(addr, "GET", &path, Some(API_TOKEN), "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 /// Polls an async condition until it is true or the wait runs out.
 pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let start = std::time::Instant::now();
