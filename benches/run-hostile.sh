@@ -12,19 +12,11 @@ BENCH=target/release/push-bench
 export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
 export PUSH_API_TOKEN=bench-api-token
 
-start_server() { # config file contents
-  pkill -f "$SERVER" 2>/dev/null || true
-  sleep 0.5
-  rm -rf "$OUT/data"
+# start_server [flags]; server_with CONFIG-TEXT starts one with that configuration file.
+. benches/server.sh
+server_with() {
   printf '%s\n' "$1" >"$OUT/server.toml"
-  PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" --config "$OUT/server.toml" \
-    --listen 127.0.0.1:7100 --http-listen 127.0.0.1:7180 --data-dir "$OUT/data" >"$OUT/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 50); do
-    if curl -sf http://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
-    sleep 0.1
-  done
-  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
+  start_server --config "$OUT/server.toml"
 }
 
 if [ $# -eq 0 ]; then set -- hostile soak crash; fi
@@ -33,13 +25,13 @@ for what in "$@"; do
     hostile)
       # Short heartbeats and small queues so the hostile connections meet both limits within
       # the 40-second run.
-      start_server $'heartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 15000\nqueue_max_bytes = 262144'
+      server_with $'heartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 15000\nqueue_max_bytes = 262144'
       "$BENCH" hostile --conns 2000 --slowloris 5000 --nonreaders 2000 --garbage-rate 200 \
         --messages 800 --rate 20 --size 4096 --server-pid "$SERVER_PID" | tee "$OUT/hostile.txt"
       curl -s http://127.0.0.1:7180/healthz >"$OUT/hostile-healthz.json"
       ;;
     soak)
-      start_server ''
+      start_server
       "$BENCH" soak --conns 2000 --seconds 1800 --sample 60 --publish-rate 200 --churn-rate 50 \
         --server-pid "$SERVER_PID" --data-dir "$OUT/data" | tee "$OUT/soak.txt"
       ;;

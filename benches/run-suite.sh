@@ -13,19 +13,8 @@ export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
 export PUSH_API_TOKEN=bench-api-token
 QUICK=${1:-}
 
-start_server() { # extra server flags, e.g. --store redb
-  pkill -f "$SERVER" 2>/dev/null || true
-  sleep 0.5
-  rm -rf "$OUT/data"
-  PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" --listen 127.0.0.1:7100 \
-    --http-listen 127.0.0.1:7180 --data-dir "$OUT/data" "$@" >"$OUT/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 50); do
-    if curl -sf http://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
-    sleep 0.1
-  done
-  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
-}
+# start_server [flags, e.g. --store redb]
+. benches/server.sh
 
 run() { # name, then push-bench arguments
   local name=$1; shift

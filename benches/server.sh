@@ -1,0 +1,16 @@
+# Sourced by the bench scripts: start_server [server flags...] starts a fresh release server on
+# 127.0.0.1:7100 (TCP) and :7180 (HTTP) with an empty $OUT/data and sets SERVER_PID.
+# Needs OUT, SERVER and PUSH_API_TOKEN.
+start_server() {
+  pkill -f "$SERVER" 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$OUT/data"
+  PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" --listen 127.0.0.1:7100 \
+    --http-listen 127.0.0.1:7180 --data-dir "$OUT/data" "$@" >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 50); do
+    if curl -sf http://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
+    sleep 0.1
+  done
+  echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
+}
