@@ -2,7 +2,7 @@
 //! share a version, and carry a valid token. Pure, so the fuzzers drive the handshake's whole
 //! input path (transport decoding, then this) without sockets.
 
-use crate::token::{self, Claims, TokenError};
+use crate::token::{self, Claims};
 use crate::{ErrorCode, Frame, Hello, Packet, MAX_VERSION, MIN_VERSION};
 
 /// An accepted HELLO.
@@ -54,15 +54,8 @@ pub fn admit(packet: Packet, secret: &[u8], now_secs: u64) -> Result<Admitted, R
         );
         return Err(refuse(ErrorCode::NO_COMMON_VERSION, reason));
     };
-    let claims = token::verify(secret, &hello.token, now_secs).map_err(|e| {
-        let code = e.code();
-        let reason = match e {
-            // The server's clock is nobody's business.
-            TokenError::Expired { .. } => "token expired".to_string(),
-            other => other.to_string(),
-        };
-        refuse(code, reason)
-    })?;
+    let claims = token::verify(secret, &hello.token, now_secs)
+        .map_err(|e| refuse(e.code(), e.public_reason()))?;
     Ok(Admitted {
         seq,
         hello,

@@ -70,6 +70,14 @@ impl TokenError {
             _ => ErrorCode::TOKEN_INVALID,
         }
     }
+
+    /// The reason to tell the client: as `Display`, but without the server's clock.
+    pub fn public_reason(&self) -> String {
+        match self {
+            TokenError::Expired { .. } => "token expired".to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -97,7 +97,7 @@ pub async fn poll(
     };
     let claims = match token::verify(ctx.config.jwt_secret.as_bytes(), tok, unix_ms() / 1000) {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string(), Some("token")),
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.public_reason(), Some("token")),
     };
     let rooms = match q.rooms.as_deref().map(parse_rooms).transpose() {
         Ok(r) => r.unwrap_or_default(),
