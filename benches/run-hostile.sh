@@ -4,16 +4,10 @@
 # test at scale on both stores. Output in benches/out/. Usage: benches/run-hostile.sh [hostile|soak|crash]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p push-server -p push-client
-OUT=benches/out
-mkdir -p "$OUT"
-SERVER=target/release/push-server
-BENCH=target/release/push-bench
-export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
-export PUSH_API_TOKEN=bench-api-token
-
-# start_server [flags]; server_with CONFIG-TEXT starts one with that configuration file.
+# Release build, OUT, SERVER, BENCH, secrets; start_server [flags].
 . benches/server.sh
+
+# server_with CONFIG-TEXT starts a server with that configuration file.
 server_with() {
   printf '%s\n' "$1" >"$OUT/server.toml"
   start_server --config "$OUT/server.toml"

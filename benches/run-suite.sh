@@ -4,17 +4,9 @@
 #   quick: small sizes, for a smoke run (does not touch BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p push-server -p push-client
-OUT=benches/out
-mkdir -p "$OUT"
-SERVER=target/release/push-server
-BENCH=target/release/push-bench
-export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
-export PUSH_API_TOKEN=bench-api-token
-QUICK=${1:-}
-
-# start_server [flags, e.g. --store redb]
+# Release build, OUT, SERVER, BENCH, secrets; start_server [flags].
 . benches/server.sh
+QUICK=${1:-}
 
 run() { # name, then push-bench arguments
   local name=$1; shift

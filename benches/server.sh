@@ -1,6 +1,15 @@
-# Sourced by the bench scripts: start_server [server flags...] starts a fresh release server on
-# 127.0.0.1:7100 (TCP) and :7180 (HTTP) with an empty $OUT/data and sets SERVER_PID.
-# Needs OUT, SERVER and PUSH_API_TOKEN.
+# Sourced by the bench scripts (from the repository root): builds the release binaries, sets
+# OUT, SERVER, BENCH and the bench secrets, and defines start_server [server flags...], which
+# starts a fresh server on 127.0.0.1:7100 (TCP) and :7180 (HTTP) with an empty $OUT/data and
+# sets SERVER_PID.
+cargo build --release -q -p push-server -p push-client
+OUT=benches/out
+mkdir -p "$OUT"
+SERVER=target/release/push-server
+BENCH=target/release/push-bench
+export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
+export PUSH_API_TOKEN=bench-api-token
+
 start_server() {
   pkill -f "$SERVER" 2>/dev/null || true
   sleep 0.5
