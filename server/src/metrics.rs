@@ -336,6 +336,41 @@ pub fn render(ctx: &Ctx) -> String {
         "push_rate_limited_total{{kind=\"handshake\"}} {}",
         get(&s.rate_limited_handshake)
     );
+    let _ = writeln!(
+        out,
+        "push_rate_limited_total{{kind=\"connection\"}} {}",
+        get(&s.rate_limited_closes)
+    );
+    header(
+        &mut out,
+        "push_inbound_paused_total",
+        "counter",
+        "Times a connection's reader paused: its requests filled max_requests_in_flight (engine) or it went over a frame-rate window (rate).",
+    );
+    let _ = writeln!(
+        out,
+        "push_inbound_paused_total{{reason=\"engine\"}} {}",
+        get(&s.paused_for_engine)
+    );
+    let _ = writeln!(
+        out,
+        "push_inbound_paused_total{{reason=\"rate\"}} {}",
+        get(&s.paused_for_rate)
+    );
+    single(
+        &mut out,
+        "push_engine_queue",
+        "gauge",
+        "Requests waiting for the delivery engine.",
+        get(&s.engine_queued),
+    );
+    single(
+        &mut out,
+        "push_engine_queue_max",
+        "gauge",
+        "Most requests ever waiting for the delivery engine at once (since start).",
+        get(&s.engine_queued_max),
+    );
     header(
         &mut out,
         "push_ingest_total",

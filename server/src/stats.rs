@@ -79,6 +79,16 @@ pub struct Stats {
     /// Acceptance to client acknowledgement of user messages (sampled: the oldest unacked
     /// live message per user).
     pub ack_latency: Histogram,
+    /// Requests waiting for the delivery engine (a gauge).
+    pub engine_queued: AtomicU64,
+    /// Most requests ever waiting for the delivery engine at once.
+    pub engine_queued_max: AtomicU64,
+    /// Times a connection's reader paused because its requests filled its in-flight limit.
+    pub paused_for_engine: AtomicU64,
+    /// Times a connection's reader paused because it exceeded a frame-rate limit.
+    pub paused_for_rate: AtomicU64,
+    /// Connections closed with RATE_LIMITED after staying over a rate limit.
+    pub rate_limited_closes: AtomicU64,
     /// Connections closed through the API.
     pub kicked: AtomicU64,
     /// API requests refused by a key's rate limit.

@@ -30,34 +30,6 @@ fn hostile_config() -> Config {
     }
 }
 
-/// A connected, authenticated client that stays quiet and must keep receiving.
-async fn bystander(server: &ServerHandle) -> Connection {
-    connect(server.tcp_addr, "bystander").await
-}
-
-/// Pushes one message to the bystander and checks it arrives (heartbeats answered meanwhile).
-async fn still_served(server: &ServerHandle, b: &mut Connection, n: u64) {
-    let body = json!({"to": {"users": ["bystander"]}, "kind": "k", "payload": format!("m{n}")});
-    let (status, _) = push(server, &body.to_string()).await;
-    assert_eq!(status, 200);
-    loop {
-        let p = b
-            .next_timeout(WAIT)
-            .await
-            .expect("the bystander is still served");
-        if let Frame::Push(push) = p.frame {
-            assert_eq!(push.position, n);
-            b.send(Frame::Ack(vec![StreamPos {
-                stream: Stream::User,
-                position: n,
-            }]))
-            .await
-            .unwrap();
-            return;
-        }
-    }
-}
-
 /// Reads until an ERROR (or AUTH_ERROR) arrives; returns its code; then expects the close.
 async fn fatal_error(c: &mut Connection) -> ErrorCode {
     loop {

@@ -356,6 +356,9 @@ async fn malformed_input_gets_a_clear_close_and_harms_no_one_else() {
 async fn slow_websocket_consumer_is_dropped_with_its_code() {
     let server = start(Config {
         queue_max_frames: 8,
+        // The client reads only after all 300 pushes; the server must still be waiting to
+        // write its close frame by then (it gave up after 2 s on a slow run).
+        shutdown_drain_ms: 60_000,
         ..config()
     })
     .await;
@@ -372,4 +375,23 @@ async fn slow_websocket_consumer_is_dropped_with_its_code() {
     }
     let (code, _, _) = c.recv_close().await;
     assert_eq!(code, 4304, "4000 + SLOW_CONSUMER");
+}
+
+#[tokio::test]
+async fn a_client_close_frame_is_answered_with_websocket_close_1000() {
+    let server = start(config()).await;
+    // Binary mode: a protocol CLOSE frame.
+    let mut c = binary_client(&server, "leaving-binary").await;
+    let close = Frame::Close(push_protocol::Close {
+        code: push_protocol::ErrorCode(0),
+        reconnect_ms: None,
+        reason: "bye".into(),
+    });
+    c.send_packet(&Packet::new(2, close)).await;
+    assert_eq!(c.recv_close().await.0, close_code::NORMAL);
+    // JSON mode: {"op":"close"}.
+    let mut c = json_client(&server, "leaving-json").await;
+    c.send_json(json!({"op": "close", "code": 0, "reason": "bye"}))
+        .await;
+    assert_eq!(c.recv_close().await.0, close_code::NORMAL);
 }

@@ -81,19 +81,27 @@ pub enum Request {
         /// Request sequence number.
         seq: u32,
     },
+    /// LEAVE, answered on the connection; through the engine so that it cannot overtake the
+    /// connection's earlier JOIN.
+    Leave {
+        /// The connection.
+        conn: Arc<Conn>,
+        /// Room.
+        room: String,
+        /// Request sequence number.
+        seq: u32,
+    },
     /// The connection drained its queue; queue the next replay chunk.
     ContinueReplay {
         /// The connection.
         conn: Arc<Conn>,
     },
-    /// ACK from a connection.
+    /// ACKs from a connection, coalesced per stream.
     Ack {
         /// The connection.
         conn: Arc<Conn>,
-        /// Cumulative positions.
-        positions: Vec<StreamPos>,
-        /// Request sequence number (for INVALID_ACK).
-        seq: u32,
+        /// Cumulative positions, each with the Sequence of its frame (for INVALID_ACK).
+        positions: Vec<(StreamPos, u32)>,
     },
     /// Read a page of a stream's history.
     History {
@@ -127,14 +135,6 @@ impl Route {
             Route::Room(_) => 1,
             Route::Broadcast => 2,
         }
-    }
-}
-
-fn scenario_of(target: &Target) -> usize {
-    match target {
-        Target::Users(_) => 0,
-        Target::Room(_) => 1,
-        Target::Broadcast => 2,
     }
 }
 
@@ -336,6 +336,7 @@ impl Engine {
             }
             prioritize(&mut batch);
             for req in batch.drain(..) {
+                self.stats.engine_queued.fetch_sub(1, Ordering::Relaxed);
                 if let Request::Shutdown(done) = req {
                     self.flush();
                     tracing::info!("storage engine stopped");
@@ -356,7 +357,7 @@ impl Engine {
         match req {
             Request::Publish { target, msg, reply } => {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
-                let scenario = scenario_of(&target);
+                let scenario = target.scenario();
                 match self.stage_publish(&target, &msg) {
                     Ok((accepted, sends)) => self.stage.done.push(Done::Service {
                         reply,
@@ -376,21 +377,34 @@ impl Engine {
                 seq,
                 room,
                 msg,
-            } => match self.stage_publish(&Target::Room(room), &msg) {
-                Ok((accepted, sends)) => self.stage.done.push(Done::Conn {
-                    conn,
-                    seq,
-                    accepted,
-                    sends,
-                    staged: Instant::now(),
-                }),
-                Err(e) => self.send_error(&conn, seq, e.code(), e.to_string()),
-            },
-            Request::Ack {
-                conn,
-                positions,
-                seq,
-            } => self.ack(&conn, positions, seq),
+            } => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+                conn.end_request();
+                match self.stage_publish(&Target::Room(room), &msg) {
+                    Ok((accepted, sends)) => self.stage.done.push(Done::Conn {
+                        conn,
+                        seq,
+                        accepted,
+                        sends,
+                        staged: Instant::now(),
+                    }),
+                    Err(e) => {
+                        self.stats.inc(&self.stats.failed_by[1]);
+                        self.send_error(&conn, seq, e.code(), e.to_string())
+                    }
+                }
+            }
+            Request::Ack { conn, positions } => {
+                for (sp, seq) in positions {
+                    self.ack(&conn, sp, seq);
+                }
+                conn.end_request();
+            }
+            Request::Leave { conn, room, seq } => {
+                self.hub.leave(&room, &conn);
+                self.send_frame(&conn, seq, Frame::Ok(None));
+                conn.end_request();
+            }
             Request::ContinueReplay { conn } => {
                 self.flush();
                 self.continue_replay(&conn);
@@ -411,6 +425,7 @@ impl Engine {
             } => {
                 self.flush();
                 self.join(&conn, &room, resume_after, seq);
+                conn.end_request();
             }
             Request::History {
                 stream,
@@ -740,42 +755,36 @@ impl Engine {
         }
     }
 
-    fn ack(&mut self, conn: &Conn, positions: Vec<StreamPos>, seq: u32) {
-        for sp in positions {
-            let name = match &sp.stream {
-                Stream::User => user_stream(&conn.user),
-                Stream::Room(r) => room_stream(r),
-                Stream::Broadcast => BROADCAST.to_string(),
-            };
-            let mut meta = self.meta(&name);
-            if sp.position > meta.tail {
-                self.send_error(
-                    conn,
-                    seq,
-                    ErrorCode::INVALID_ACK,
-                    format!(
-                        "position {} of {name} was never sent (last is {})",
-                        sp.position, meta.tail
-                    ),
-                );
-                continue;
+    fn ack(&mut self, conn: &Conn, sp: StreamPos, seq: u32) {
+        let name = match &sp.stream {
+            Stream::User => user_stream(&conn.user),
+            Stream::Room(r) => room_stream(r),
+            Stream::Broadcast => BROADCAST.to_string(),
+        };
+        let mut meta = self.meta(&name);
+        if sp.position > meta.tail {
+            let reason = format!(
+                "position {} of {name} was never sent (last is {})",
+                sp.position, meta.tail
+            );
+            return self.send_error(conn, seq, ErrorCode::INVALID_ACK, reason);
+        }
+        if !matches!(sp.stream, Stream::User) {
+            return;
+        }
+        if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {
+            if sp.position >= *pos {
+                self.stats
+                    .ack_latency
+                    .observe_micros(since.elapsed().as_micros() as u64);
+                self.ack_watch.remove(&*conn.user);
             }
-            if matches!(sp.stream, Stream::User) {
-                if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {
-                    if sp.position >= *pos {
-                        self.stats
-                            .ack_latency
-                            .observe_micros(since.elapsed().as_micros() as u64);
-                        self.ack_watch.remove(&*conn.user);
-                    }
-                }
-            }
-            if matches!(sp.stream, Stream::User) && sp.position > meta.acked {
-                meta.acked = sp.position;
-                self.set_meta(&name, meta);
-                if meta.acked >= meta.tail {
-                    self.retry.remove(&*conn.user);
-                }
+        }
+        if sp.position > meta.acked {
+            meta.acked = sp.position;
+            self.set_meta(&name, meta);
+            if meta.acked >= meta.tail {
+                self.retry.remove(&*conn.user);
             }
         }
     }

@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
-use push_protocol::{EncodeOptions, ErrorCode, MessageId, PayloadFormat, ProtocolError, StreamPos};
+use push_protocol::{
+    encode_to_bytes, EncodeOptions, ErrorBody, ErrorCode, Frame, MessageId, Packet, PayloadFormat,
+    ProtocolError, StreamPos,
+};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
@@ -36,6 +39,17 @@ pub enum Target {
     Room(String),
     /// Every connection.
     Broadcast,
+}
+
+impl Target {
+    /// Index into `stats::SCENARIOS`.
+    pub fn scenario(&self) -> usize {
+        match self {
+            Target::Users(_) => 0,
+            Target::Room(_) => 1,
+            Target::Broadcast => 2,
+        }
+    }
 }
 
 /// A message as handed in by a publisher.
@@ -135,6 +149,7 @@ impl From<ProtocolError> for DeliveryError {
 /// The delivery service shared by the API, the sessions and (later) the queue consumer.
 pub struct Delivery {
     tx: mpsc::Sender<Request>,
+    stats: Arc<Stats>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     hub: Arc<Hub>,
     options: EncodeOptions,
@@ -157,7 +172,7 @@ impl Delivery {
         let engine = Engine::load(
             kv,
             hub.clone(),
-            stats,
+            stats.clone(),
             EngineConfig::from(config),
             options,
             seq.clone(),
@@ -170,6 +185,7 @@ impl Delivery {
             .map_err(|e| StoreError::Backend(format!("cannot start the storage thread: {e}")))?;
         Ok(Delivery {
             tx,
+            stats,
             thread: Mutex::new(Some(thread)),
             hub,
             options,
@@ -177,6 +193,28 @@ impl Delivery {
             pending,
             max_pending: config.max_pending_publishes,
         })
+    }
+
+    /// Hands a request to the engine thread, counted in the engine-queue gauge; `Err` when
+    /// the engine has stopped.
+    fn send(&self, req: Request) -> Result<(), ()> {
+        let depth = self.stats.engine_queued.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats
+            .engine_queued_max
+            .fetch_max(depth, Ordering::Relaxed);
+        self.tx.send(req).map_err(|_| {
+            self.stats.engine_queued.fetch_sub(1, Ordering::Relaxed);
+        })
+    }
+
+    /// Sends a request on behalf of `conn`, counted against its in-flight limit until the
+    /// engine has handled it.
+    fn send_for(&self, conn: &Conn, req: Request) {
+        conn.begin_request();
+        if self.send(req).is_err() {
+            // The engine is gone (shutdown); the connection is being closed anyway.
+            conn.end_request();
+        }
     }
 
     /// The hub this service routes through.
@@ -204,6 +242,7 @@ impl Delivery {
         let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
         if waiting >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.inc(&self.stats.failed_by[target.scenario()]);
             return Err(DeliveryError::Overloaded(waiting));
         }
         let (reply, rx) = oneshot::channel();
@@ -212,58 +251,89 @@ impl Delivery {
             msg,
             reply,
         };
-        if self.tx.send(req).is_err() {
+        if self.send(req).is_err() {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             return Err(DeliveryError::Stopped);
         }
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
-    /// Upstream PUBLISH from a connection; the engine answers on the connection.
+    /// Upstream PUBLISH from a connection; the engine answers on the connection. Counted
+    /// against `max_pending_publishes` like every other publish.
     pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
-        let _ = self.tx.send(Request::PublishFromConn {
-            conn,
+        let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
+        if waiting >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.inc(&self.stats.failed_by[1]);
+            let e = DeliveryError::Overloaded(waiting);
+            let frame = Frame::Error(ErrorBody {
+                code: e.code(),
+                reason: e.to_string(),
+            });
+            if let Ok(bytes) = encode_to_bytes(&Packet::new(seq, frame), &self.options) {
+                let _ = self.hub.send_conn(&conn, bytes);
+            }
+            return;
+        }
+        let req = Request::PublishFromConn {
+            conn: conn.clone(),
             seq,
             room,
             msg,
-        });
+        };
+        conn.begin_request();
+        if self.send(req).is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            conn.end_request();
+        }
     }
 
     /// Registers an authenticated connection and queues what it missed.
     pub async fn attach(&self, conn: Arc<Conn>, resume: Vec<StreamPos>) -> Result<(), ErrorCode> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Attach {
-                conn,
-                resume,
-                reply,
-            })
-            .map_err(|_| ErrorCode::SHUTTING_DOWN)?;
+        self.send(Request::Attach {
+            conn,
+            resume,
+            reply,
+        })
+        .map_err(|_| ErrorCode::SHUTTING_DOWN)?;
         rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
     }
 
     /// JOIN with optional replay; answered on the connection.
     pub fn join(&self, conn: Arc<Conn>, room: String, resume_after: Option<u64>, seq: u32) {
-        let _ = self.tx.send(Request::Join {
-            conn,
+        let req = Request::Join {
+            conn: conn.clone(),
             room,
             resume_after,
             seq,
-        });
+        };
+        self.send_for(&conn, req);
+    }
+
+    /// LEAVE; answered on the connection, in order with the connection's JOINs.
+    pub fn leave(&self, conn: Arc<Conn>, room: String, seq: u32) {
+        let req = Request::Leave {
+            conn: conn.clone(),
+            room,
+            seq,
+        };
+        self.send_for(&conn, req);
     }
 
     /// The connection drained its queue during a replay: queue the next chunk.
     pub fn continue_replay(&self, conn: Arc<Conn>) {
-        let _ = self.tx.send(Request::ContinueReplay { conn });
+        let _ = self.send(Request::ContinueReplay { conn });
     }
 
-    /// ACK from a connection.
-    pub fn ack(&self, conn: Arc<Conn>, positions: Vec<StreamPos>, seq: u32) {
-        let _ = self.tx.send(Request::Ack {
-            conn,
+    /// ACKs from a connection: per stream the highest position, with the Sequence of the
+    /// frame that carried it (for INVALID_ACK).
+    pub fn ack(&self, conn: Arc<Conn>, positions: Vec<(StreamPos, u32)>) {
+        let req = Request::Ack {
+            conn: conn.clone(),
             positions,
-            seq,
-        });
+        };
+        self.send_for(&conn, req);
     }
 
     /// A page of a stream's history.
@@ -274,21 +344,20 @@ impl Delivery {
         limit: usize,
     ) -> Result<HistoryPage, DeliveryError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::History {
-                stream: stream.to_string(),
-                after,
-                limit,
-                reply,
-            })
-            .map_err(|_| DeliveryError::Stopped)?;
+        self.send(Request::History {
+            stream: stream.to_string(),
+            after,
+            limit,
+            reply,
+        })
+        .map_err(|_| DeliveryError::Stopped)?;
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 
     /// True when the storage engine answers within `within`.
     pub async fn ready(&self, within: std::time::Duration) -> bool {
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Request::Ping(done)).is_err() {
+        if self.send(Request::Ping(done)).is_err() {
             return false;
         }
         matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
@@ -297,7 +366,7 @@ impl Delivery {
     /// Commits everything pending and stops the engine thread.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Request::Shutdown(done)).is_ok() {
+        if self.send(Request::Shutdown(done)).is_ok() {
             let _ = rx.await;
         }
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();

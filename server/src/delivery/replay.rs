@@ -147,6 +147,8 @@ impl Engine {
     }
 
     /// JOIN: membership, optional replay after `resume_after`, then OK with the room's tail.
+    /// A connection already in the room gets the OK without a second replay: it has been
+    /// sent the room's messages since it joined.
     pub(super) fn join(
         &mut self,
         conn: &Arc<Conn>,
@@ -154,16 +156,19 @@ impl Engine {
         resume_after: Option<u64>,
         seq: u32,
     ) {
-        if let Err(code) = self.hub.join(room, conn) {
-            let reason = if code == ErrorCode::TOO_MANY_ROOMS {
-                "this connection has joined the maximum number of rooms".to_string()
-            } else {
-                format!("cannot join {room}")
-            };
-            return self.send_error(conn, seq, code, reason);
-        }
+        let joined = match self.hub.join(room, conn) {
+            Ok(joined) => joined,
+            Err(code) => {
+                let reason = if code == ErrorCode::TOO_MANY_ROOMS {
+                    "this connection has joined the maximum number of rooms".to_string()
+                } else {
+                    format!("cannot join {room}")
+                };
+                return self.send_error(conn, seq, code, reason);
+            }
+        };
         let name = room_stream(room);
-        if let Some(after) = resume_after {
+        if let (true, Some(after)) = (joined, resume_after) {
             self.resume(conn, &name, &Stream::Room(room.to_string()), after);
         }
         let tail = self.meta(&name).tail;

@@ -1,7 +1,7 @@
 //! The part of a connection that other tasks touch: its outbound queue, close command and rooms.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -118,8 +118,14 @@ pub struct Conn {
     replay_next: AtomicU64,
     /// Set while a request to continue the replay is on its way to the delivery engine.
     replay_asked: AtomicBool,
+    /// Requests of this connection waiting for the delivery engine (inbound flow control),
+    /// with [`READER_WAITING`] set while the connection's reader is paused for credit.
+    requests: AtomicU32,
     outbox: Mutex<Outbox>,
 }
+
+/// Bit of `Conn::requests` set while the reader waits for the engine to catch up.
+const READER_WAITING: u32 = 1 << 31;
 
 /// The rarely present parts of a connection.
 #[derive(Debug, Default)]
@@ -166,6 +172,7 @@ impl Conn {
             last_seen_ms: AtomicU64::new(now_ms),
             replay_next: AtomicU64::new(0),
             replay_asked: AtomicBool::new(false),
+            requests: AtomicU32::new(0),
             outbox: Mutex::new(Outbox::default()),
         }
     }
@@ -215,6 +222,44 @@ impl Conn {
     /// True (once) when the caller should ask for the next replay chunk.
     pub fn should_ask_replay(&self) -> bool {
         self.replay_next() != 0 && !self.replay_asked.swap(true, Ordering::AcqRel)
+    }
+
+    /// Counts a request handed to the delivery engine.
+    pub fn begin_request(&self) {
+        self.requests.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The engine has handled one request; wakes the reader if it was waiting for credit.
+    pub fn end_request(&self) {
+        let prev = self.requests.fetch_sub(1, Ordering::AcqRel);
+        if prev & READER_WAITING != 0 {
+            self.requests.fetch_and(!READER_WAITING, Ordering::AcqRel);
+            self.wake();
+        }
+    }
+
+    /// Requests waiting for the engine.
+    pub fn requests_in_flight(&self) -> u32 {
+        self.requests.load(Ordering::Acquire) & !READER_WAITING
+    }
+
+    /// True when `limit` requests are waiting: the reader must pause, and is woken (through
+    /// the outbox waker) when the engine handles the next one.
+    pub fn must_wait_for_engine(&self, limit: u32) -> bool {
+        if self.requests_in_flight() < limit {
+            return false;
+        }
+        self.requests.fetch_or(READER_WAITING, Ordering::AcqRel);
+        // The engine may have finished one between the check and the flag.
+        self.requests_in_flight() >= limit
+    }
+
+    /// Wakes the connection's task (its outbox waker).
+    pub fn wake(&self) {
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Queues a frame for writing; on overflow the connection is closed as a slow consumer.
@@ -475,6 +520,36 @@ mod tests {
             c.poll_output(&mut cx, &mut batch, 10),
             Poll::Ready(Output::Close(_))
         ));
+    }
+
+    #[test]
+    fn a_reader_waiting_for_credit_is_woken_when_the_engine_catches_up() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let c = conn();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        c.begin_request();
+        c.begin_request();
+        assert!(!c.must_wait_for_engine(3));
+        assert!(c.must_wait_for_engine(2));
+        // The task parks on its outbox, which registers the waker.
+        assert!(c.poll_output(&mut cx, &mut Vec::new(), 1).is_pending());
+        c.end_request();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c.requests_in_flight(), 1);
+        assert!(!c.must_wait_for_engine(2));
+        // No reader waiting: no wake.
+        c.end_request();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(c.requests_in_flight(), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! codec) exists only while a partial frame is pending; the write batch only while writing.
 
 mod handshake;
+mod inflow;
 mod rooms;
 
 use std::future::Future;
@@ -27,12 +28,13 @@ use push_protocol::{
 };
 use tokio::net::TcpStream;
 
-use crate::context::Ctx;
+use crate::context::{close_order, Ctx};
 use crate::hub::{CloseOrder, Conn, Output, Queued};
 use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, close_code, WsError};
 use crate::transport::ws::inbound::{self, Inbound, InboundError, ReadState};
 use crate::transport::ws::Transport;
+use inflow::{AckBatch, Inflow, RateLimits, Verdict};
 
 pub use handshake::HandshakeError;
 pub use push_protocol::hello::negotiate;
@@ -48,8 +50,10 @@ const POLL_BUDGET: usize = 32;
 /// How a session ended.
 #[derive(Debug)]
 enum Ending {
-    /// The peer closed the socket or sent CLOSE.
+    /// The peer closed the socket.
     PeerClosed,
+    /// The peer sent a protocol CLOSE frame (on WebSocket answered with close 1000).
+    ClientClose,
     /// Socket error.
     Io(io::Error),
     /// The peer broke the protocol; the error is reported before closing.
@@ -75,6 +79,8 @@ impl From<InboundError> for Ending {
 #[derive(Default)]
 struct Wake {
     readable: bool,
+    /// Reading may go on after a pause, and frames may be waiting in the read buffer.
+    resume: bool,
     output: bool,
     writable: bool,
     close: Option<CloseOrder>,
@@ -190,6 +196,7 @@ async fn handshake_phase(
                 pending,
                 batch: Vec::new(),
                 partial: false,
+                inflow: Inflow::default(),
                 transport,
                 conn,
                 ctx,
@@ -265,6 +272,8 @@ pub struct Session {
     batch: Vec<Queued>,
     /// True when the first frame of `batch` has been partly written.
     partial: bool,
+    /// Frames counted in the current rate window; whether reading is held.
+    inflow: Inflow,
     /// Raw TCP or one of the WebSocket modes.
     transport: Transport,
     conn: Arc<Conn>,
@@ -281,7 +290,12 @@ impl Session {
             if let Some(order) = wake.close {
                 return Poll::Ready(Ending::Ordered(order));
             }
-            if wake.readable {
+            if wake.resume {
+                if let Err(e) = self.decode_pending() {
+                    return Poll::Ready(e);
+                }
+            }
+            if wake.readable && !self.inflow.stalled() {
                 if let Err(e) = self.on_readable() {
                     return Poll::Ready(e);
                 }
@@ -331,13 +345,37 @@ impl Session {
                 wake.close = Some(order);
             }
         }
-        if self.link.poll_read_ready(cx).is_ready() {
-            wake.readable = true;
+        if self.may_read() {
+            wake.resume = self.inflow.stalled();
+            if self.link.poll_read_ready(cx).is_ready() {
+                wake.readable = true;
+            }
         }
-        if wake.readable || wake.output || wake.writable || wake.close.is_some() {
+        if wake.readable || wake.resume || wake.output || wake.writable || wake.close.is_some() {
             Poll::Ready(wake)
         } else {
             Poll::Pending
+        }
+    }
+
+    /// False while inbound flow control holds the connection: its rate window is used up, or
+    /// its requests fill its in-flight limit. Either wakes the task through the outbox waker,
+    /// which `poll_wake` registered before this: the pause's timer or the engine.
+    fn may_read(&mut self) -> bool {
+        if self.inflow.may_be_paused() && self.inflow.rate_paused(self.ctx.hub.now_ms()) {
+            return false;
+        }
+        !self
+            .conn
+            .must_wait_for_engine(self.ctx.config.max_requests_in_flight)
+    }
+
+    fn rate_limits(&self) -> RateLimits {
+        let c = &self.ctx.config;
+        RateLimits {
+            frames: c.max_frames_per_sec,
+            room_ops: c.max_room_ops_per_sec,
+            close_after: c.rate_limit_close_after_sec,
         }
     }
 
@@ -425,6 +463,7 @@ impl Session {
     /// socket may have nothing more to say until they are answered.
     fn decode_pending(&mut self) -> Result<(), Ending> {
         let Some(mut st) = self.pending.take() else {
+            self.inflow.set_stalled(false);
             return Ok(());
         };
         let result = self.decode_all(&mut st);
@@ -457,7 +496,10 @@ impl Session {
                 Ok(0) => return Err(Ending::PeerClosed),
                 Ok(n) => {
                     self.ctx.stats.add(&self.ctx.stats.bytes_in, n as u64);
-                    self.decode_all(st)?
+                    self.decode_all(st)?;
+                    if self.inflow.stalled() {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Ending::Io(e)),
@@ -466,28 +508,101 @@ impl Session {
         Ok(())
     }
 
+    /// Decodes and handles what the buffer holds, until flow control says stop (SPEC.md
+    /// §9.2): the connection's engine requests reach `max_requests_in_flight`, or a frame
+    /// goes over a rate window (pause until it ends, or RATE_LIMITED after too many).
     fn decode_all(&mut self, st: &mut ReadState) -> Result<(), Ending> {
-        st.codec.set_now_ms(self.ctx.hub.now_ms());
+        let now = self.ctx.hub.now_ms();
+        st.codec.set_now_ms(now);
         let max_ws = self.ctx.config.ws_max_message;
-        while let Some(inbound) = st.next(self.transport, max_ws)? {
-            self.conn.touch(self.ctx.hub.now_ms());
-            match inbound {
-                Inbound::Packet(packet) => {
-                    self.ctx.stats.inc(&self.ctx.stats.frames_in);
-                    self.handle(packet)?;
+        let max_in_flight = self.ctx.config.max_requests_in_flight;
+        let limits = self.rate_limits();
+        let mut acks = AckBatch::default();
+        self.inflow.set_stalled(false);
+        let result = loop {
+            if self.conn.must_wait_for_engine(max_in_flight) {
+                self.ctx.stats.inc(&self.ctx.stats.paused_for_engine);
+                self.inflow.set_stalled(true);
+                break Ok(());
+            }
+            let inbound = match st.next(self.transport, max_ws) {
+                Ok(Some(inbound)) => inbound,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            };
+            self.conn.touch(now);
+            let room_op = matches!(
+                &inbound,
+                Inbound::Packet(Packet {
+                    frame: Frame::Join(_) | Frame::Leave(_),
+                    ..
+                })
+            );
+            let verdict = self.inflow.count(now, room_op, &limits);
+            if let Err(e) = self.on_inbound(inbound, &mut acks) {
+                break Err(e);
+            }
+            match verdict {
+                Verdict::Go => {}
+                Verdict::Pause(ms) => {
+                    self.ctx.stats.inc(&self.ctx.stats.paused_for_rate);
+                    // One timer per pause, at most one pause per window; the extra ms makes
+                    // sure the hub clock has reached the next window when it fires.
+                    let conn = self.conn.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(u64::from(ms) + 1)).await;
+                        conn.wake();
+                    });
+                    self.inflow.set_stalled(true);
+                    break Ok(());
                 }
-                Inbound::Ping(payload) => {
-                    let pong = wsf::encode(wsf::opcode::PONG, &payload);
-                    let _ = self.ctx.hub.send_conn_raw(&self.conn, pong);
-                }
-                Inbound::Pong => {}
-                Inbound::Close(code, reason) => {
-                    tracing::debug!(conn = self.conn.id, ?code, %reason, "WebSocket closed by the client");
-                    return Err(Ending::WsPeerClosed);
+                Verdict::Close => {
+                    self.ctx.stats.inc(&self.ctx.stats.rate_limited_closes);
+                    tracing::warn!(conn = self.conn.id, user = %self.conn.user,
+                        frames_per_sec = limits.frames, room_ops_per_sec = limits.room_ops,
+                        windows = limits.close_after, "closing a connection that stayed over its rate limit");
+                    let reason = format!(
+                        "over the rate limit ({} frames, {} JOIN/LEAVE per second) for {} s",
+                        limits.frames, limits.room_ops, limits.close_after
+                    );
+                    let hint = Some(self.ctx.config.reconnect_hint_ms);
+                    break Err(Ending::Ordered(close_order(
+                        ErrorCode::RATE_LIMITED,
+                        hint,
+                        &reason,
+                    )));
                 }
             }
-        }
+        };
+        self.send_acks(&mut acks);
+        result?;
         st.codec.check_timeouts().map_err(Ending::Protocol)
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound, acks: &mut AckBatch) -> Result<(), Ending> {
+        match inbound {
+            Inbound::Packet(packet) => {
+                self.ctx.stats.inc(&self.ctx.stats.frames_in);
+                self.handle(packet, acks)
+            }
+            Inbound::Ping(payload) => {
+                let pong = wsf::encode(wsf::opcode::PONG, &payload);
+                let _ = self.ctx.hub.send_conn_raw(&self.conn, pong);
+                Ok(())
+            }
+            Inbound::Pong => Ok(()),
+            Inbound::Close(code, reason) => {
+                tracing::debug!(conn = self.conn.id, ?code, %reason, "WebSocket closed by the client");
+                Err(Ending::WsPeerClosed)
+            }
+        }
+    }
+
+    /// Hands coalesced ACKs to the engine as one request.
+    fn send_acks(&self, acks: &mut AckBatch) {
+        if let Some(positions) = acks.take() {
+            self.ctx.delivery.ack(self.conn.clone(), positions);
+        }
     }
 
     /// Queues a reply on this connection's own outbox, behind pushes already queued.
@@ -510,17 +625,29 @@ impl Session {
         );
     }
 
-    fn handle(&mut self, packet: Packet) -> Result<(), Ending> {
+    fn handle(&mut self, packet: Packet, acks: &mut AckBatch) -> Result<(), Ending> {
         let seq = packet.seq;
         match packet.frame {
-            Frame::Pong => {}
-            Frame::Ack(positions) => self.ctx.delivery.ack(self.conn.clone(), positions, seq),
+            Frame::Pong => return Ok(()),
+            Frame::Ack(positions) => {
+                acks.add(seq, positions);
+                if acks.is_full() {
+                    self.send_acks(acks);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        // Whatever else the client sent is handled after the ACKs that preceded it.
+        self.send_acks(acks);
+        match packet.frame {
+            Frame::Pong | Frame::Ack(_) => {}
             Frame::Join(join) => self.on_join(seq, join),
             Frame::Leave(room) => self.on_leave(seq, room),
             Frame::Publish(p) => self.on_publish(seq, p),
             Frame::Close(c) => {
                 tracing::debug!(conn = self.conn.id, code = %c.code, reason = %c.reason, "client closed");
-                return Err(Ending::PeerClosed);
+                return Err(Ending::ClientClose);
             }
             Frame::Error(e) => {
                 tracing::debug!(conn = self.conn.id, code = %e.code, reason = %e.reason, "client reported an error");
@@ -546,7 +673,9 @@ impl Session {
         // Protocol-level final frame, and for WebSocket the close frame after it.
         let (final_frame, ws_close) = match &ending {
             Ending::PeerClosed | Ending::Io(_) => (None, None),
-            Ending::WsPeerClosed => (None, Some((close_code::NORMAL, String::new()))),
+            Ending::WsPeerClosed | Ending::ClientClose => {
+                (None, Some((close_code::NORMAL, String::new())))
+            }
             Ending::Ws(e) => {
                 self.ctx.stats.inc(&self.ctx.stats.protocol_errors);
                 tracing::warn!(conn = self.conn.id, user = %self.conn.user, "WebSocket error: {e}");

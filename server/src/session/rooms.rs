@@ -1,6 +1,6 @@
 //! Room requests from a client: JOIN, LEAVE and upstream PUBLISH.
 
-use push_protocol::{ErrorCode, Frame, Join, Publish};
+use push_protocol::{ErrorCode, Join, Publish};
 
 use super::Session;
 use crate::delivery::Message;
@@ -44,8 +44,7 @@ impl Session {
     }
 
     pub(super) fn on_leave(&mut self, seq: u32, room: String) {
-        self.ctx.hub.leave(&room, &self.conn);
-        self.reply(seq, Frame::Ok(None));
+        self.ctx.delivery.leave(self.conn.clone(), room, seq);
     }
 
     pub(super) fn on_publish(&mut self, seq: u32, p: Publish) {

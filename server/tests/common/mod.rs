@@ -10,6 +10,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use push_client::protocol::{Frame, Stream, StreamPos};
 use push_client::token::{mint, Claims};
 use push_client::{ClientError, ConnectOptions, Connection};
 use push_server::{Config, ServerHandle};
@@ -197,5 +198,33 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A connected, authenticated client that stays quiet and must keep receiving.
+pub async fn bystander(server: &ServerHandle) -> Connection {
+    connect(server.tcp_addr, "bystander").await
+}
+
+/// Pushes one message to the bystander and checks it arrives (heartbeats answered meanwhile).
+pub async fn still_served(server: &ServerHandle, b: &mut Connection, n: u64) {
+    let body = serde_json::json!({"to": {"users": ["bystander"]}, "kind": "k", "payload": format!("m{n}")});
+    let (status, _) = push(server, &body.to_string()).await;
+    assert_eq!(status, 200);
+    loop {
+        let p = b
+            .next_timeout(WAIT)
+            .await
+            .expect("the bystander is still served");
+        if let Frame::Push(push) = p.frame {
+            assert_eq!(push.position, n);
+            b.send(Frame::Ack(vec![StreamPos {
+                stream: Stream::User,
+                position: n,
+            }]))
+            .await
+            .unwrap();
+            return;
+        }
     }
 }
