@@ -159,14 +159,16 @@ pub struct Config {
     /// Requests of one connection (ACK, JOIN, PUBLISH) waiting for the delivery engine; at
     /// this many the server stops reading the connection until the engine has caught up.
     pub max_requests_in_flight: u32,
-    /// Frames one connection may send per one-second window (0 = unlimited, at most 65535);
-    /// beyond it the server stops reading the connection until the window ends.
+    /// Frames one connection may send per second (0 = unlimited, at most 65535), a tenth of
+    /// it per 100 ms slice; beyond it the server stops reading the connection until the slice
+    /// ends.
     pub max_frames_per_sec: u32,
-    /// JOIN and LEAVE frames one connection may send per one-second window (0 = unlimited, at
-    /// most 255); beyond it the connection is paused like `max_frames_per_sec`.
+    /// JOIN and LEAVE frames one connection may send per second (0 = unlimited, at most 2550),
+    /// a tenth of it per 100 ms slice; beyond it the connection is paused like
+    /// `max_frames_per_sec`.
     pub max_room_ops_per_sec: u32,
-    /// Consecutive one-second windows (1 to 31) a connection may spend over a rate limit
-    /// before it is closed with RATE_LIMITED.
+    /// Consecutive seconds (1 to 15) in which a connection goes over a rate limit before it is
+    /// closed with RATE_LIMITED.
     pub rate_limit_close_after_sec: u8,
     /// Whether clients may PUBLISH to rooms they have joined.
     pub allow_client_publish: bool,
@@ -251,7 +253,7 @@ impl Default for Config {
             queue_max_bytes: 4 * 1024 * 1024,
             max_requests_in_flight: 256,
             max_frames_per_sec: 10_000,
-            max_room_ops_per_sec: 50,
+            max_room_ops_per_sec: 20,
             rate_limit_close_after_sec: 10,
             allow_client_publish: false,
             restricted_room_prefixes: Vec::new(),
@@ -360,8 +362,8 @@ impl Config {
         if self.max_requests_in_flight == 0 || self.max_requests_in_flight > 1 << 20 {
             return bad("max_requests_in_flight", "must be between 1 and 1048576");
         }
-        if self.rate_limit_close_after_sec == 0 || self.rate_limit_close_after_sec > 31 {
-            return bad("rate_limit_close_after_sec", "must be between 1 and 31");
+        if self.rate_limit_close_after_sec == 0 || self.rate_limit_close_after_sec > 15 {
+            return bad("rate_limit_close_after_sec", "must be between 1 and 15");
         }
         if self.max_frames_per_sec > 65_535 {
             return bad(
@@ -369,10 +371,10 @@ impl Config {
                 "must be at most 65535 (0 = unlimited)",
             );
         }
-        if self.max_room_ops_per_sec > 255 {
+        if self.max_room_ops_per_sec > 2550 {
             return bad(
                 "max_room_ops_per_sec",
-                "must be at most 255 (0 = unlimited)",
+                "must be at most 2550 (0 = unlimited)",
             );
         }
         if self.ws_max_message < 1024 {

@@ -50,6 +50,24 @@ pub struct Ctx {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// One admitted socket: counted in `Ctx::open` (the global connection limit) for exactly as
+/// long as the permit lives, whichever way the connection ends. Derefs to the shared context.
+pub struct Admission(Arc<Ctx>);
+
+impl std::ops::Deref for Admission {
+    type Target = Arc<Ctx>;
+
+    fn deref(&self) -> &Arc<Ctx> {
+        &self.0
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Encodes a CLOSE frame once, for sharing.
 pub fn close_frame(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> Bytes {
     let packet = Packet::new(
@@ -165,8 +183,11 @@ impl Ctx {
     }
 
     /// Admits a new socket from `peer` under the per-address and global limits (TCP and
-    /// WebSocket alike): counts it in `open`, or says why not.
-    pub fn admit(&self, peer: std::net::SocketAddr) -> Result<(), (ErrorCode, String)> {
+    /// WebSocket alike): a permit that counts it in `open` until dropped, or why not.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: std::net::SocketAddr,
+    ) -> Result<Admission, (ErrorCode, String)> {
         self.stats.inc(&self.stats.accepted);
         let ip = peer.ip();
         if !self.handshake_limiter.has_budget(ip) || !self.connect_limiter.allow(ip) {
@@ -183,7 +204,7 @@ impl Ctx {
             let reason = format!("server holds its maximum of {max} connections");
             return Err((ErrorCode::TOO_MANY_CONNECTIONS, reason));
         }
-        Ok(())
+        Ok(Admission(self.clone()))
     }
 
     /// Counts a failed handshake against its source address.

@@ -5,11 +5,14 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::context::Ctx;
-use crate::stats::{Stats, SCENARIOS};
+use crate::stats::{Stats, SCENARIOS, TRANSPORTS};
 
 /// Upper bounds of the latency buckets, in seconds.
-pub const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+/// They reach 10 minutes: accept-to-ack includes retries, the first of which comes after
+/// `retry_interval_ms` (10 s by default) and the later ones after doubling intervals.
+pub const BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0, 600.0,
 ];
 
 /// A latency histogram with fixed buckets; lock-free.
@@ -91,11 +94,9 @@ pub fn render(ctx: &Ctx) -> String {
         "gauge",
         "Authenticated connections open, by transport.",
     );
-    let _ = writeln!(
-        out,
-        "push_connections{{transport=\"tcp\"}} {}",
-        ctx.hub.connection_count()
-    );
+    for (t, n) in TRANSPORTS.iter().zip(&s.connections) {
+        let _ = writeln!(out, "push_connections{{transport=\"{t}\"}} {}", get(n));
+    }
     single(
         &mut out,
         "push_sockets_open",
@@ -418,6 +419,9 @@ mod tests {
         h.render(&mut out, "x", "a=\"b\"");
         assert!(out.contains("x_bucket{a=\"b\",le=\"0.0001\"} 1"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"0.0025\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"5\"} 2"), "{out}");
+        // Ten seconds (a retried message's accept-to-ack) is inside a finite bucket.
+        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 3"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"), "{out}");
         assert!(out.contains("x_count{a=\"b\"} 3"), "{out}");
     }

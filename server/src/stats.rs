@@ -9,6 +9,20 @@ use crate::metrics::Histogram;
 /// Delivery scenarios, the label of per-scenario metrics.
 pub const SCENARIOS: [&str; 3] = ["user", "room", "broadcast"];
 
+/// Transports, the label of `push_connections`: raw TCP (with or without TLS), WebSocket (both
+/// modes), long-poll requests waiting. Sessions index it with `usize::from(is_ws)`.
+pub const TRANSPORTS: [&str; 3] = ["tcp", "websocket", "long_poll"];
+
+/// One counter per error code of `ErrorCode::ALL`.
+#[derive(Debug)]
+pub struct CodeCounters([AtomicU64; ErrorCode::ALL.len()]);
+
+impl Default for CodeCounters {
+    fn default() -> Self {
+        CodeCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
 /// Monotonic counters.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -61,7 +75,9 @@ pub struct Stats {
     /// Handshakes that ended because the peer went away.
     pub handshakes_abandoned: AtomicU64,
     /// Handshake refusals, indexed like `ErrorCode::ALL`.
-    pub handshake_refusals: [AtomicU64; 32],
+    pub handshake_refusals: CodeCounters,
+    /// Authenticated connections open, by transport (index into `TRANSPORTS`).
+    pub connections: [AtomicU64; 3],
     /// Messages accepted per scenario (index into `SCENARIOS`).
     pub accepted_by: [AtomicU64; 3],
     /// Publishes refused per scenario.
@@ -128,7 +144,7 @@ impl Stats {
     /// Counts a refused handshake by its code.
     pub fn handshake_refused(&self, code: ErrorCode) {
         if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            if let Some(slot) = self.handshake_refusals.get(i) {
+            if let Some(slot) = self.handshake_refusals.0.get(i) {
                 slot.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -138,9 +154,25 @@ impl Stats {
     pub fn handshake_failures(&self) -> Vec<(ErrorCode, u64)> {
         ErrorCode::ALL
             .iter()
-            .zip(self.handshake_refusals.iter())
+            .zip(self.handshake_refusals.0.iter())
             .map(|(c, n)| (*c, n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_has_a_refusal_counter() {
+        let s = Stats::default();
+        for code in ErrorCode::ALL {
+            s.handshake_refused(*code);
+        }
+        let counted = s.handshake_failures();
+        assert_eq!(counted.len(), ErrorCode::ALL.len());
+        assert!(counted.iter().all(|(_, n)| *n == 1));
     }
 }

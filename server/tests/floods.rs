@@ -223,7 +223,7 @@ async fn a_join_for_a_room_already_joined_does_not_replay_again() {
 async fn leave_join_churn_is_paused_by_the_room_operation_limit() {
     let server = start(Config {
         max_room_ops_per_sec: 10,
-        rate_limit_close_after_sec: 31,
+        rate_limit_close_after_sec: 15,
         ..config()
     })
     .await;

@@ -50,12 +50,23 @@ pub struct PollQuery {
     token: Option<String>,
 }
 
+/// Index of long-poll in `stats::TRANSPORTS`.
+const LONG_POLL: usize = 2;
+
 /// Removes the poll's connection from the hub however the request ends.
 struct Registered(Arc<Ctx>, Arc<Conn>);
+
+impl Registered {
+    fn new(ctx: Arc<Ctx>, conn: Arc<Conn>) -> Self {
+        ctx.stats.inc(&ctx.stats.connections[LONG_POLL]);
+        Registered(ctx, conn)
+    }
+}
 
 impl Drop for Registered {
     fn drop(&mut self) {
         self.0.hub.unregister(&self.1);
+        self.0.stats.connections[LONG_POLL].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -194,7 +205,7 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
         };
         return error(status, code.description(), None);
     }
-    let _registered = Registered(ctx.clone(), conn.clone());
+    let _registered = Registered::new(ctx.clone(), conn.clone());
     ctx.stats.inc(&ctx.stats.long_polls);
     for (room, after) in &rooms {
         ctx.delivery

@@ -613,17 +613,17 @@ impl Engine {
         for (stream, meta) in &stage.metas {
             stage.ops.push(Op::Put(meta_key(stream), meta.encode()));
         }
-        let started = Instant::now();
         let result = if stage.ops.is_empty() {
             Ok(())
         } else {
-            self.kv.apply(&stage.ops)
+            let started = Instant::now();
+            let result = self.kv.apply(&stage.ops);
+            let micros = started.elapsed().as_micros() as u64;
+            self.stats.add(&self.stats.store_commit_micros, micros);
+            self.stats.commit_latency.observe_micros(micros);
+            self.stats.inc(&self.stats.store_commits);
+            result
         };
-        self.stats.add(
-            &self.stats.store_commit_micros,
-            started.elapsed().as_micros() as u64,
-        );
-        self.stats.inc(&self.stats.store_commits);
         self.stats
             .storage_failing
             .store(result.is_err(), std::sync::atomic::Ordering::Relaxed);

@@ -1,65 +1,88 @@
-//! Inbound flow control for one connection (SPEC.md §9.2): frame-rate windows and coalesced
+//! Inbound flow control for one connection (SPEC.md §9.2): frame-rate slices and coalesced
 //! ACKs. The in-flight limit on engine requests lives on the shared `Conn`, because the engine
 //! thread releases it.
 
 use push_protocol::StreamPos;
 
-/// Length of one rate window, ms.
-const WINDOW_MS: u32 = 1000;
+/// Length of one rate slice, ms: a tenth of the per-second limits is allowed in each, so a
+/// connection's allowance cannot arrive as one burst (a burst of JOINs would replay whole
+/// rooms back to back and hold up everyone's deliveries).
+const SLICE_MS: u64 = 100;
+/// Slices per second.
+const SLICES: u16 = 10;
 /// Distinct streams one coalesced ACK request may carry before it is sent.
 const MAX_ACK_STREAMS: usize = 64;
 
 /// Per-connection rate limits, from the server config.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimits {
-    /// Frames per window (0 = unlimited, at most 65,535).
+    /// Frames per second (0 = unlimited, at most 65,535).
     pub frames: u32,
-    /// JOIN and LEAVE frames per window (0 = unlimited, at most 255).
+    /// JOIN and LEAVE frames per second (0 = unlimited, at most 2,550).
     pub room_ops: u32,
-    /// Consecutive windows over a limit after which the connection is closed (1 to 31).
+    /// Consecutive seconds over a limit after which the connection is closed (1 to 15).
     pub close_after: u8,
 }
 
-/// What the rate window says after a frame.
+/// What the rate slice says after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Within the limits.
     Go,
-    /// Over a limit: stop reading for this many ms (until the window ends).
+    /// Over a limit: stop reading for this many ms (until the slice ends).
     Pause(u32),
-    /// Over a limit for `close_after` windows in a row: close with RATE_LIMITED.
+    /// Over a limit in `close_after` seconds in a row: close with RATE_LIMITED.
     Close,
 }
 
+/// A slice went over a limit.
 const OVER: u8 = 1;
-const PAUSED: u8 = 2;
-const STALLED: u8 = 4;
+/// Some slice of the current second went over a limit.
+const OVER_SECOND: u8 = 2;
+const PAUSED: u8 = 4;
+const STALLED: u8 = 8;
+/// `strikes` (consecutive earlier seconds over a limit) live in the high four bits.
+const STRIKE_SHIFT: u8 = 4;
 
-/// Frames counted in the current one-second window, and whether reading is held. Six bytes,
+/// Allowance per slice of a per-second limit.
+fn per_slice(per_sec: u32) -> u32 {
+    per_sec.div_ceil(u32::from(SLICES))
+}
+
+/// Frames counted in the current 100 ms slice, and whether reading is held. Six bytes,
 /// because every connection carries it (the session must stay in a 96-byte allocation):
-/// aligned windows numbered by the second, counters that saturate, flags and the count of
-/// consecutive windows over a limit (`strikes`, bits 3-7) in one byte.
+/// aligned slices numbered from the hub's start, counters that saturate, and one byte of
+/// flags with the count of consecutive seconds over a limit.
 #[derive(Debug, Default)]
 pub struct Inflow {
-    window: u16,
+    slice: u16,
     frames: u16,
     room_ops: u8,
     flags: u8,
 }
 
 impl Inflow {
+    fn strikes(&self) -> u8 {
+        self.flags >> STRIKE_SHIFT
+    }
+
     /// Counts one frame received at `now_ms` (hub clock).
     pub fn count(&mut self, now_ms: u64, room_op: bool, limits: &RateLimits) -> Verdict {
-        let window = (now_ms / u64::from(WINDOW_MS)) as u16;
-        if window != self.window {
-            let next = window.wrapping_sub(self.window) == 1;
-            let strikes = if self.flags & OVER != 0 && next {
-                (self.flags >> 3).saturating_add(1).min(31)
+        let slice = (now_ms / SLICE_MS) as u16;
+        if slice != self.slice {
+            let (was, is) = (self.slice / SLICES, slice / SLICES);
+            if was != is {
+                // A second without frames in between breaks the streak.
+                let strikes = if self.flags & OVER_SECOND != 0 && is.wrapping_sub(was) == 1 {
+                    (self.strikes() + 1).min(15)
+                } else {
+                    0
+                };
+                self.flags = (self.flags & STALLED) | (strikes << STRIKE_SHIFT);
             } else {
-                0
-            };
-            self.flags = (self.flags & STALLED) | (strikes << 3);
-            self.window = window;
+                self.flags &= !(OVER | PAUSED);
+            }
+            self.slice = slice;
             self.frames = 0;
             self.room_ops = 0;
         }
@@ -67,26 +90,25 @@ impl Inflow {
         if room_op {
             self.room_ops = self.room_ops.saturating_add(1);
         }
-        let over = (limits.frames != 0 && u32::from(self.frames) > limits.frames)
-            || (limits.room_ops != 0 && u32::from(self.room_ops) > limits.room_ops);
+        let over = (limits.frames != 0 && u32::from(self.frames) > per_slice(limits.frames))
+            || (limits.room_ops != 0 && u32::from(self.room_ops) > per_slice(limits.room_ops));
         if !over {
             return Verdict::Go;
         }
-        self.flags |= OVER;
-        if (self.flags >> 3) + 1 >= limits.close_after {
+        self.flags |= OVER | OVER_SECOND;
+        if self.strikes() + 1 >= limits.close_after {
             return Verdict::Close;
         }
         self.flags |= PAUSED;
-        Verdict::Pause(WINDOW_MS - (now_ms % u64::from(WINDOW_MS)) as u32)
+        Verdict::Pause((SLICE_MS - now_ms % SLICE_MS) as u32)
     }
 
-    /// True while reading is paused for a rate limit at `now_ms`; the pause ends with its
-    /// window.
+    /// True while reading is paused at `now_ms`; a pause ends with its slice.
     pub fn rate_paused(&mut self, now_ms: u64) -> bool {
         if self.flags & PAUSED == 0 {
             return false;
         }
-        if (now_ms / u64::from(WINDOW_MS)) as u16 == self.window {
+        if (now_ms / SLICE_MS) as u16 == self.slice {
             return true;
         }
         self.flags &= !PAUSED;
@@ -156,62 +178,68 @@ mod tests {
     use super::*;
     use push_protocol::Stream;
 
+    /// 3 frames and 1 room operation per 100 ms slice.
     const LIMITS: RateLimits = RateLimits {
-        frames: 3,
-        room_ops: 1,
+        frames: 30,
+        room_ops: 10,
         close_after: 3,
     };
 
     #[test]
-    fn frames_over_the_window_limit_pause_until_the_window_ends() {
+    fn frames_over_the_slice_allowance_pause_until_the_slice_ends() {
         let mut f = Inflow::default();
         assert_eq!(f.count(5_000, false, &LIMITS), Verdict::Go);
+        assert_eq!(f.count(5_010, false, &LIMITS), Verdict::Go);
+        assert_eq!(f.count(5_020, false, &LIMITS), Verdict::Go);
+        assert_eq!(f.count(5_030, false, &LIMITS), Verdict::Pause(70));
+        assert!(f.rate_paused(5_099));
+        assert!(!f.rate_paused(5_100));
+        // A new slice starts fresh.
         assert_eq!(f.count(5_100, false, &LIMITS), Verdict::Go);
-        assert_eq!(f.count(5_200, false, &LIMITS), Verdict::Go);
-        assert_eq!(f.count(5_300, false, &LIMITS), Verdict::Pause(700));
-        assert!(f.rate_paused(5_999));
-        assert!(!f.rate_paused(6_000));
-        // A new window starts fresh.
-        assert_eq!(f.count(6_000, false, &LIMITS), Verdict::Go);
     }
 
     #[test]
     fn room_operations_have_their_own_limit() {
         let mut f = Inflow::default();
         assert_eq!(f.count(5_000, true, &LIMITS), Verdict::Go);
-        assert_eq!(f.count(5_001, true, &LIMITS), Verdict::Pause(999));
+        assert_eq!(f.count(5_001, true, &LIMITS), Verdict::Pause(99));
     }
 
     #[test]
-    fn consecutive_windows_over_the_limit_close_and_a_quiet_window_forgives() {
+    fn a_client_within_its_allowance_is_never_paused() {
         let mut f = Inflow::default();
-        let over_in_window = |f: &mut Inflow, start: u64| {
-            let mut last = Verdict::Go;
-            for i in 0..4 {
-                last = f.count(start + i, false, &LIMITS);
-            }
-            last
-        };
-        assert_eq!(over_in_window(&mut f, 10_000), Verdict::Pause(997));
-        assert_eq!(over_in_window(&mut f, 11_000), Verdict::Pause(997));
-        // A window skipped entirely resets the streak.
-        assert_eq!(over_in_window(&mut f, 13_000), Verdict::Pause(997));
-        assert_eq!(over_in_window(&mut f, 14_000), Verdict::Pause(997));
-        assert_eq!(over_in_window(&mut f, 15_000), Verdict::Close);
-    }
-
-    #[test]
-    fn a_window_within_limits_resets_the_streak() {
-        let mut f = Inflow::default();
-        for start in [10_000, 11_000] {
-            for i in 0..4 {
-                f.count(start + i, false, &LIMITS);
-            }
+        for t in (10_000..20_000).step_by(34) {
+            assert_eq!(f.count(t, t % 100 < 34, &LIMITS), Verdict::Go, "{t}");
         }
-        assert_eq!(f.count(12_000, false, &LIMITS), Verdict::Go);
+    }
+
+    /// Goes over the allowance in one slice of the second that starts at `start`.
+    fn over_in_second(f: &mut Inflow, start: u64) -> Verdict {
+        let mut last = Verdict::Go;
         for i in 0..4 {
-            assert_ne!(f.count(13_000 + i, false, &LIMITS), Verdict::Close);
+            last = f.count(start + 500 + i, false, &LIMITS);
         }
+        last
+    }
+
+    #[test]
+    fn consecutive_seconds_over_the_limit_close_and_a_quiet_second_forgives() {
+        let mut f = Inflow::default();
+        assert_eq!(over_in_second(&mut f, 10_000), Verdict::Pause(97));
+        assert_eq!(over_in_second(&mut f, 11_000), Verdict::Pause(97));
+        // A second skipped entirely resets the streak.
+        assert_eq!(over_in_second(&mut f, 13_000), Verdict::Pause(97));
+        assert_eq!(over_in_second(&mut f, 14_000), Verdict::Pause(97));
+        assert_eq!(over_in_second(&mut f, 15_000), Verdict::Close);
+    }
+
+    #[test]
+    fn a_second_within_limits_resets_the_streak() {
+        let mut f = Inflow::default();
+        over_in_second(&mut f, 10_000);
+        over_in_second(&mut f, 11_000);
+        assert_eq!(f.count(12_000, false, &LIMITS), Verdict::Go);
+        assert_eq!(over_in_second(&mut f, 13_000), Verdict::Pause(97));
     }
 
     #[test]

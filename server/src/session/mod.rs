@@ -16,7 +16,6 @@ mod rooms;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,7 +27,7 @@ use push_protocol::{
 };
 use tokio::net::TcpStream;
 
-use crate::context::{close_order, Ctx};
+use crate::context::{close_order, Admission};
 use crate::hub::{CloseOrder, Conn, Output, Queued};
 use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, close_code, WsError};
@@ -86,32 +85,6 @@ struct Wake {
     close: Option<CloseOrder>,
 }
 
-/// The shared context, counted as one open socket for as long as it is held.
-pub(crate) struct OpenGuard(Arc<Ctx>);
-
-impl OpenGuard {
-    /// Takes ownership of one count already added to `ctx.open`.
-    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
-        OpenGuard(ctx)
-    }
-}
-
-impl Deref for OpenGuard {
-    type Target = Arc<Ctx>;
-
-    fn deref(&self) -> &Arc<Ctx> {
-        &self.0
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Session size is part of the memory budget per idle connection.
@@ -130,9 +103,9 @@ pub enum ConnTask {
     Done,
 }
 
-/// Serves one accepted TCP socket until it closes. The caller has already counted it in
-/// `ctx.open`; the count is released when the task ends.
-pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> ConnTask {
+/// Serves one admitted TCP socket until it closes; the admission is released when the task
+/// ends, however it ends.
+pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Admission) -> ConnTask {
     let link = match ctx.tls.as_ref() {
         Some(t) => match rustls::ServerConnection::new(t.clone()) {
             Ok(c) => Link::tls(stream, c),
@@ -148,11 +121,11 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> ConnTask {
 
 /// Serves a socket on any transport: `early` holds bytes already read past the HTTP upgrade,
 /// `hello` a HELLO taken from the upgrade's query string (then no HELLO frame is awaited).
-/// Counted in `ctx.open` by the caller, like [`serve`].
+/// Admitted by the caller, like [`serve`].
 pub fn serve_on(
     link: Link,
     peer: SocketAddr,
-    ctx: Arc<Ctx>,
+    ctx: Admission,
     transport: Transport,
     early: Bytes,
     hello: Option<Hello>,
@@ -162,12 +135,7 @@ pub fn serve_on(
         early,
         hello,
     };
-    ConnTask::Handshake(Box::pin(handshake_phase(
-        link,
-        peer,
-        OpenGuard::new(ctx),
-        start,
-    )))
+    ConnTask::Handshake(Box::pin(handshake_phase(link, peer, ctx, start)))
 }
 
 /// How a connection begins.
@@ -180,7 +148,7 @@ struct Start {
 async fn handshake_phase(
     mut link: Link,
     peer: SocketAddr,
-    ctx: OpenGuard,
+    ctx: Admission,
     start: Start,
 ) -> Option<Box<Session>> {
     let _ = link.tcp().set_nodelay(true);
@@ -190,6 +158,8 @@ async fn handshake_phase(
     match handshake::handshake(&mut link, &mut st, start.hello, transport, &ctx, peer).await {
         Ok(conn) => {
             ctx.stats.inc(&ctx.stats.handshakes_ok);
+            ctx.stats
+                .inc(&ctx.stats.connections[usize::from(transport.is_ws())]);
             let pending = (!st.is_idle()).then(|| Box::new(st));
             Some(Box::new(Session {
                 link,
@@ -277,7 +247,7 @@ pub struct Session {
     /// Raw TCP or one of the WebSocket modes.
     transport: Transport,
     conn: Arc<Conn>,
-    ctx: OpenGuard,
+    ctx: Admission,
 }
 
 impl Session {
@@ -546,8 +516,8 @@ impl Session {
                 Verdict::Go => {}
                 Verdict::Pause(ms) => {
                     self.ctx.stats.inc(&self.ctx.stats.paused_for_rate);
-                    // One timer per pause, at most one pause per window; the extra ms makes
-                    // sure the hub clock has reached the next window when it fires.
+                    // One timer per pause, at most one pause per 100 ms slice; the extra ms
+                    // makes sure the hub clock has reached the next slice when it fires.
                     let conn = self.conn.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(u64::from(ms) + 1)).await;
@@ -718,6 +688,8 @@ impl Session {
             }
         };
         self.ctx.hub.unregister(&self.conn);
+        self.ctx.stats.connections[usize::from(self.transport.is_ws())]
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Ending::Io(e) = &ending {
             tracing::debug!(conn = self.conn.id, "socket error: {e}");
         }
@@ -746,27 +718,36 @@ impl Session {
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use super::*;
+    use crate::context::Ctx;
+    use std::sync::atomic::Ordering;
+
+    fn ctx_with(tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Ctx> {
+        let dir =
+            std::env::temp_dir().join(format!("push-size-{}", crate::delivery::ids::random_u64()));
+        let config = crate::Config {
+            data_dir: dir,
+            ..crate::Config::default()
+        };
+        Ctx::build(config, tls).unwrap()
+    }
+
+    async fn accepted() -> (TcpStream, TcpStream, SocketAddr) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, peer) = l.accept().await.unwrap();
+        (c, s, peer)
+    }
 
     /// tokio allocates each task in a 128-byte-aligned cell of about 104 bytes plus the future;
     /// a future of at most 24 bytes keeps the whole cell in one 128-byte slot, which is part of
     /// the idle-connection memory budget (BENCHMARKS.md).
     #[tokio::test]
     async fn connection_task_future_fits_the_smallest_task_cell() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let _c = TcpStream::connect(addr).await.unwrap();
-        let (s, peer) = l.accept().await.unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("push-size-{}", crate::delivery::ids::random_u64()));
-        let ctx = Ctx::new(crate::Config {
-            data_dir: dir.clone(),
-            ..crate::Config::default()
-        })
-        .unwrap();
-        ctx.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let fut = serve(s, peer, ctx);
+        let (_c, s, peer) = accepted().await;
+        let ctx = ctx_with(None);
+        let fut = serve(s, peer, ctx.admit(peer).unwrap());
         assert!(
             std::mem::size_of_val(&fut) <= 24,
             "{}",
@@ -778,5 +759,29 @@ mod size_tests {
             "{}",
             std::mem::size_of::<Conn>()
         );
+    }
+
+    /// The admission is released when TLS cannot even start (it once leaked a count of the
+    /// global connection limit per failure).
+    #[tokio::test]
+    async fn a_connection_whose_tls_setup_fails_releases_its_admission() {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        // Out of rustls' range: ServerConnection::new refuses it.
+        tls.max_fragment_size = Some(1);
+        let ctx = ctx_with(Some(Arc::new(tls)));
+        let (_c, s, peer) = accepted().await;
+        let admission = ctx.admit(peer).unwrap();
+        assert_eq!(ctx.open.load(Ordering::Relaxed), 1);
+        serve(s, peer, admission).await;
+        assert_eq!(ctx.open.load(Ordering::Relaxed), 0);
     }
 }

@@ -20,13 +20,16 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                if let Err((code, reason)) = ctx.admit(peer) {
-                    refuse(stream, code, reason);
-                    continue;
-                }
+                let admission = match ctx.admit(peer) {
+                    Ok(a) => a,
+                    Err((code, reason)) => {
+                        refuse(stream, code, reason);
+                        continue;
+                    }
+                };
                 // No TaskTracker: its token would push the task cell past 128 bytes; the
                 // open-socket count serves to wait for the drain instead.
-                tokio::spawn(session::serve(stream, peer, ctx.clone()));
+                tokio::spawn(session::serve(stream, peer, admission));
             }
             Err(e) => {
                 // EMFILE and friends: wait for descriptors to free up instead of spinning.

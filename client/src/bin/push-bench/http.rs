@@ -29,18 +29,35 @@ impl Http {
         token: &str,
         body: &str,
     ) -> std::io::Result<(u16, String)> {
-        match self.try_post(path, token, body).await {
+        self.request("POST", path, token, body).await
+    }
+
+    /// GETs `path` with a bearer token; returns (status, body).
+    #[allow(dead_code)] // push-cli shares this module and only posts
+    pub async fn get(&mut self, path: &str, token: &str) -> std::io::Result<(u16, String)> {
+        self.request("GET", path, token, "").await
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
+        match self.try_request(method, path, token, body).await {
             Ok(r) => Ok(r),
             Err(_) => {
                 // The server may close idle keep-alive connections: reconnect once.
                 self.stream = None;
-                self.try_post(path, token, body).await
+                self.try_request(method, path, token, body).await
             }
         }
     }
 
-    async fn try_post(
+    async fn try_request(
         &mut self,
+        method: &str,
         path: &str,
         token: &str,
         body: &str,
@@ -53,7 +70,7 @@ impl Http {
         }
         let stream = self.stream.as_mut().expect("just connected");
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(req.as_bytes()).await?;

@@ -1,10 +1,11 @@
 //! `push-bench`: drives a running push server and reports honestly measured figures.
 //!
-//! Scenarios: `idle`, `fanout`, `unicast`, `churn`. Connections are spread over worker
+//! Scenarios: `idle`, `fanout`, `unicast`, `churn`, `soak`, `hostile`, `flood`. Connections are spread over worker
 //! processes (this binary re-executed as `push-bench worker`), because one process can hold at
 //! most about 19,000 sockets on the target machines.
 
 mod coordinator;
+mod flood;
 mod hostile;
 mod hostile_worker;
 mod http;
@@ -95,6 +96,14 @@ enum Cmd {
         common: Common,
         #[command(flatten)]
         hostile: hostile::HostileArgs,
+    },
+    /// Bystanders in room `news` receive a steady fan-out while clients flood the server with
+    /// valid frames (ACK, JOIN, LEAVE/JOIN churn, PUBLISH); `--kind none` is the baseline.
+    Flood {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        flood: flood::FloodArgs,
     },
     /// Internal: one worker process.
     #[command(hide = true)]
@@ -187,6 +196,7 @@ fn main() {
                 ws,
             } => idle(common, conns, hold, ws).await,
             Cmd::Hostile { common, hostile } => hostile::run(common, hostile).await,
+            Cmd::Flood { common, flood } => flood::run(common, flood).await,
             Cmd::Soak { common, soak } => soak::run(common, soak).await,
             Cmd::Fanout {
                 common,

@@ -2,7 +2,6 @@
 //! and limits, answer 101, then hand the raw socket to the session task.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -192,29 +191,27 @@ pub async fn handler(
         device: q.device.unwrap_or_default(),
         resume,
     });
-    if let Some(refused) = admit(&ctx, peer) {
-        return refused;
-    }
+    let admission = match ctx.admit(peer) {
+        Ok(a) => a,
+        Err((code, reason)) => return refusal(code, reason),
+    };
     ctx.stats.inc(&ctx.stats.ws_upgrades);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let task_ctx = ctx.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                task_ctx.open.fetch_sub(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "WebSocket upgrade did not complete: {e}");
                 return;
             }
         };
         let Some((link, early)) = into_link(upgraded) else {
-            task_ctx.open.fetch_sub(1, Ordering::Relaxed);
             tracing::error!(%peer, "WebSocket upgrade on an unexpected socket type");
             return;
         };
         // A second task: the long-lived one is the small connection task alone.
         tokio::spawn(session::serve_on(
-            link, peer, task_ctx, transport, early, hello,
+            link, peer, admission, transport, early, hello,
         ));
     });
     let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
@@ -253,16 +250,15 @@ fn into_link(upgraded: hyper::upgrade::Upgraded) -> Option<(Link, Bytes)> {
     Some((Link::tls(tcp, conn), early.freeze()))
 }
 
-/// The TCP listener's admission (per-address and global limits) as an HTTP answer.
-fn admit(ctx: &Ctx, peer: SocketAddr) -> Option<Response> {
-    let (code, reason) = ctx.admit(peer).err()?;
+/// A refusal by the admission check (per-address and global limits) as an HTTP answer.
+fn refusal(code: ErrorCode, reason: String) -> Response {
     if code == ErrorCode::RATE_LIMITED {
         let mut r = error(StatusCode::TOO_MANY_REQUESTS, reason, None);
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Some(r);
+        return r;
     }
-    Some(error(StatusCode::SERVICE_UNAVAILABLE, reason, None))
+    error(StatusCode::SERVICE_UNAVAILABLE, reason, None)
 }
 
 #[cfg(test)]
