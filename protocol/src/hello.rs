@@ -2,7 +2,7 @@
 //! share a version, and carry a valid token. Pure, so the fuzzers drive the handshake's whole
 //! input path (transport decoding, then this) without sockets.
 
-use crate::token::{self, Claims};
+use crate::token::{self, Claims, TokenError};
 use crate::{ErrorCode, Frame, Hello, Packet, MAX_VERSION, MIN_VERSION};
 
 /// An accepted HELLO.
@@ -36,8 +36,16 @@ pub fn negotiate(hello: &Hello) -> Option<u16> {
     (lo <= hi).then_some(hi)
 }
 
-/// Checks a session's first frame against the token secret at time `now_secs`.
+/// Checks a session's first frame against the HS256 token secret at time `now_secs`.
 pub fn admit(packet: Packet, secret: &[u8], now_secs: u64) -> Result<Admitted, Refusal> {
+    admit_with(packet, |t| token::verify(secret, t, now_secs))
+}
+
+/// Checks a session's first frame, verifying its token with `verify`.
+pub fn admit_with(
+    packet: Packet,
+    verify: impl FnOnce(&str) -> Result<Claims, TokenError>,
+) -> Result<Admitted, Refusal> {
     let seq = packet.seq;
     let refuse = |code, reason| Refusal { seq, code, reason };
     let Frame::Hello(hello) = packet.frame else {
@@ -54,8 +62,7 @@ pub fn admit(packet: Packet, secret: &[u8], now_secs: u64) -> Result<Admitted, R
         );
         return Err(refuse(ErrorCode::NO_COMMON_VERSION, reason));
     };
-    let claims = token::verify(secret, &hello.token, now_secs)
-        .map_err(|e| refuse(e.code(), e.public_reason()))?;
+    let claims = verify(&hello.token).map_err(|e| refuse(e.code(), e.public_reason()))?;
     Ok(Admitted {
         seq,
         hello,

@@ -43,9 +43,17 @@ pub enum TokenError {
     /// Not three base64url parts, or a part is not JSON.
     #[error("token is malformed: {0}")]
     Malformed(&'static str),
-    /// `alg` is not HS256.
-    #[error("token algorithm {0:?} is not accepted (only HS256)")]
+    /// `alg` is not one this server has a key for.
+    #[error("token algorithm {0:?} is not accepted by this server")]
     Algorithm(String),
+    /// `nbf` is in the future.
+    #[error("token not valid before {nbf} (now {now})")]
+    NotYetValid {
+        /// The token's `nbf`.
+        nbf: u64,
+        /// Server time.
+        now: u64,
+    },
     /// Signature does not verify with the configured secret.
     #[error("token signature does not verify")]
     Signature,
@@ -75,6 +83,7 @@ impl TokenError {
     pub fn public_reason(&self) -> String {
         match self {
             TokenError::Expired { .. } => "token expired".to_string(),
+            TokenError::NotYetValid { .. } => "token not valid yet (nbf)".to_string(),
             other => other.to_string(),
         }
     }
@@ -130,6 +139,13 @@ pub fn verify(secret: &[u8], token: &str, now_secs: u64) -> Result<Claims, Token
         .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
     let claims: Claims =
         serde_json::from_slice(&body).map_err(|e| TokenError::Claim(e.to_string()))?;
+    check_claims(&claims, now_secs, 0)?;
+    Ok(claims)
+}
+
+/// Checks the claims' sizes and `exp` (with `leeway_secs` for clock skew) at `now_secs`:
+/// what every verifier checks once the signature is good.
+pub fn check_claims(claims: &Claims, now_secs: u64, leeway_secs: u64) -> Result<(), TokenError> {
     if claims.sub.is_empty() || claims.sub.len() > MAX_USER_LEN {
         return Err(TokenError::Claim(format!(
             "sub must be 1..={MAX_USER_LEN} bytes"
@@ -149,13 +165,13 @@ pub fn verify(secret: &[u8], token: &str, now_secs: u64) -> Result<Claims, Token
             "rooms must list at most {MAX_ROOM_GRANTS} names of at most 255 bytes"
         )));
     }
-    if claims.exp <= now_secs {
+    if claims.exp.saturating_add(leeway_secs) <= now_secs {
         return Err(TokenError::Expired {
             exp: claims.exp,
             now: now_secs,
         });
     }
-    Ok(claims)
+    Ok(())
 }
 
 #[cfg(test)]

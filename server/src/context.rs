@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::{CloseOrder, Hub, QueueLimits};
+use crate::jwt::TokenVerifier;
 use crate::stats::Stats;
 
 /// An API key with its live rate-limit bucket.
@@ -24,6 +25,8 @@ pub struct KeyState {
 pub struct Ctx {
     /// API keys (named keys plus the plain `api_tokens`, which get every scope).
     pub keys: Vec<KeyState>,
+    /// Client token (JWT) keys and checks.
+    pub tokens: TokenVerifier,
     /// Connection attempts per source address.
     pub connect_limiter: crate::ratelimit::AddressLimiter,
     /// Failed handshakes per source address.
@@ -48,6 +51,17 @@ pub struct Ctx {
     pub broker_up: std::sync::atomic::AtomicBool,
     /// TLS for every listener, when configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Why the shared state cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CtxError {
+    /// Storage cannot be opened.
+    #[error("cannot open storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The client token keys cannot be loaded.
+    #[error("client token keys: {0}")]
+    Keys(#[from] crate::jwt::KeyError),
 }
 
 /// One admitted socket: counted in `Ctx::open` (the global connection limit) for exactly as
@@ -91,7 +105,7 @@ pub fn close_order(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> 
 
 impl Ctx {
     /// Builds the shared state from a validated config; opens storage. No TLS.
-    pub fn new(config: Config) -> Result<Arc<Ctx>, crate::store::StoreError> {
+    pub fn new(config: Config) -> Result<Arc<Ctx>, CtxError> {
         Ctx::build(config, None)
     }
 
@@ -99,7 +113,8 @@ impl Ctx {
     pub fn build(
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<Arc<Ctx>, crate::store::StoreError> {
+    ) -> Result<Arc<Ctx>, CtxError> {
+        let tokens = TokenVerifier::from_config(&config)?;
         let stats = Arc::new(Stats::default());
         let slow = close_frame(
             ErrorCode::SLOW_CONSUMER,
@@ -153,6 +168,7 @@ impl Ctx {
                 scopes: crate::config::Scope::ALL.to_vec(),
                 rate_per_sec: 50_000.0,
                 burst: 100_000.0,
+                allow_from: Vec::new(),
             };
             keys.push(KeyState {
                 bucket: std::sync::Mutex::new(crate::ratelimit::Bucket::full(key.burst, now)),
@@ -161,6 +177,7 @@ impl Ctx {
         }
         Ok(Arc::new(Ctx {
             keys,
+            tokens,
             connect_limiter: crate::ratelimit::AddressLimiter::new(
                 config.connect_rate_per_ip,
                 config.connect_burst_per_ip,

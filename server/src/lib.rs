@@ -19,6 +19,7 @@ pub mod context;
 pub mod delivery;
 pub mod hub;
 pub mod ingest;
+pub mod jwt;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;

@@ -1,5 +1,5 @@
 //! `push-server`: runs the push server. Settings: embedded defaults < `--config` TOML file <
-//! `PUSH_*` environment variables < command-line flags (the last two for the common settings).
+//! `PUSH_*` environment variables (every key) < command-line flags (the common settings).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,9 +27,14 @@ pub static malloc_conf: &[u8; 26] = b"narenas:1,tcache_max:1024\0";
 /// Push server: binary-protocol TCP connections, rooms, user/room/broadcast push, HTTP API.
 ///
 /// With no flags it runs on embedded defaults (TCP 0.0.0.0:7100, HTTP 0.0.0.0:7180, data in
-/// ./data) with a development JWT secret and API token, and says so in its log. Every setting
-/// can be given in a TOML file (--config); the common ones below also as flags and PUSH_<NAME>
-/// environment variables. See push-server.example.toml for all settings and their defaults.
+/// ./data) with a development JWT secret and API token, and says so in its log.
+///
+/// Every setting can be given in a TOML file (--config) and as an environment variable
+/// PUSH_<KEY>: nested keys with a double underscore (PUSH_AMQP__URL, PUSH_TLS__CERT), lists and
+/// tables in TOML syntax (PUSH_WS_ALLOWED_ORIGINS='["https://app.example"]'); PUSH_API_TOKENS
+/// also takes a comma-separated list. The common settings are also flags below. Precedence:
+/// defaults < file < environment < flags. push-server.example.toml lists every setting with
+/// its default.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -37,39 +42,34 @@ struct Cli {
     #[arg(long, short, env = "PUSH_CONFIG")]
     config: Option<PathBuf>,
     /// Binary-protocol listen address.
-    #[arg(long, env = "PUSH_LISTEN")]
+    #[arg(long)]
     listen: Option<SocketAddr>,
     /// HTTP API listen address.
-    #[arg(long, env = "PUSH_HTTP_LISTEN")]
+    #[arg(long)]
     http_listen: Option<SocketAddr>,
     /// Data directory.
-    #[arg(long, env = "PUSH_DATA_DIR")]
+    #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Storage backend: sled or redb.
-    #[arg(long, env = "PUSH_STORE")]
+    #[arg(long)]
     store: Option<push_server::store::Backend>,
     /// HS256 secret for client tokens.
-    #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
+    #[arg(long)]
     jwt_secret: Option<String>,
     /// API bearer tokens, comma-separated.
-    #[arg(
-        long,
-        env = "PUSH_API_TOKENS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, value_delimiter = ',')]
     api_tokens: Option<Vec<String>>,
     /// Maximum simultaneous connections.
-    #[arg(long, env = "PUSH_MAX_CONNECTIONS")]
+    #[arg(long)]
     max_connections: Option<usize>,
     /// Heartbeat interval in ms.
-    #[arg(long, env = "PUSH_HEARTBEAT_INTERVAL_MS")]
+    #[arg(long)]
     heartbeat_interval_ms: Option<u64>,
     /// Heartbeat timeout in ms.
-    #[arg(long, env = "PUSH_HEARTBEAT_TIMEOUT_MS")]
+    #[arg(long)]
     heartbeat_timeout_ms: Option<u64>,
     /// Allow clients to PUBLISH to rooms they joined.
-    #[arg(long, env = "PUSH_ALLOW_CLIENT_PUBLISH")]
+    #[arg(long)]
     allow_client_publish: Option<bool>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `push_server=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -77,11 +77,9 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> anyhow::Result<Config> {
-        let mut c = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+    /// The layered settings, and the `PUSH_*` variables that name no setting.
+    fn into_config(self) -> anyhow::Result<(Config, Vec<String>)> {
+        let (mut c, unknown) = push_server::config::load(self.config.as_deref())?;
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
@@ -98,7 +96,7 @@ impl Cli {
             allow_client_publish
         );
         c.validate()?;
-        Ok(c)
+        Ok((c, unknown))
     }
 }
 
@@ -107,7 +105,10 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .init();
-    let config = cli.into_config()?;
+    let (config, unknown) = cli.into_config()?;
+    for name in unknown {
+        tracing::warn!("environment variable {name} names no setting and is ignored (see push-server.example.toml)");
+    }
     if config.jwt_secret == DEV_JWT_SECRET {
         tracing::warn!("using the built-in development JWT secret; set jwt_secret / PUSH_JWT_SECRET in production");
     }

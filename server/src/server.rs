@@ -19,9 +19,9 @@ pub enum StartError {
     /// Configuration rejected.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Storage could not be opened.
-    #[error("cannot open storage: {0}")]
-    Store(#[from] crate::store::StoreError),
+    /// Storage or the token keys could not be opened.
+    #[error(transparent)]
+    Ctx(#[from] crate::context::CtxError),
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),

@@ -19,6 +19,7 @@ fn keyed_config() -> Config {
                 scopes: vec![Scope::Users],
                 rate_per_sec: 1000.0,
                 burst: 1000.0,
+                allow_from: vec![],
             },
             ApiKey {
                 name: "limited".into(),
@@ -26,6 +27,23 @@ fn keyed_config() -> Config {
                 scopes: Scope::ALL.to_vec(),
                 rate_per_sec: 0.5,
                 burst: 2.0,
+                allow_from: vec![],
+            },
+            ApiKey {
+                name: "office".into(),
+                token: "office-token-1".into(),
+                scopes: Scope::ALL.to_vec(),
+                rate_per_sec: 1000.0,
+                burst: 1000.0,
+                allow_from: vec!["10.0.0.0/8".parse().unwrap()],
+            },
+            ApiKey {
+                name: "loopback".into(),
+                token: "loopback-token-1".into(),
+                scopes: Scope::ALL.to_vec(),
+                rate_per_sec: 1000.0,
+                burst: 1000.0,
+                allow_from: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             },
         ],
         ..config()
@@ -268,4 +286,105 @@ async fn the_openapi_document_matches_the_real_routes() {
     )
     .await;
     assert_eq!(s, 404);
+}
+
+/// One sample of the /metrics text, by its full name with labels.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+async fn metrics(server: &push_server::ServerHandle) -> String {
+    let (s, text) = http(server.http_addr, "GET", "/metrics", None, "").await;
+    assert_eq!(s, 200);
+    text
+}
+
+/// The defects issue 12 found, each asserted by value: WebSocket and long-poll connections
+/// were counted as TCP, the commit histogram was never observed, overload refusals were not
+/// counted as failed publishes.
+#[tokio::test]
+async fn metrics_count_what_they_say() {
+    let server = start(config()).await;
+    let _tcp = connect(server.tcp_addr, "t1").await;
+    let mut ws = common::ws::WsClient::connect(server.http_addr, "/ws", &["push.v1.json"], &[])
+        .await
+        .unwrap();
+    ws.send_json(serde_json::json!({"op": "hello", "token": token("w1")}))
+        .await;
+    assert_eq!(ws.recv_json().await["op"], "welcome");
+    let addr = server.http_addr;
+    let poll = tokio::spawn(async move {
+        let path = "/api/v1/poll?after=0&wait_ms=20000";
+        http(addr, "GET", path, Some(&token("p1")), "").await
+    });
+    until("the three transports to be counted", async || {
+        let m = metrics(&server).await;
+        sample(&m, "push_connections{transport=\"long_poll\"}") == 1
+    })
+    .await;
+    let m = metrics(&server).await;
+    assert_eq!(sample(&m, "push_connections{transport=\"tcp\"}"), 1);
+    assert_eq!(sample(&m, "push_connections{transport=\"websocket\"}"), 1);
+    for i in 0..3 {
+        let body = format!(r#"{{"to":{{"users":["t1"]}},"kind":"k","payload":"{i}"}}"#);
+        assert_eq!(push(&server, &body).await.0, 200);
+    }
+    // The long-poll returns with the message pushed to p1 and is no longer counted.
+    let body = r#"{"to":{"users":["p1"]},"kind":"k","payload":"x"}"#;
+    assert_eq!(push(&server, body).await.0, 200);
+    assert_eq!(poll.await.unwrap().0, 200);
+    let m = metrics(&server).await;
+    assert_eq!(sample(&m, "push_connections{transport=\"long_poll\"}"), 0);
+    let commits = sample(&m, "push_store_commits_total");
+    assert!(commits >= 4, "{commits}");
+    assert_eq!(sample(&m, "push_store_commit_seconds_count"), commits);
+    assert_eq!(
+        sample(&m, "push_store_commit_seconds_bucket{le=\"+Inf\"}"),
+        commits
+    );
+    drop(ws);
+    drop(_tcp);
+    until("closed connections to leave the gauge", async || {
+        let m = metrics(&server).await;
+        sample(&m, "push_connections{transport=\"tcp\"}") == 0
+            && sample(&m, "push_connections{transport=\"websocket\"}") == 0
+    })
+    .await;
+
+    // Over max_pending_publishes every publish is refused with 503, and counted as failed.
+    let full = start(Config {
+        max_pending_publishes: 0,
+        ..config()
+    })
+    .await;
+    let (status, _) = push(&full, r#"{"to":{"room":"r"},"kind":"k","payload":"p"}"#).await;
+    assert_eq!(status, 503);
+    let m = metrics(&full).await;
+    assert_eq!(
+        sample(&m, "push_messages_failed_total{scenario=\"room\"}"),
+        1
+    );
+    assert_eq!(
+        sample(&m, "push_messages_failed_total{scenario=\"user\"}"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_key_with_an_address_allow_list_is_refused_elsewhere() {
+    let server = start(keyed_config()).await;
+    let a = server.http_addr;
+    let (s, body) = http(a, "POST", "/api/v1/push", Some("office-token-1"), TO_USER).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body.contains("office") && body.contains("127.0.0.1"),
+        "{body}"
+    );
+    let (s, body) = http(a, "POST", "/api/v1/push", Some("loopback-token-1"), TO_USER).await;
+    assert_eq!(s, 200, "{body}");
 }

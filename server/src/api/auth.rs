@@ -1,12 +1,14 @@
 //! API authentication: which key is calling, whether it may do this, and whether it is within
 //! its rate.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
 
 use super::error;
 use crate::config::Scope;
@@ -49,11 +51,12 @@ impl IntoResponse for Denied {
 
 /// Constant-time comparison, so token checks leak no prefix timing.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(a.ct_eq(b))
 }
 
-/// Identifies the calling key and charges one request to its bucket (401 or 429 otherwise).
-fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<usize, Denied> {
+/// Identifies the calling key, checks the caller's address against the key's allow-list and
+/// charges one request to its bucket (401, 403 or 429 otherwise).
+fn authenticate(ctx: &Ctx, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<usize, Denied> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Denied::Unauthorized(
             "missing Authorization: Bearer <token>",
@@ -75,6 +78,14 @@ fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<usize, Denied> {
         return Err(Denied::Unauthorized("invalid API token"));
     };
     let key = &ctx.keys[index];
+    if !peer.is_some_and(|ip| key.key.allows(ip)) && !key.key.allow_from.is_empty() {
+        let from = peer.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+        tracing::warn!(key = %key.key.name, %from, "API key used from an address outside its allow_from");
+        return Err(Denied::Forbidden(format!(
+            "key {} may not be used from {from}",
+            key.key.name
+        )));
+    }
     let charged = key.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(
         key.key.rate_per_sec,
         key.key.burst,
@@ -105,7 +116,11 @@ impl FromRequestParts<Arc<Ctx>> for Caller {
     type Rejection = Denied;
 
     async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Ctx>) -> Result<Caller, Denied> {
-        authenticate(ctx, &parts.headers).map(|index| Caller { index })
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        authenticate(ctx, &parts.headers, peer).map(|index| Caller { index })
     }
 }
 

@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::BytesMut;
-use push_protocol::token;
 use push_protocol::{ErrorCode, Frame, FrameCodec, Stream, StreamPos};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -106,7 +105,7 @@ pub async fn poll(
             None,
         );
     };
-    let claims = match token::verify(ctx.config.jwt_secret.as_bytes(), tok, unix_ms() / 1000) {
+    let claims = match ctx.tokens.verify(tok, unix_ms() / 1000) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::UNAUTHORIZED, e.public_reason(), Some("token")),
     };

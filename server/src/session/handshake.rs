@@ -147,7 +147,8 @@ pub async fn handshake(
             Ok(Ok(p)) => p,
         },
     };
-    let admitted = match hello::admit(packet, ctx.config.jwt_secret.as_bytes(), unix_ms() / 1000) {
+    let now = unix_ms() / 1000;
+    let admitted = match hello::admit_with(packet, |t| ctx.tokens.verify(t, now)) {
         Ok(a) => a,
         Err(r) => return Err(refuse(stream, transport, r.seq, r.code, r.reason).await),
     };

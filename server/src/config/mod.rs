@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod layers;
+pub use layers::{all_keys, load, ENV_PREFIX};
+
 /// The JWT secret used when none is configured; the server warns loudly when it is in use.
 pub const DEV_JWT_SECRET: &str = "dev-secret-change-me";
 /// The API token used when none is configured; the server warns loudly when it is in use.
@@ -68,6 +71,18 @@ pub struct ApiKey {
     /// Burst size (token bucket capacity).
     #[serde(default = "default_key_burst")]
     pub burst: f64,
+    /// Source addresses the key may be used from (CIDRs such as `10.0.0.0/8` or
+    /// `2001:db8::/32`, or single addresses); empty = anywhere.
+    #[serde(default)]
+    pub allow_from: Vec<ipnet::IpNet>,
+}
+
+impl ApiKey {
+    /// True when a request from `ip` may use this key.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow_from.is_empty() || self.allow_from.iter().any(|n| n.contains(&ip))
+    }
 }
 
 fn default_amqp_queue() -> String {
@@ -119,8 +134,19 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Directory for persistent data.
     pub data_dir: PathBuf,
-    /// HS256 secret that signs client JWTs.
+    /// HS256 secret that signs client JWTs (empty = no HS256, with public keys configured).
     pub jwt_secret: String,
+    /// Public keys for client JWTs signed elsewhere (RS256, ES256, EdDSA, ...), one
+    /// algorithm per key.
+    pub jwt_public_keys: Vec<crate::jwt::JwtPublicKey>,
+    /// JWKS file (`{"keys":[...]}`) with more public keys; every key must name its `alg`.
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub jwt_leeway_sec: u64,
+    /// Required `iss` of client JWTs; absent = not checked.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of client JWTs; absent = not checked.
+    pub jwt_audience: Option<String>,
     /// Bearer tokens accepted by the HTTP API with every scope (simple setups).
     pub api_tokens: Vec<String>,
     /// Named API keys with scopes and rate limits (one per calling service).
@@ -234,6 +260,11 @@ impl Default for Config {
             http_listen: "0.0.0.0:7180".parse().expect("literal address"),
             data_dir: PathBuf::from("./data"),
             jwt_secret: DEV_JWT_SECRET.into(),
+            jwt_public_keys: Vec::new(),
+            jwt_jwks_file: None,
+            jwt_leeway_sec: 30,
+            jwt_issuer: None,
+            jwt_audience: None,
             api_tokens: vec![DEV_API_TOKEN.into()],
             api_keys: Vec::new(),
             connect_rate_per_ip: 0.0,
@@ -303,6 +334,14 @@ pub enum ConfigError {
         /// Cause.
         source: Box<toml::de::Error>,
     },
+    /// The file or an environment variable does not fit the schema.
+    #[error("invalid configuration{}: {source}", file.as_ref().map(|f| format!(" (file {}, or a PUSH_* environment variable)", f.display())).unwrap_or_else(|| " (a PUSH_* environment variable)".into()))]
+    Layered {
+        /// The file, when one was given.
+        file: Option<PathBuf>,
+        /// Cause, naming the key and where its value came from.
+        source: Box<figment::Error>,
+    },
     /// A value is out of its allowed range.
     #[error("invalid setting {field}: {reason}")]
     Invalid {
@@ -329,8 +368,15 @@ impl Config {
     /// Checks ranges that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, reason| Err(ConfigError::Invalid { field, reason });
-        if self.jwt_secret.len() < 16 {
-            return bad("jwt_secret", "must be at least 16 bytes");
+        let public_keys = !self.jwt_public_keys.is_empty() || self.jwt_jwks_file.is_some();
+        if self.jwt_secret.len() < 16 && !(self.jwt_secret.is_empty() && public_keys) {
+            return bad(
+                "jwt_secret",
+                "must be at least 16 bytes (or empty, with jwt_public_keys or jwt_jwks_file)",
+            );
+        }
+        if self.jwt_leeway_sec > 600 {
+            return bad("jwt_leeway_sec", "must be at most 600");
         }
         if self.heartbeat_interval_ms < 100 {
             return bad("heartbeat_interval_ms", "must be at least 100");

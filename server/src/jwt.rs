@@ -1,0 +1,468 @@
+//! Client tokens (JWT) as the server checks them: HS256 with the shared `jwt_secret`, and
+//! RS256/RS384/RS512, PS256/PS384/PS512, ES256/ES384 and EdDSA with public keys from PEM files
+//! or a JWKS file, so the service that issues tokens need not share a secret with the push
+//! server. Each key accepts exactly one algorithm (no algorithm confusion); `exp` and `nbf` are
+//! checked against the time passed in, with leeway for clock skew; `iss` and `aud` when
+//! configured. Signatures are checked by the `jsonwebtoken` crate.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use push_protocol::token::{check_claims, Claims, TokenError};
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// A public key for verifying client tokens (`[[jwt_public_keys]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtPublicKey {
+    /// The one algorithm this key verifies: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384 or EdDSA.
+    pub alg: String,
+    /// PEM file with the public key (RSA, EC or Ed25519; SubjectPublicKeyInfo or PKCS#1).
+    pub pem_file: PathBuf,
+    /// Key id: when set, only tokens whose header names this `kid` (or none) use the key.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+/// Why the token keys cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A key is unusable.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// Which key.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// The claims this server reads, plus `nbf`.
+#[derive(Deserialize)]
+struct Checked {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    nbf: Option<u64>,
+}
+
+/// Verifies client tokens with every configured key.
+pub struct TokenVerifier {
+    keys: Vec<Key>,
+    leeway: u64,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn invalid(what: impl Into<String>, reason: impl ToString) -> KeyError {
+    KeyError::Invalid {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+fn pem_key(k: &JwtPublicKey) -> Result<Key, KeyError> {
+    let what = format!("jwt_public_keys {}", k.pem_file.display());
+    let alg = Algorithm::from_str(&k.alg).map_err(|_| invalid(&what, "unknown alg"))?;
+    let pem = read(&k.pem_file)?;
+    let key = match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => DecodingKey::from_rsa_pem(&pem),
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            return Err(invalid(
+                &what,
+                "HMAC keys are not public keys; use jwt_secret",
+            ))
+        }
+    }
+    .map_err(|e| invalid(&what, e))?;
+    Ok(Key {
+        kid: k.kid.clone(),
+        alg,
+        key,
+    })
+}
+
+fn jwks_keys(path: &Path) -> Result<Vec<Key>, KeyError> {
+    let what = format!("jwt_jwks_file {}", path.display());
+    let set: JwkSet = serde_json::from_slice(&read(path)?).map_err(|e| invalid(&what, e))?;
+    set.keys
+        .iter()
+        .enumerate()
+        .map(|(i, jwk)| {
+            let what = format!("{what}, key {i}");
+            // Pinning: a JWK without `alg` could be used with any algorithm of its type.
+            let alg = jwk
+                .common
+                .key_algorithm
+                .ok_or_else(|| invalid(&what, "every key needs an \"alg\""))?;
+            let alg = Algorithm::from_str(&alg.to_string()).map_err(|e| invalid(&what, e))?;
+            if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                return Err(invalid(&what, "symmetric keys are not accepted from JWKS"));
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(&what, e))?;
+            Ok(Key {
+                kid: jwk.common.key_id.clone(),
+                alg,
+                key,
+            })
+        })
+        .collect()
+}
+
+impl TokenVerifier {
+    /// Loads every configured key: `jwt_secret` (HS256, unless empty), `jwt_public_keys`,
+    /// `jwt_jwks_file`.
+    pub fn from_config(c: &Config) -> Result<TokenVerifier, KeyError> {
+        let mut keys = Vec::new();
+        if !c.jwt_secret.is_empty() {
+            keys.push(Key {
+                kid: None,
+                alg: Algorithm::HS256,
+                key: DecodingKey::from_secret(c.jwt_secret.as_bytes()),
+            });
+        }
+        for k in &c.jwt_public_keys {
+            keys.push(pem_key(k)?);
+        }
+        if let Some(path) = &c.jwt_jwks_file {
+            keys.extend(jwks_keys(path)?);
+        }
+        if keys.is_empty() {
+            return Err(invalid(
+                "client tokens",
+                "no key: set jwt_secret, jwt_public_keys or jwt_jwks_file",
+            ));
+        }
+        Ok(TokenVerifier {
+            keys,
+            leeway: c.jwt_leeway_sec,
+            issuer: c.jwt_issuer.clone(),
+            audience: c.jwt_audience.clone(),
+        })
+    }
+
+    /// Verifies `token` at `now_secs` and returns its claims.
+    pub fn verify(&self, token: &str, now_secs: u64) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Malformed("header is not base64url JSON with alg"))?;
+        let mut candidates = self
+            .keys
+            .iter()
+            .filter(|k| k.alg == header.alg)
+            .filter(|k| match (&k.kid, &header.kid) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            })
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
+        }
+        let mut last = TokenError::Signature;
+        for key in candidates {
+            match self.verify_with(key, token, now_secs) {
+                Err(TokenError::Signature) => last = TokenError::Signature,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        // Time is checked below against the time passed in, not the system clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.required_spec_claims = HashSet::new();
+        v.validate_aud = self.audience.is_some();
+        if let Some(a) = &self.audience {
+            v.set_audience(&[a]);
+            v.required_spec_claims.insert("aud".into());
+        }
+        if let Some(i) = &self.issuer {
+            v.set_issuer(&[i]);
+            v.required_spec_claims.insert("iss".into());
+        }
+        v
+    }
+
+    fn verify_with(&self, key: &Key, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let data = jsonwebtoken::decode::<Checked>(token, &key.key, &self.validation(key.alg))
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidIssuer => {
+                    TokenError::Claim("iss is not the expected issuer".into())
+                }
+                ErrorKind::InvalidAudience => {
+                    TokenError::Claim("aud is not the expected audience".into())
+                }
+                ErrorKind::MissingRequiredClaim(c) => TokenError::Claim(format!("{c} is missing")),
+                ErrorKind::Json(e) => TokenError::Claim(e.to_string()),
+                ErrorKind::InvalidAlgorithm => TokenError::Algorithm(format!("{:?}", key.alg)),
+                _ => TokenError::Malformed("not a well-formed JWT"),
+            })?;
+        let Checked { claims, nbf } = data.claims;
+        if let Some(nbf) = nbf {
+            if nbf > now.saturating_add(self.leeway) {
+                return Err(TokenError::NotYetValid { nbf, now });
+            }
+        }
+        check_claims(&claims, now, self.leeway)?;
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Issuer {
+        alg: Algorithm,
+        key: rcgen::KeyPair,
+    }
+
+    impl Issuer {
+        fn new(alg: Algorithm) -> Issuer {
+            let which = match alg {
+                Algorithm::ES256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+                _ => &rcgen::PKCS_ED25519,
+            };
+            Issuer {
+                alg,
+                key: rcgen::KeyPair::generate_for(which).unwrap(),
+            }
+        }
+
+        fn sign(&self, kid: Option<&str>, claims: serde_json::Value) -> String {
+            let pem = self.key.serialize_pem();
+            let key = match self.alg {
+                Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+                _ => EncodingKey::from_ed_pem(pem.as_bytes()),
+            }
+            .unwrap();
+            let header = Header {
+                kid: kid.map(str::to_string),
+                ..Header::new(self.alg)
+            };
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        }
+
+        fn pem_file(&self) -> PathBuf {
+            let path = std::env::temp_dir().join(format!(
+                "push-jwt-{}.pem",
+                crate::delivery::ids::random_u64()
+            ));
+            std::fs::write(&path, self.key.public_key_pem()).unwrap();
+            path
+        }
+
+        fn jwk(&self, kid: &str, with_alg: bool) -> serde_json::Value {
+            let raw = self.key.public_key_raw();
+            let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+            let mut jwk = match self.alg {
+                // Uncompressed point: 0x04 || x || y.
+                Algorithm::ES256 => json!({"kty": "EC", "crv": "P-256",
+                    "x": b64(&raw[1..33]), "y": b64(&raw[33..65]), "alg": "ES256"}),
+                _ => json!({"kty": "OKP", "crv": "Ed25519", "x": b64(raw), "alg": "EdDSA"}),
+            };
+            jwk["kid"] = json!(kid);
+            if !with_alg {
+                jwk.as_object_mut().unwrap().remove("alg");
+            }
+            jwk
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            jwt_secret: String::new(),
+            ..Config::default()
+        }
+    }
+
+    fn claims(exp: u64) -> serde_json::Value {
+        json!({"sub": "alice", "exp": exp})
+    }
+
+    #[test]
+    fn es256_from_a_pem_file_and_no_hs256_without_a_secret() {
+        let es = Issuer::new(Algorithm::ES256);
+        let v = TokenVerifier::from_config(&Config {
+            jwt_public_keys: vec![JwtPublicKey {
+                alg: "ES256".into(),
+                pem_file: es.pem_file(),
+                kid: None,
+            }],
+            ..config()
+        })
+        .unwrap();
+        let c = v.verify(&es.sign(None, claims(NOW + 60)), NOW).unwrap();
+        assert_eq!(c.sub, "alice");
+        // HS256 is off without a secret, whatever the token's signature.
+        let hs = push_protocol::token::mint(
+            b"any-secret-at-all-0123",
+            &Claims {
+                sub: "alice".into(),
+                exp: NOW + 60,
+                device: None,
+                rooms: vec![],
+            },
+        );
+        assert!(matches!(v.verify(&hs, NOW), Err(TokenError::Algorithm(_))));
+        // Another ES256 key's token does not verify.
+        let other = Issuer::new(Algorithm::ES256);
+        assert_eq!(
+            v.verify(&other.sign(None, claims(NOW + 60)), NOW),
+            Err(TokenError::Signature)
+        );
+    }
+
+    #[test]
+    fn eddsa_from_a_jwks_file_by_kid() {
+        let ed = Issuer::new(Algorithm::EdDSA);
+        let es = Issuer::new(Algorithm::ES256);
+        let jwks = json!({"keys": [ed.jwk("ed-1", true), es.jwk("es-1", true)]});
+        let path = std::env::temp_dir().join(format!(
+            "push-jwks-{}.json",
+            crate::delivery::ids::random_u64()
+        ));
+        std::fs::write(&path, jwks.to_string()).unwrap();
+        let v = TokenVerifier::from_config(&Config {
+            jwt_jwks_file: Some(path.clone()),
+            ..config()
+        })
+        .unwrap();
+        assert!(v
+            .verify(&ed.sign(Some("ed-1"), claims(NOW + 5)), NOW)
+            .is_ok());
+        assert!(v
+            .verify(&es.sign(Some("es-1"), claims(NOW + 5)), NOW)
+            .is_ok());
+        // A kid the set does not hold: no key for it.
+        assert!(matches!(
+            v.verify(&ed.sign(Some("ed-2"), claims(NOW + 5)), NOW),
+            Err(TokenError::Algorithm(_))
+        ));
+        // A key without "alg" is refused at startup (alg is pinned per key).
+        std::fs::write(&path, json!({"keys": [ed.jwk("ed-1", false)]}).to_string()).unwrap();
+        let e = TokenVerifier::from_config(&Config {
+            jwt_jwks_file: Some(path),
+            ..config()
+        })
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(e.contains("alg"), "{e}");
+    }
+
+    #[test]
+    fn leeway_nbf_issuer_and_audience() {
+        let es = Issuer::new(Algorithm::ES256);
+        let v = TokenVerifier::from_config(&Config {
+            jwt_public_keys: vec![JwtPublicKey {
+                alg: "ES256".into(),
+                pem_file: es.pem_file(),
+                kid: None,
+            }],
+            jwt_leeway_sec: 30,
+            jwt_issuer: Some("https://auth.example".into()),
+            jwt_audience: Some("push".into()),
+            ..config()
+        })
+        .unwrap();
+        let token = |extra: serde_json::Value| {
+            let mut c = json!({"sub": "bob", "exp": NOW + 60, "iss": "https://auth.example", "aud": "push"});
+            for (k, val) in extra.as_object().unwrap() {
+                c[k] = val.clone();
+            }
+            es.sign(None, c)
+        };
+        assert!(v.verify(&token(json!({})), NOW).is_ok());
+        // Expired 10 s ago: within the leeway. 100 s ago: expired.
+        assert!(v.verify(&token(json!({"exp": NOW - 10})), NOW).is_ok());
+        assert!(matches!(
+            v.verify(&token(json!({"exp": NOW - 100})), NOW),
+            Err(TokenError::Expired { .. })
+        ));
+        assert!(v.verify(&token(json!({"nbf": NOW + 10})), NOW).is_ok());
+        assert!(matches!(
+            v.verify(&token(json!({"nbf": NOW + 100})), NOW),
+            Err(TokenError::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            v.verify(&token(json!({"aud": "someone-else"})), NOW),
+            Err(TokenError::Claim(_))
+        ));
+        assert!(matches!(
+            v.verify(&token(json!({"iss": "https://evil.example"})), NOW),
+            Err(TokenError::Claim(_))
+        ));
+        let no_iss = es.sign(None, json!({"sub": "bob", "exp": NOW + 60, "aud": "push"}));
+        assert!(matches!(v.verify(&no_iss, NOW), Err(TokenError::Claim(_))));
+    }
+
+    #[test]
+    fn hs256_with_the_secret_keeps_working_and_sizes_are_checked() {
+        let v = TokenVerifier::from_config(&Config::default()).unwrap();
+        let mint = |sub: &str| {
+            push_protocol::token::mint(
+                crate::config::DEV_JWT_SECRET.as_bytes(),
+                &Claims {
+                    sub: sub.into(),
+                    exp: NOW + 60,
+                    device: None,
+                    rooms: vec![],
+                },
+            )
+        };
+        assert_eq!(v.verify(&mint("carol"), NOW).unwrap().sub, "carol");
+        assert!(matches!(
+            v.verify(&mint(""), NOW),
+            Err(TokenError::Claim(_))
+        ));
+        assert!(matches!(
+            v.verify("not.a.jwt", NOW),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+}
