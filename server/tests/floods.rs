@@ -347,3 +347,30 @@ async fn client_publishes_count_against_max_pending_publishes() {
     );
     assert_eq!(Stats::get(&server.ctx.stats.failed_by[1]), refused as u64);
 }
+
+#[tokio::test]
+async fn publishes_over_their_own_rate_are_paced_and_all_answered() {
+    let server = start(Config {
+        allow_client_publish: true,
+        max_publishes_per_sec: 50,
+        ..config()
+    })
+    .await;
+    let mut c = connect(server.tcp_addr, "chatty").await;
+    let seq = c.send(join("chat", None)).await.unwrap();
+    until_reply(&mut c, seq).await;
+    // 5 per 100 ms slice: 30 take six slices, each PUBLISH answered, none refused.
+    c.send_raw(&wire((0..30).map(|i| publish("chat", i))))
+        .await
+        .unwrap();
+    let mut acks = 0;
+    while acks < 30 {
+        match c.next_timeout(WAIT).await.expect("an answer").frame {
+            Frame::PublishAck(_) => acks += 1,
+            Frame::Push(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(Stats::get(&server.ctx.stats.paused_for_rate) >= 5);
+    assert_eq!(Stats::get(&server.ctx.stats.rate_limited_closes), 0);
+}

@@ -352,7 +352,11 @@ async fn authentication_abuse() {
         ),
         (
             "expired",
-            jwt(hs.clone(), json!({"sub": "m", "exp": now_secs() - 3600}), key),
+            jwt(
+                hs.clone(),
+                json!({"sub": "m", "exp": now_secs() - 3600}),
+                key,
+            ),
             ErrorCode::TOKEN_EXPIRED,
         ),
         (

@@ -193,6 +193,10 @@ pub struct Config {
     /// a tenth of it per 100 ms slice; beyond it the connection is paused like
     /// `max_frames_per_sec`.
     pub max_room_ops_per_sec: u32,
+    /// PUBLISH frames one connection may send per second (0 = unlimited, at most 655350), a
+    /// tenth of it per 100 ms slice; beyond it the connection is paused like
+    /// `max_frames_per_sec`. Each PUBLISH is a durable write.
+    pub max_publishes_per_sec: u32,
     /// Consecutive seconds (1 to 15) in which a connection goes over a rate limit before it is
     /// closed with RATE_LIMITED.
     pub rate_limit_close_after_sec: u8,
@@ -285,6 +289,7 @@ impl Default for Config {
             max_requests_in_flight: 256,
             max_frames_per_sec: 10_000,
             max_room_ops_per_sec: 20,
+            max_publishes_per_sec: 1000,
             rate_limit_close_after_sec: 10,
             allow_client_publish: false,
             restricted_room_prefixes: Vec::new(),
@@ -415,6 +420,12 @@ impl Config {
             return bad(
                 "max_frames_per_sec",
                 "must be at most 65535 (0 = unlimited)",
+            );
+        }
+        if self.max_publishes_per_sec > 655_350 {
+            return bad(
+                "max_publishes_per_sec",
+                "must be at most 655350 (0 = unlimited)",
             );
         }
         if self.max_room_ops_per_sec > 2550 {

@@ -121,6 +121,9 @@ pub struct Conn {
     /// Requests of this connection waiting for the delivery engine (inbound flow control),
     /// with [`READER_WAITING`] set while the connection's reader is paused for credit.
     requests: AtomicU32,
+    /// PUBLISH frames counted in the current rate slice: the slice's number in the high 16
+    /// bits, the count in the low 16 (SPEC.md §9.2). Only the connection's own task uses it.
+    publishes: AtomicU32,
     outbox: Mutex<Outbox>,
 }
 
@@ -173,6 +176,7 @@ impl Conn {
             replay_next: AtomicU64::new(0),
             replay_asked: AtomicBool::new(false),
             requests: AtomicU32::new(0),
+            publishes: AtomicU32::new(0),
             outbox: Mutex::new(Outbox::default()),
         }
     }
@@ -252,6 +256,20 @@ impl Conn {
         self.requests.fetch_or(READER_WAITING, Ordering::AcqRel);
         // The engine may have finished one between the check and the flag.
         self.requests_in_flight() >= limit
+    }
+
+    /// Counts one PUBLISH in rate slice `slice`; true while the slice holds at most
+    /// `per_slice` of them.
+    pub fn count_publish(&self, slice: u16, per_slice: u32) -> bool {
+        let v = self.publishes.load(Ordering::Relaxed);
+        let n = if (v >> 16) as u16 == slice {
+            ((v & 0xFFFF) + 1).min(0xFFFF)
+        } else {
+            1
+        };
+        self.publishes
+            .store((u32::from(slice) << 16) | n, Ordering::Relaxed);
+        n <= per_slice
     }
 
     /// Wakes the connection's task (its outbox waker).

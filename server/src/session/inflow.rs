@@ -20,6 +20,8 @@ pub struct RateLimits {
     pub frames: u32,
     /// JOIN and LEAVE frames per second (0 = unlimited, at most 2,550).
     pub room_ops: u32,
+    /// PUBLISH frames per second (0 = unlimited), counted on the connection's `Conn`.
+    pub publishes: u32,
     /// Consecutive seconds over a limit after which the connection is closed (1 to 15).
     pub close_after: u8,
 }
@@ -45,7 +47,7 @@ const STALLED: u8 = 8;
 const STRIKE_SHIFT: u8 = 4;
 
 /// Allowance per slice of a per-second limit.
-fn per_slice(per_sec: u32) -> u32 {
+pub fn per_slice(per_sec: u32) -> u32 {
     per_sec.div_ceil(u32::from(SLICES))
 }
 
@@ -68,7 +70,7 @@ impl Inflow {
 
     /// Counts one frame received at `now_ms` (hub clock).
     pub fn count(&mut self, now_ms: u64, room_op: bool, limits: &RateLimits) -> Verdict {
-        let slice = (now_ms / SLICE_MS) as u16;
+        let slice = Inflow::slice_of(now_ms);
         if slice != self.slice {
             let (was, is) = (self.slice / SLICES, slice / SLICES);
             if was != is {
@@ -95,6 +97,21 @@ impl Inflow {
         if !over {
             return Verdict::Go;
         }
+        self.went_over(now_ms, limits)
+    }
+
+    /// The rate slice `now_ms` falls in.
+    pub fn slice_of(now_ms: u64) -> u16 {
+        (now_ms / SLICE_MS) as u16
+    }
+
+    /// The frame just counted went over a limit kept elsewhere (PUBLISH): like going over
+    /// one of this slice's own limits.
+    pub fn over(&mut self, now_ms: u64, limits: &RateLimits) -> Verdict {
+        self.went_over(now_ms, limits)
+    }
+
+    fn went_over(&mut self, now_ms: u64, limits: &RateLimits) -> Verdict {
         self.flags |= OVER | OVER_SECOND;
         if self.strikes() + 1 >= limits.close_after {
             return Verdict::Close;
@@ -182,6 +199,7 @@ mod tests {
     const LIMITS: RateLimits = RateLimits {
         frames: 30,
         room_ops: 10,
+        publishes: 0,
         close_after: 3,
     };
 
@@ -243,11 +261,23 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_kept_elsewhere_pauses_and_strikes_like_the_own_ones() {
+        let mut f = Inflow::default();
+        assert_eq!(f.count(10_500, false, &LIMITS), Verdict::Go);
+        assert_eq!(f.over(10_500, &LIMITS), Verdict::Pause(100));
+        assert!(f.rate_paused(10_599));
+        assert_eq!(over_in_second(&mut f, 11_000), Verdict::Pause(97));
+        assert_eq!(f.count(12_100, false, &LIMITS), Verdict::Go);
+        assert_eq!(f.over(12_100, &LIMITS), Verdict::Close);
+    }
+
+    #[test]
     fn unlimited_never_pauses() {
         let mut f = Inflow::default();
         let limits = RateLimits {
             frames: 0,
             room_ops: 0,
+            publishes: 0,
             close_after: 1,
         };
         for i in 0..100_000 {

@@ -345,6 +345,7 @@ impl Session {
         RateLimits {
             frames: c.max_frames_per_sec,
             room_ops: c.max_room_ops_per_sec,
+            publishes: c.max_publishes_per_sec,
             close_after: c.rate_limit_close_after_sec,
         }
     }
@@ -501,14 +502,23 @@ impl Session {
                 Err(e) => break Err(e.into()),
             };
             self.conn.touch(now);
-            let room_op = matches!(
-                &inbound,
-                Inbound::Packet(Packet {
-                    frame: Frame::Join(_) | Frame::Leave(_),
-                    ..
-                })
-            );
-            let verdict = self.inflow.count(now, room_op, &limits);
+            let (room_op, publish) = match &inbound {
+                Inbound::Packet(p) => (
+                    matches!(p.frame, Frame::Join(_) | Frame::Leave(_)),
+                    matches!(p.frame, Frame::Publish(_)),
+                ),
+                _ => (false, false),
+            };
+            let mut verdict = self.inflow.count(now, room_op, &limits);
+            if publish
+                && verdict == Verdict::Go
+                && limits.publishes != 0
+                && !self
+                    .conn
+                    .count_publish(Inflow::slice_of(now), inflow::per_slice(limits.publishes))
+            {
+                verdict = self.inflow.over(now, &limits);
+            }
             if let Err(e) = self.on_inbound(inbound, &mut acks) {
                 break Err(e);
             }
