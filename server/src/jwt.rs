@@ -149,7 +149,18 @@ impl TokenVerifier {
     /// `jwt_jwks_file`.
     pub fn from_config(c: &Config) -> Result<TokenVerifier, KeyError> {
         let mut keys = Vec::new();
-        if !c.jwt_secret.is_empty() {
+        let public = !c.jwt_public_keys.is_empty() || c.jwt_jwks_file.is_some();
+        // The built-in development secret is public knowledge: once real keys are configured
+        // it must not keep accepting tokens anyone can mint.
+        let dev_secret = c.jwt_secret == crate::config::DEV_JWT_SECRET;
+        if public && dev_secret {
+            tracing::info!(
+                "public token keys configured: HS256 with the development secret is off"
+            );
+        }
+        let dev_secret_off = public && dev_secret;
+        let hs256 = !c.jwt_secret.is_empty() && !dev_secret_off;
+        if hs256 {
             keys.push(Key {
                 kid: None,
                 alg: Algorithm::HS256,
@@ -349,6 +360,29 @@ mod tests {
             },
         );
         assert!(matches!(v.verify(&hs, NOW), Err(TokenError::Algorithm(_))));
+        // With public keys, the built-in development secret does not stay on by default.
+        let with_dev_secret = TokenVerifier::from_config(&Config {
+            jwt_public_keys: vec![JwtPublicKey {
+                alg: "ES256".into(),
+                pem_file: es.pem_file(),
+                kid: None,
+            }],
+            ..Config::default()
+        })
+        .unwrap();
+        let dev = push_protocol::token::mint(
+            crate::config::DEV_JWT_SECRET.as_bytes(),
+            &Claims {
+                sub: "mallory".into(),
+                exp: NOW + 60,
+                device: None,
+                rooms: vec![],
+            },
+        );
+        assert!(matches!(
+            with_dev_secret.verify(&dev, NOW),
+            Err(TokenError::Algorithm(_))
+        ));
         // Another ES256 key's token does not verify.
         let other = Issuer::new(Algorithm::ES256);
         assert_eq!(

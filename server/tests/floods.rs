@@ -374,3 +374,44 @@ async fn publishes_over_their_own_rate_are_paced_and_all_answered() {
     assert!(Stats::get(&server.ctx.stats.paused_for_rate) >= 5);
     assert_eq!(Stats::get(&server.ctx.stats.rate_limited_closes), 0);
 }
+
+/// JOIN, LEAVE and PUBLISH take effect in the order a connection sent them, even pipelined in
+/// one write (the membership check for PUBLISH happens in order with the JOIN and LEAVE).
+#[tokio::test]
+async fn pipelined_room_requests_take_effect_in_order() {
+    let server = start(Config {
+        allow_client_publish: true,
+        ..config()
+    })
+    .await;
+    let mut c = connect(server.tcp_addr, "orderly").await;
+    // Sequences 2..=5: JOIN, PUBLISH (accepted), LEAVE, PUBLISH (refused).
+    let frames = vec![
+        join("ordered", None),
+        publish("ordered", 1),
+        Frame::Leave("ordered".into()),
+        publish("ordered", 2),
+    ];
+    c.send_raw(&wire(frames)).await.unwrap();
+    let mut replies = Vec::new();
+    while replies.len() < 4 {
+        let p = c.next_timeout(WAIT).await.expect("every request answered");
+        match p.frame {
+            Frame::Push(_) => {}
+            f => replies.push((p.seq, f)),
+        }
+    }
+    // A PUBLISH_ACK waits for the commit, so it may arrive after later replies.
+    replies.sort_by_key(|(seq, _)| *seq);
+    assert_eq!(replies[0], (2, Frame::Ok(Some(0))));
+    assert!(
+        matches!(replies[1], (3, Frame::PublishAck(_))),
+        "{replies:?}"
+    );
+    assert_eq!(replies[2], (4, Frame::Ok(None)));
+    assert!(
+        matches!(&replies[3], (5, Frame::Error(e)) if e.code == ErrorCode::FORBIDDEN),
+        "{replies:?}"
+    );
+    assert_eq!(server.ctx.hub.room_size("ordered"), 0);
+}

@@ -18,6 +18,23 @@ pub const ENV_PREFIX: &str = "PUSH_";
 /// `PUSH_*` variables that are not settings but are used by the tools around the server.
 const NOT_SETTINGS: [&str; 2] = ["config", "api_token"];
 
+/// String settings taken verbatim from the environment: parsed like TOML, a secret or a name
+/// that looks like a number or `true` would no longer be a string.
+const RAW_STRINGS: [&str; 12] = [
+    "api_tokens",
+    "data_dir",
+    "jwt_secret",
+    "jwt_jwks_file",
+    "jwt_issuer",
+    "jwt_audience",
+    "amqp.url",
+    "amqp.queue",
+    "amqp.dead_letter_exchange",
+    "amqp.dead_letter_queue",
+    "tls.cert",
+    "tls.key",
+];
+
 /// The settings as layered from `file` (if any) and the process environment, not yet validated.
 /// Also returns the `PUSH_*` variables that name no setting (probably typos).
 pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
@@ -40,26 +57,48 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
             .unwrap_or_default()
             .to_ascii_lowercase()
     };
-    let unknown = std::env::vars()
-        .filter_map(|(name, _)| {
-            let t = top(name.strip_prefix(ENV_PREFIX)?);
-            (!keys.contains(&t.as_str()) && !NOT_SETTINGS.contains(&t.as_str())).then_some(name)
-        })
+    // Names that are not Unicode cannot be settings; skipping them also keeps
+    // `std::env::vars` from panicking on them.
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
-    // Comma-separated, as the flag takes it (and as earlier versions read it); `[...]` also
-    // works, like every other list.
-    let tokens = std::env::var(format!("{ENV_PREFIX}API_TOKENS"))
-        .ok()
-        .filter(|v| !v.trim_start().starts_with('['));
-    let tokens_flat = tokens.is_some();
+    let mut unknown = Vec::new();
+    let mut raw = Vec::new();
+    for (name, value) in &vars {
+        let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let t = top(&key);
+        if NOT_SETTINGS.contains(&t.as_str()) {
+            continue;
+        }
+        if !keys.contains(&t.as_str()) {
+            unknown.push(name.clone());
+        } else if let Some(k) = RAW_STRINGS.iter().find(|k| **k == key.replace("__", ".")) {
+            raw.push((*k, value.clone()));
+        }
+    }
     let env = Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
         let t = top(key.as_str());
-        keys.contains(&t.as_str()) && !(t == "api_tokens" && tokens_flat)
+        let dotted = key.as_str().to_ascii_lowercase();
+        keys.contains(&t.as_str()) && !RAW_STRINGS.contains(&dotted.as_str())
     });
     figment = figment.merge(env);
-    if let Some(list) = &tokens {
-        let list: Vec<&str> = list.split(',').filter(|t| !t.is_empty()).collect();
-        figment = figment.merge(Serialized::default("api_tokens", list));
+    for (key, value) in raw {
+        if key == "api_tokens" {
+            if value.trim_start().starts_with('[') {
+                figment = figment.merge(Env::prefixed(ENV_PREFIX).only(&["api_tokens"]));
+            } else {
+                // Comma-separated, as the flag takes it (and as earlier versions read it).
+                let list: Vec<&str> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                figment = figment.merge(Serialized::default("api_tokens", list));
+            }
+        } else {
+            figment = figment.merge(Serialized::default(key, value));
+        }
     }
     let config: Config = figment.extract().map_err(|e| ConfigError::Layered {
         file: file.map(PathBuf::from),
@@ -138,9 +177,11 @@ mod tests {
             jail.set_env("PUSH_TLS__CERT", "/etc/push/cert.pem");
             jail.set_env("PUSH_TLS__KEY", "/etc/push/key.pem");
             jail.set_env("PUSH_WS_ALLOWED_ORIGINS", "[\"https://app.example\"]");
-            jail.set_env("PUSH_API_TOKENS", "token-one-1,token-two-2");
+            jail.set_env("PUSH_API_TOKENS", "token-one-1, token-two-2");
             jail.set_env("PUSH_MAX_ROOM_OPS_PER_SEC", "3");
             jail.set_env("PUSH_MAX_CONECTIONS", "9");
+            jail.set_env("PUSH_JWT_SECRET", "12345678901234567890");
+            jail.set_env("PUSH_JWT_AUDIENCE", "true");
             let (c, unknown) = load(Some(Path::new("push.toml"))).expect("loads");
             assert_eq!(c.listen.port(), 9000);
             assert_eq!(c.max_connections, 7);
@@ -154,6 +195,8 @@ mod tests {
                 vec!["https://app.example".to_string()]
             );
             assert_eq!(c.api_tokens, vec!["token-one-1", "token-two-2"]);
+            assert_eq!(c.jwt_secret, "12345678901234567890");
+            assert_eq!(c.jwt_audience.as_deref(), Some("true"));
             assert_eq!(c.max_room_ops_per_sec, 3);
             assert!(
                 unknown.contains(&"PUSH_MAX_CONECTIONS".to_string()),

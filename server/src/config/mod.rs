@@ -189,11 +189,11 @@ pub struct Config {
     /// it per 100 ms slice; beyond it the server stops reading the connection until the slice
     /// ends.
     pub max_frames_per_sec: u32,
-    /// JOIN and LEAVE frames one connection may send per second (0 = unlimited, at most 2550),
+    /// JOIN and LEAVE frames one connection may send per second (0 = unlimited, at most 2540),
     /// a tenth of it per 100 ms slice; beyond it the connection is paused like
     /// `max_frames_per_sec`.
     pub max_room_ops_per_sec: u32,
-    /// PUBLISH frames one connection may send per second (0 = unlimited, at most 655350), a
+    /// PUBLISH frames one connection may send per second (0 = unlimited, at most 655340), a
     /// tenth of it per 100 ms slice; beyond it the connection is paused like
     /// `max_frames_per_sec`. Each PUBLISH is a durable write.
     pub max_publishes_per_sec: u32,
@@ -422,16 +422,17 @@ impl Config {
                 "must be at most 65535 (0 = unlimited)",
             );
         }
-        if self.max_publishes_per_sec > 655_350 {
+        // The per-slice counters saturate at 65535 and 255: a tenth of each limit stays below.
+        if self.max_publishes_per_sec > 655_340 {
             return bad(
                 "max_publishes_per_sec",
-                "must be at most 655350 (0 = unlimited)",
+                "must be at most 655340 (0 = unlimited)",
             );
         }
-        if self.max_room_ops_per_sec > 2550 {
+        if self.max_room_ops_per_sec > 2540 {
             return bad(
                 "max_room_ops_per_sec",
-                "must be at most 2550 (0 = unlimited)",
+                "must be at most 2540 (0 = unlimited)",
             );
         }
         if self.ws_max_message < 1024 {

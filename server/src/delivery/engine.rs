@@ -380,6 +380,11 @@ impl Engine {
             } => {
                 self.pending.fetch_sub(1, Ordering::Relaxed);
                 conn.end_request();
+                // Checked here, in order with the connection's JOIN and LEAVE.
+                if !conn.in_room(&room) {
+                    let reason = format!("join room {room} before publishing to it");
+                    return self.send_error(&conn, seq, ErrorCode::FORBIDDEN, reason);
+                }
                 match self.stage_publish(&Target::Room(room), &msg) {
                     Ok((accepted, sends)) => self.stage.done.push(Done::Conn {
                         conn,

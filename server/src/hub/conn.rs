@@ -89,6 +89,9 @@ struct Outbox {
     /// `None` when the connection is in no room.
     #[allow(clippy::box_collection)]
     rooms: Option<Box<Vec<Arc<str>>>>,
+    /// Set once the connection has been unregistered: a JOIN still on its way through the
+    /// delivery engine must not make a closed connection a room member again.
+    gone: bool,
 }
 
 /// What the connection task gets when it polls its outbox.
@@ -411,6 +414,9 @@ impl Conn {
     /// Adds a room to this connection's list; false when already a member.
     pub fn add_room(&self, room: &Arc<str>, max: usize) -> Result<bool, ErrorCode> {
         let mut o = self.lock();
+        if o.gone {
+            return Ok(false);
+        }
         let rooms = o.rooms.get_or_insert_with(Box::default);
         if rooms.iter().any(|r| r == room) {
             return Ok(false);
@@ -447,7 +453,9 @@ impl Conn {
 
     /// Takes the room list (on disconnect).
     pub fn take_rooms(&self) -> Vec<Arc<str>> {
-        self.lock().rooms.take().map(|b| *b).unwrap_or_default()
+        let mut o = self.lock();
+        o.gone = true;
+        o.rooms.take().map(|b| *b).unwrap_or_default()
     }
 
     /// Frames and bytes waiting.
@@ -579,6 +587,17 @@ mod tests {
         assert_eq!(c.add_room(&a, 1), Ok(false));
         assert_eq!(c.add_room(&b, 1), Err(ErrorCode::TOO_MANY_ROOMS));
         assert!(c.remove_room("a"));
+        assert!(!c.in_room("a"));
+    }
+
+    #[test]
+    fn a_connection_whose_rooms_were_taken_joins_no_more() {
+        let c = conn();
+        let a: Arc<str> = "a".into();
+        c.add_room(&a, 4).unwrap();
+        assert_eq!(c.take_rooms(), vec![a.clone()]);
+        // A JOIN that reaches the engine after the disconnect.
+        assert_eq!(c.add_room(&a, 4), Ok(false));
         assert!(!c.in_room("a"));
     }
 }

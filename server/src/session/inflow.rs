@@ -18,7 +18,7 @@ const MAX_ACK_STREAMS: usize = 64;
 pub struct RateLimits {
     /// Frames per second (0 = unlimited, at most 65,535).
     pub frames: u32,
-    /// JOIN and LEAVE frames per second (0 = unlimited, at most 2,550).
+    /// JOIN and LEAVE frames per second (0 = unlimited, at most 2,540).
     pub room_ops: u32,
     /// PUBLISH frames per second (0 = unlimited), counted on the connection's `Conn`.
     pub publishes: u32,

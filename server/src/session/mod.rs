@@ -542,8 +542,8 @@ impl Session {
                         frames_per_sec = limits.frames, room_ops_per_sec = limits.room_ops,
                         windows = limits.close_after, "closing a connection that stayed over its rate limit");
                     let reason = format!(
-                        "over the rate limit ({} frames, {} JOIN/LEAVE per second) for {} s",
-                        limits.frames, limits.room_ops, limits.close_after
+                        "over the rate limit ({} frames, {} JOIN/LEAVE, {} PUBLISH per second; 0 = none) in {} consecutive seconds",
+                        limits.frames, limits.room_ops, limits.publishes, limits.close_after
                     );
                     let hint = Some(self.ctx.config.reconnect_hint_ms);
                     break Err(Ending::Ordered(close_order(

@@ -55,13 +55,6 @@ impl Session {
                 "client publishing is disabled on this server (allow_client_publish)",
             );
         }
-        if !self.conn.in_room(&p.room) {
-            return self.error(
-                seq,
-                ErrorCode::FORBIDDEN,
-                format!("join room {} before publishing to it", p.room),
-            );
-        }
         let key = (!p.key.is_empty()).then(|| format!("conn-publish:{}:{}", self.conn.user, p.key));
         let msg = Message {
             key,
