@@ -1,11 +1,24 @@
-//! Prometheus text exposition (format 0.0.4) of the server's counters, gauges and histograms,
-//! written by hand: a few dozen lines instead of a metrics framework.
+//! Metrics for Prometheus, encoded by the `prometheus-client` crate (OpenMetrics text). The
+//! values live in `Stats` as plain atomics and in the lock-free [`Histogram`] below, which
+//! sit on the per-frame path; on each scrape a collector hands them to the crate's encoder,
+//! which writes the families, label sets, HELP/TYPE lines and histogram buckets.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::context::Ctx;
 use crate::stats::{Stats, SCENARIOS, TRANSPORTS};
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the latency buckets, in seconds.
 /// They reach 10 minutes: accept-to-ack includes retries, the first of which comes after
@@ -34,373 +47,352 @@ impl Histogram {
         self.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, le) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
-            );
-        }
+    /// Sum (seconds), count and per-bucket counts with the overflow last (upper bound
+    /// `f64::MAX`, which the encoder writes as `+Inf`).
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let mut buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(le, n)| (*le, n.load(Ordering::Relaxed)))
+            .collect();
+        let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
+        buckets.push((f64::MAX, count.saturating_sub(counted)));
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
+        (sum, count, buckets)
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
+/// Labels of one sample.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
 
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
-}
+/// Writes families through the crate's encoder.
+struct Families<'a>(DescriptorEncoder<'a>);
 
-/// A counter family with one sample per delivery scenario.
-fn by_scenario(out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]) {
-    header(out, name, "counter", help);
-    for (sc, v) in SCENARIOS.iter().zip(values) {
-        let _ = writeln!(out, "{name}{{scenario=\"{sc}\"}} {}", Stats::get(v));
+impl Families<'_> {
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let m = self
+            .0
+            .encode_descriptor(base, help, None, MetricType::Counter)?;
+        ConstCounter::new(value).encode(m)
+    }
+
+    /// A counter family, one sample per label set. `name` ends in `_total`, which the
+    /// encoder adds to the samples itself.
+    fn counters(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) -> fmt::Result {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let mut m = self
+            .0
+            .encode_descriptor(base, help, None, MetricType::Counter)?;
+        for (labels, v) in samples {
+            ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        let m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(m)
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, v) in samples {
+            let v = i64::try_from(v).unwrap_or(i64::MAX);
+            ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: Vec<(Labels, &Histogram)>,
+    ) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for (labels, h) in samples {
+            let (sum, count, buckets) = h.snapshot();
+            m.encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        let (sum, count, buckets) = h.snapshot();
+        m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }
 
-/// A histogram family with one histogram per delivery scenario.
-fn histograms_by_scenario(out: &mut String, name: &str, help: &str, hists: &[Histogram; 3]) {
-    header(out, name, "histogram", help);
-    for (sc, h) in SCENARIOS.iter().zip(hists) {
-        h.render(out, name, &format!("scenario=\"{sc}\""));
+fn by_scenario(values: &[AtomicU64; 3]) -> Vec<(Labels<'static>, u64)> {
+    SCENARIOS
+        .iter()
+        .zip(values)
+        .map(|(sc, v)| (vec![("scenario", *sc)], Stats::get(v)))
+        .collect()
+}
+
+fn histograms_by_scenario(hists: &[Histogram; 3]) -> Vec<(Labels<'static>, &Histogram)> {
+    SCENARIOS
+        .iter()
+        .zip(hists)
+        .map(|(sc, h)| (vec![("scenario", *sc)], h))
+        .collect()
+}
+
+/// The server's metrics, read on each scrape.
+struct Exporter(Arc<Ctx>);
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Exporter")
     }
 }
 
-/// Renders every metric.
-pub fn render(ctx: &Ctx) -> String {
-    let s: &Stats = &ctx.stats;
-    let get = Stats::get;
-    let mut out = String::with_capacity(8192);
-    header(
-        &mut out,
-        "push_connections",
-        "gauge",
-        "Authenticated connections open, by transport.",
-    );
-    for (t, n) in TRANSPORTS.iter().zip(&s.connections) {
-        let _ = writeln!(out, "push_connections{{transport=\"{t}\"}} {}", get(n));
-    }
-    single(
-        &mut out,
-        "push_sockets_open",
-        "gauge",
-        "Sockets open, authenticated or not.",
-        ctx.open.load(Ordering::Relaxed) as u64,
-    );
-    single(
-        &mut out,
-        "push_rooms",
-        "gauge",
-        "Rooms with at least one member.",
-        ctx.hub.room_count() as u64,
-    );
-    single(
-        &mut out,
-        "push_accepted_sockets_total",
-        "counter",
-        "Sockets accepted: TCP connections and WebSocket upgrades.",
-        get(&s.accepted),
-    );
-    single(
-        &mut out,
-        "push_websocket_upgrades_total",
-        "counter",
-        "WebSocket upgrades admitted (binary and JSON modes).",
-        get(&s.ws_upgrades),
-    );
-    single(
-        &mut out,
-        "push_long_polls_total",
-        "counter",
-        "Long-poll requests served.",
-        get(&s.long_polls),
-    );
-    header(
-        &mut out,
-        "push_handshakes_total",
-        "counter",
-        "Handshakes by result and reason.",
-    );
-    let _ = writeln!(
-        out,
-        "push_handshakes_total{{result=\"ok\",reason=\"\"}} {}",
-        get(&s.handshakes_ok)
-    );
-    for (code, n) in s.handshake_failures() {
-        let _ = writeln!(
-            out,
-            "push_handshakes_total{{result=\"failed\",reason=\"{}\"}} {n}",
-            code.name()
+impl Collector for Exporter {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let ctx = &self.0;
+        let s: &Stats = &ctx.stats;
+        let get = Stats::get;
+        let mut f = Families(encoder);
+        let transports = TRANSPORTS.iter().zip(&s.connections);
+        f.gauges(
+            "push_connections",
+            "Authenticated connections open, by transport.",
+            transports.map(|(t, n)| (vec![("transport", *t)], get(n))).collect(),
+        )?;
+        f.gauge(
+            "push_sockets_open",
+            "Sockets open, authenticated or not.",
+            ctx.open.load(Ordering::Relaxed) as u64,
+        )?;
+        f.gauge(
+            "push_rooms",
+            "Rooms with at least one member.",
+            ctx.hub.room_count() as u64,
+        )?;
+        f.counter(
+            "push_accepted_sockets_total",
+            "Sockets accepted: TCP connections and WebSocket upgrades.",
+            get(&s.accepted),
+        )?;
+        f.counter(
+            "push_websocket_upgrades_total",
+            "WebSocket upgrades admitted (binary and JSON modes).",
+            get(&s.ws_upgrades),
+        )?;
+        f.counter(
+            "push_long_polls_total",
+            "Long-poll requests served.",
+            get(&s.long_polls),
+        )?;
+        let failures = s.handshake_failures();
+        let mut handshakes = vec![(vec![("result", "ok"), ("reason", "")], get(&s.handshakes_ok))];
+        handshakes.extend(
+            failures
+                .iter()
+                .map(|(code, n)| (vec![("result", "failed"), ("reason", code.name())], *n)),
         );
+        handshakes.push((
+            vec![("result", "failed"), ("reason", "closed")],
+            get(&s.handshakes_abandoned),
+        ));
+        f.counters(
+            "push_handshakes_total",
+            "Handshakes by result and reason.",
+            handshakes,
+        )?;
+        f.counter(
+            "push_refused_connection_limit_total",
+            "Sockets refused at the global connection limit.",
+            get(&s.refused_limit),
+        )?;
+        f.counter(
+            "push_frames_in_total",
+            "Frames decoded from clients.",
+            get(&s.frames_in),
+        )?;
+        f.counter(
+            "push_bytes_out_total",
+            "Bytes written to clients.",
+            get(&s.bytes_out),
+        )?;
+        f.counter(
+            "push_bytes_in_total",
+            "Bytes read from clients.",
+            get(&s.bytes_in),
+        )?;
+        f.counter(
+            "push_frames_out_total",
+            "Queued frames written to clients.",
+            get(&s.frames_out),
+        )?;
+        f.counter(
+            "push_protocol_errors_total",
+            "Protocol errors that closed a connection.",
+            get(&s.protocol_errors),
+        )?;
+        f.counters(
+            "push_messages_accepted_total",
+            "Messages accepted (durably stored), by scenario.",
+            by_scenario(&s.accepted_by),
+        )?;
+        f.counters(
+            "push_messages_failed_total",
+            "Publishes refused (storage, overload), by scenario.",
+            by_scenario(&s.failed_by),
+        )?;
+        f.counters(
+            "push_deliveries_queued_total",
+            "Message frames queued to connections, by scenario.",
+            by_scenario(&s.queued_by),
+        )?;
+        f.histograms(
+            "push_accept_to_queue_seconds",
+            "Time from acceptance (commit) to the frame being queued on every connection, by scenario.",
+            histograms_by_scenario(&s.fanout_latency),
+        )?;
+        f.histogram(
+            "push_publish_seconds",
+            "Time from a publish request reaching storage to its commit.",
+            &s.publish_latency,
+        )?;
+        f.histograms(
+            "push_accept_to_write_seconds",
+            "Time from acceptance to the frame being written to the client's socket, by scenario.",
+            histograms_by_scenario(&s.write_latency),
+        )?;
+        f.histogram(
+            "push_accept_to_ack_seconds",
+            "Time from acceptance to the client's ACK, user messages (sampled: the oldest unacknowledged live message per user).",
+            &s.ack_latency,
+        )?;
+        f.counter(
+            "push_duplicates_total",
+            "Publishes answered from the idempotency record.",
+            get(&s.duplicates),
+        )?;
+        f.counter(
+            "push_slow_consumer_disconnects_total",
+            "Connections dropped as slow consumers.",
+            get(&s.slow_consumers),
+        )?;
+        f.counter(
+            "push_heartbeat_timeouts_total",
+            "Connections closed by the heartbeat timeout.",
+            get(&s.heartbeat_timeouts),
+        )?;
+        f.counter(
+            "push_kicked_total",
+            "Connections closed through the API.",
+            get(&s.kicked),
+        )?;
+        f.counter(
+            "push_retries_total",
+            "Unacknowledged messages resent.",
+            get(&s.retries),
+        )?;
+        f.counter(
+            "push_users_failed_total",
+            "Times a user's unacknowledged messages were marked failed.",
+            get(&s.messages_failed),
+        )?;
+        f.counter(
+            "push_store_commits_total",
+            "Group commits to storage.",
+            get(&s.store_commits),
+        )?;
+        f.counter(
+            "push_store_errors_total",
+            "Failed storage commits.",
+            get(&s.store_errors),
+        )?;
+        f.gauge(
+            "push_storage_failing",
+            "1 from a failed commit until the next successful one (disk full, I/O error).",
+            u64::from(s.storage_failing.load(Ordering::Relaxed)),
+        )?;
+        f.histogram(
+            "push_store_commit_seconds",
+            "Duration of one group commit.",
+            &s.commit_latency,
+        )?;
+        f.counter(
+            "push_compactions_total",
+            "Compaction steps that deleted records.",
+            get(&s.compactions),
+        )?;
+        f.counters(
+            "push_rate_limited_total",
+            "Requests refused by a rate limit, by kind: API keys, handshakes per address, connections closed with RATE_LIMITED.",
+            vec![
+                (vec![("kind", "api")], get(&s.rate_limited_api)),
+                (vec![("kind", "handshake")], get(&s.rate_limited_handshake)),
+                (vec![("kind", "connection")], get(&s.rate_limited_closes)),
+            ],
+        )?;
+        f.counters(
+            "push_inbound_paused_total",
+            "Times a connection's reader paused: its requests filled max_requests_in_flight (engine) or it went over a rate slice (rate).",
+            vec![
+                (vec![("reason", "engine")], get(&s.paused_for_engine)),
+                (vec![("reason", "rate")], get(&s.paused_for_rate)),
+            ],
+        )?;
+        f.gauge(
+            "push_engine_queue",
+            "Requests waiting for the delivery engine.",
+            get(&s.engine_queued),
+        )?;
+        f.gauge(
+            "push_engine_queue_max",
+            "Most requests ever waiting for the delivery engine at once (since start).",
+            get(&s.engine_queued_max),
+        )?;
+        f.counters(
+            "push_ingest_total",
+            "Message-queue deliveries by outcome.",
+            vec![
+                (vec![("outcome", "accepted")], get(&s.ingest_accepted)),
+                (vec![("outcome", "duplicate")], get(&s.ingest_duplicates)),
+                (vec![("outcome", "dead_lettered")], get(&s.ingest_dead_lettered)),
+                (vec![("outcome", "requeued")], get(&s.ingest_requeued)),
+            ],
+        )?;
+        if ctx.config.amqp.is_some() {
+            f.gauge(
+                "push_broker_up",
+                "1 while the message-queue consumer is connected.",
+                u64::from(ctx.broker_up.load(Ordering::Relaxed)),
+            )?;
+            f.counter(
+                "push_broker_disconnects_total",
+                "Broker connections lost or refused.",
+                get(&s.broker_disconnects),
+            )?;
+        }
+        Ok(())
     }
-    let _ = writeln!(
-        out,
-        "push_handshakes_total{{result=\"failed\",reason=\"closed\"}} {}",
-        get(&s.handshakes_abandoned)
-    );
-    single(
-        &mut out,
-        "push_refused_connection_limit_total",
-        "counter",
-        "Sockets refused at the global connection limit.",
-        get(&s.refused_limit),
-    );
-    single(
-        &mut out,
-        "push_frames_in_total",
-        "counter",
-        "Frames decoded from clients.",
-        get(&s.frames_in),
-    );
-    single(
-        &mut out,
-        "push_bytes_out_total",
-        "counter",
-        "Bytes written to clients.",
-        get(&s.bytes_out),
-    );
-    single(
-        &mut out,
-        "push_bytes_in_total",
-        "counter",
-        "Bytes read from clients.",
-        get(&s.bytes_in),
-    );
-    single(
-        &mut out,
-        "push_frames_out_total",
-        "counter",
-        "Queued frames written to clients.",
-        get(&s.frames_out),
-    );
-    single(
-        &mut out,
-        "push_protocol_errors_total",
-        "counter",
-        "Protocol errors that closed a connection.",
-        get(&s.protocol_errors),
-    );
-    by_scenario(
-        &mut out,
-        "push_messages_accepted_total",
-        "Messages accepted (durably stored), by scenario.",
-        &s.accepted_by,
-    );
-    by_scenario(
-        &mut out,
-        "push_messages_failed_total",
-        "Publishes refused (storage, overload), by scenario.",
-        &s.failed_by,
-    );
-    by_scenario(
-        &mut out,
-        "push_deliveries_queued_total",
-        "Message frames queued to connections, by scenario.",
-        &s.queued_by,
-    );
-    histograms_by_scenario(
-        &mut out,
-        "push_accept_to_queue_seconds",
-        "Time from acceptance (commit) to the frame being queued on every connection, by scenario.",
-        &s.fanout_latency,
-    );
-    header(
-        &mut out,
-        "push_publish_seconds",
-        "histogram",
-        "Time from a publish request reaching storage to its commit.",
-    );
-    s.publish_latency
-        .render(&mut out, "push_publish_seconds", "");
-    histograms_by_scenario(
-        &mut out,
-        "push_accept_to_write_seconds",
-        "Time from acceptance to the frame being written to the client's socket, by scenario.",
-        &s.write_latency,
-    );
-    header(
-        &mut out,
-        "push_accept_to_ack_seconds",
-        "histogram",
-        "Time from acceptance to the client's ACK, user messages (sampled: the oldest unacknowledged live message per user).",
-    );
-    s.ack_latency
-        .render(&mut out, "push_accept_to_ack_seconds", "");
-    single(
-        &mut out,
-        "push_duplicates_total",
-        "counter",
-        "Publishes answered from the idempotency record.",
-        get(&s.duplicates),
-    );
-    single(
-        &mut out,
-        "push_slow_consumer_disconnects_total",
-        "counter",
-        "Connections dropped as slow consumers.",
-        get(&s.slow_consumers),
-    );
-    single(
-        &mut out,
-        "push_heartbeat_timeouts_total",
-        "counter",
-        "Connections closed by the heartbeat timeout.",
-        get(&s.heartbeat_timeouts),
-    );
-    single(
-        &mut out,
-        "push_kicked_total",
-        "counter",
-        "Connections closed through the API.",
-        get(&s.kicked),
-    );
-    single(
-        &mut out,
-        "push_retries_total",
-        "counter",
-        "Unacknowledged messages resent.",
-        get(&s.retries),
-    );
-    single(
-        &mut out,
-        "push_users_failed_total",
-        "counter",
-        "Times a user's unacknowledged messages were marked failed.",
-        get(&s.messages_failed),
-    );
-    single(
-        &mut out,
-        "push_store_commits_total",
-        "counter",
-        "Group commits to storage.",
-        get(&s.store_commits),
-    );
-    single(
-        &mut out,
-        "push_store_errors_total",
-        "counter",
-        "Failed storage commits.",
-        get(&s.store_errors),
-    );
-    single(
-        &mut out,
-        "push_storage_failing",
-        "gauge",
-        "1 from a failed commit until the next successful one (disk full, I/O error).",
-        u64::from(s.storage_failing.load(Ordering::Relaxed)),
-    );
-    header(
-        &mut out,
-        "push_store_commit_seconds",
-        "histogram",
-        "Duration of one group commit.",
-    );
-    s.commit_latency
-        .render(&mut out, "push_store_commit_seconds", "");
-    single(
-        &mut out,
-        "push_compactions_total",
-        "counter",
-        "Compaction steps that deleted records.",
-        get(&s.compactions),
-    );
-    header(
-        &mut out,
-        "push_rate_limited_total",
-        "counter",
-        "Requests refused by a rate limit, by kind.",
-    );
-    let _ = writeln!(
-        out,
-        "push_rate_limited_total{{kind=\"api\"}} {}",
-        get(&s.rate_limited_api)
-    );
-    let _ = writeln!(
-        out,
-        "push_rate_limited_total{{kind=\"handshake\"}} {}",
-        get(&s.rate_limited_handshake)
-    );
-    let _ = writeln!(
-        out,
-        "push_rate_limited_total{{kind=\"connection\"}} {}",
-        get(&s.rate_limited_closes)
-    );
-    header(
-        &mut out,
-        "push_inbound_paused_total",
-        "counter",
-        "Times a connection's reader paused: its requests filled max_requests_in_flight (engine) or it went over a frame-rate window (rate).",
-    );
-    let _ = writeln!(
-        out,
-        "push_inbound_paused_total{{reason=\"engine\"}} {}",
-        get(&s.paused_for_engine)
-    );
-    let _ = writeln!(
-        out,
-        "push_inbound_paused_total{{reason=\"rate\"}} {}",
-        get(&s.paused_for_rate)
-    );
-    single(
-        &mut out,
-        "push_engine_queue",
-        "gauge",
-        "Requests waiting for the delivery engine.",
-        get(&s.engine_queued),
-    );
-    single(
-        &mut out,
-        "push_engine_queue_max",
-        "gauge",
-        "Most requests ever waiting for the delivery engine at once (since start).",
-        get(&s.engine_queued_max),
-    );
-    header(
-        &mut out,
-        "push_ingest_total",
-        "counter",
-        "Message-queue deliveries by outcome.",
-    );
-    for (outcome, c) in [
-        ("accepted", &s.ingest_accepted),
-        ("duplicate", &s.ingest_duplicates),
-        ("dead_lettered", &s.ingest_dead_lettered),
-        ("requeued", &s.ingest_requeued),
-    ] {
-        let _ = writeln!(out, "push_ingest_total{{outcome=\"{outcome}\"}} {}", get(c));
-    }
-    if ctx.config.amqp.is_some() {
-        single(
-            &mut out,
-            "push_broker_up",
-            "gauge",
-            "1 while the message-queue consumer is connected.",
-            u64::from(ctx.broker_up.load(Ordering::Relaxed)),
-        );
-        single(
-            &mut out,
-            "push_broker_disconnects_total",
-            "counter",
-            "Broker connections lost or refused.",
-            get(&s.broker_disconnects),
-        );
+}
+
+/// Renders every metric (OpenMetrics text, [`CONTENT_TYPE`]).
+pub fn render(ctx: &Arc<Ctx>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exporter(ctx.clone())));
+    let mut out = String::with_capacity(16 * 1024);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!("cannot encode metrics: {e}");
     }
     out
 }
@@ -410,19 +402,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn histogram_buckets_count_each_observation_once_with_the_overflow_last() {
         let h = Histogram::default();
         h.observe_micros(50);
         h.observe_micros(2_000);
         h.observe_micros(10_000_000);
-        let mut out = String::new();
-        h.render(&mut out, "x", "a=\"b\"");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0001\"} 1"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0025\"} 2"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"5\"} 2"), "{out}");
+        h.observe_micros(3_600_000_000);
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 4);
+        assert!((sum - 3610.00205).abs() < 1e-6, "{sum}");
+        let at = |le: f64| buckets.iter().find(|(b, _)| *b == le).unwrap().1;
+        assert_eq!(at(0.0001), 1);
+        assert_eq!(at(0.0025), 1);
         // Ten seconds (a retried message's accept-to-ack) is inside a finite bucket.
-        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 3"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"), "{out}");
-        assert!(out.contains("x_count{a=\"b\"} 3"), "{out}");
+        assert_eq!(at(10.0), 1);
+        assert_eq!(buckets.last(), Some(&(f64::MAX, 1)));
     }
 }

@@ -218,8 +218,8 @@ async fn metrics_and_readiness() {
         "# TYPE push_publish_seconds histogram",
         "push_accept_to_ack_seconds_count 1",
         "push_accept_to_write_seconds_count{scenario=\"user\"} 1",
-        "# TYPE push_frames_out_total counter",
-        "# TYPE push_bytes_in_total counter",
+        "# TYPE push_frames_out counter",
+        "# TYPE push_bytes_in counter",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
@@ -299,8 +299,14 @@ fn sample(text: &str, name: &str) -> u64 {
 }
 
 async fn metrics(server: &push_server::ServerHandle) -> String {
-    let (s, text) = http(server.http_addr, "GET", "/metrics", None, "").await;
+    let (s, head, text) = http_full(server.http_addr, "GET", "/metrics", None, "").await;
     assert_eq!(s, 200);
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
     text
 }
 

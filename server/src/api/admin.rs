@@ -91,11 +91,11 @@ pub async fn remove_member(
     Ok(Json(json!({ "room": room, "user": user, "left": left })).into_response())
 }
 
-/// `GET /metrics`: Prometheus text format (no authentication, like most exporters; bind the
-/// HTTP listener to a private address when that matters).
+/// `GET /metrics`: OpenMetrics text, which Prometheus reads (no authentication, like most
+/// exporters; bind the HTTP listener to a private address when that matters).
 pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::render(&ctx),
     )
         .into_response()
