@@ -170,7 +170,9 @@ impl Collector for Exporter {
         f.gauges(
             "push_connections",
             "Authenticated connections open, by transport.",
-            transports.map(|(t, n)| (vec![("transport", *t)], get(n))).collect(),
+            transports
+                .map(|(t, n)| (vec![("transport", *t)], get(n)))
+                .collect(),
         )?;
         f.gauge(
             "push_sockets_open",
@@ -198,7 +200,10 @@ impl Collector for Exporter {
             get(&s.long_polls),
         )?;
         let failures = s.handshake_failures();
-        let mut handshakes = vec![(vec![("result", "ok"), ("reason", "")], get(&s.handshakes_ok))];
+        let mut handshakes = vec![(
+            vec![("result", "ok"), ("reason", "")],
+            get(&s.handshakes_ok),
+        )];
         handshakes.extend(
             failures
                 .iter()
@@ -366,7 +371,10 @@ impl Collector for Exporter {
             vec![
                 (vec![("outcome", "accepted")], get(&s.ingest_accepted)),
                 (vec![("outcome", "duplicate")], get(&s.ingest_duplicates)),
-                (vec![("outcome", "dead_lettered")], get(&s.ingest_dead_lettered)),
+                (
+                    vec![("outcome", "dead_lettered")],
+                    get(&s.ingest_dead_lettered),
+                ),
                 (vec![("outcome", "requeued")], get(&s.ingest_requeued)),
             ],
         )?;

@@ -171,6 +171,23 @@ pub fn split(total: usize, per_worker: usize) -> Vec<(usize, usize)> {
     out
 }
 
+impl Workers {
+    /// Waits until `expected` deliveries have arrived, or until none arrived for `quiet`;
+    /// returns how many did.
+    pub async fn drain_received(&mut self, expected: u64, quiet: Duration) -> u64 {
+        let mut received = 0;
+        let mut last_change = std::time::Instant::now();
+        while received < expected && last_change.elapsed() < quiet {
+            let r = self.poll_received(Duration::from_millis(250)).await;
+            if r != received {
+                received = r;
+                last_change = std::time::Instant::now();
+            }
+        }
+        received
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

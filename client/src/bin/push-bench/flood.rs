@@ -226,37 +226,27 @@ pub async fn run(c: Common, f: FloodArgs) -> Res {
         }));
     }
     let messages = (f.rate * f.seconds) as usize;
-    let mut publish_failed = 0u64;
-    let mut rss_peak = rss0.unwrap_or(0);
-    for i in 0..messages {
-        tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / f.rate)).into()).await;
-        let body = json!({"to": {"room": NEWS}, "kind": "bench", "payload": stamped_payload(64)});
-        if !matches!(
-            http.post("/api/v1/push", &c.api_token, &body.to_string())
-                .await,
-            Ok((200, _))
-        ) {
-            publish_failed += 1;
-        }
-        if i % 25 == 0 {
-            rss_peak = rss_peak.max(pid.and_then(procstat::rss_bytes).unwrap_or(0));
-        }
-    }
+    let (publish_failed, rss_peak) = crate::publish::publish_paced(
+        &mut http,
+        &c.api_token,
+        (messages, f.rate, t0),
+        pid,
+        rss0.unwrap_or(0),
+        |_| {
+            json!({"to": {"room": NEWS}, "kind": "bench", "payload": stamped_payload(64)})
+                .to_string()
+        },
+    )
+    .await;
     for t in tasks {
         let _ = t.await;
     }
     let flood_secs = t0.elapsed().as_secs_f64();
     let cpu1 = pid.and_then(procstat::cpu_seconds);
     let expected = (messages * ready.ok) as u64;
-    let mut received = 0;
-    let mut last_change = Instant::now();
-    while received < expected && last_change.elapsed() < Duration::from_secs(15) {
-        let r = bystanders.poll_received(Duration::from_millis(250)).await;
-        if r != received {
-            received = r;
-            last_change = Instant::now();
-        }
-    }
+    bystanders
+        .drain_received(expected, Duration::from_secs(15))
+        .await;
     let merged = report::merge(&bystanders.stop().await);
     let metrics = match http.get("/metrics", &c.api_token).await {
         Ok((200, text)) => text,

@@ -98,34 +98,20 @@ pub async fn run(c: Common, h: HostileArgs) -> Res {
         kinds.push((tag, r.ok, w));
     }
     let rss_loaded = pid.and_then(procstat::rss_bytes);
-    let t0 = Instant::now();
     let mut http = http::Http::new(c.http);
-    let mut publish_failed = 0u64;
-    let mut rss_peak = rss_loaded.unwrap_or(0);
-    for i in 0..h.messages {
-        tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / h.rate)).into()).await;
-        let body = json!({"to": {"room": ROOM}, "kind": "bench", "payload": noisy(h.size, i)});
-        if !matches!(
-            http.post("/api/v1/push", &c.api_token, &body.to_string())
-                .await,
-            Ok((200, _))
-        ) {
-            publish_failed += 1;
-        }
-        if i % 50 == 0 {
-            rss_peak = rss_peak.max(pid.and_then(procstat::rss_bytes).unwrap_or(0));
-        }
-    }
+    let (publish_failed, rss_peak) = crate::publish::publish_paced(
+        &mut http,
+        &c.api_token,
+        (h.messages, h.rate, Instant::now()),
+        pid,
+        rss_loaded.unwrap_or(0),
+        |i| json!({"to": {"room": ROOM}, "kind": "bench", "payload": noisy(h.size, i)}).to_string(),
+    )
+    .await;
     let expected = (h.messages * ready.ok) as u64;
-    let mut received = 0;
-    let mut last_change = Instant::now();
-    while received < expected && last_change.elapsed() < Duration::from_secs(15) {
-        let r = bystanders.poll_received(Duration::from_millis(250)).await;
-        if r != received {
-            received = r;
-            last_change = Instant::now();
-        }
-    }
+    bystanders
+        .drain_received(expected, Duration::from_secs(15))
+        .await;
     let rss_after = pid.and_then(procstat::rss_bytes);
     let merged = report::merge(&bystanders.stop().await);
     let mut fig = Map::new();

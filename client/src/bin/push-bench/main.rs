@@ -10,6 +10,7 @@ mod hostile;
 mod hostile_worker;
 mod http;
 mod procstat;
+mod publish;
 mod report;
 mod soak;
 mod spec;
