@@ -109,7 +109,8 @@ fn main() -> anyhow::Result<()> {
     for name in unknown {
         tracing::warn!("environment variable {name} names no setting and is ignored (see push-server.example.toml)");
     }
-    if config.jwt_secret == DEV_JWT_SECRET {
+    let public_keys = !config.jwt_public_keys.is_empty() || config.jwt_jwks_file.is_some();
+    if config.jwt_secret == DEV_JWT_SECRET && !public_keys {
         tracing::warn!("using the built-in development JWT secret; set jwt_secret / PUSH_JWT_SECRET in production");
     }
     if config.api_tokens.iter().any(|t| t == DEV_API_TOKEN) {
