@@ -6,11 +6,16 @@
 //! long-lived part is a [`Session`] of about a hundred bytes. Its loop waits on exactly two
 //! sources, socket readiness and the connection's outbox (a hand-rolled `select!`).
 //! Heartbeats, shutdown and kicks reach it as frames or close orders in its outbox (from the
-//! shared heartbeat sweep and the hub), so it holds no timer of its own. Read state (buffer and
-//! codec) exists only while a partial frame is pending; the write batch only while writing.
+//! shared heartbeat sweep and the hub), so it holds no timer of its own (a rate pause spawns a
+//! one-shot timer that wakes it through the outbox). Read state (buffer and codec) exists only
+//! while a partial frame is pending; the write batch only while writing.
+//!
+//! This file holds the task and the write side; `read` the read side under inbound flow
+//! control (`inflow`), `handshake` the first frame, `rooms` JOIN/LEAVE/PUBLISH.
 
 mod handshake;
 mod inflow;
+mod read;
 mod rooms;
 
 use std::future::Future;
@@ -27,20 +32,18 @@ use push_protocol::{
 };
 use tokio::net::TcpStream;
 
-use crate::context::{close_order, Admission};
+use crate::context::Admission;
 use crate::hub::{CloseOrder, Conn, Output, Queued};
 use crate::transport::link::Link;
 use crate::transport::ws::frame::{self as wsf, close_code, WsError};
-use crate::transport::ws::inbound::{self, Inbound, InboundError, ReadState};
+use crate::transport::ws::inbound::{InboundError, ReadState};
 use crate::transport::ws::Transport;
-use inflow::{AckBatch, Inflow, RateLimits, Verdict};
+use inflow::Inflow;
 
 pub use handshake::HandshakeError;
 pub use push_protocol::hello::negotiate;
 pub use rooms::valid_room_name;
 
-/// Reads per wake before yielding to other tasks.
-const READ_BUDGET: usize = 16;
 /// Frames taken from the outbox per vectored write.
 const WRITE_BATCH: usize = 64;
 /// Loop iterations per poll before yielding, so one busy connection cannot starve others.
@@ -328,28 +331,6 @@ impl Session {
         }
     }
 
-    /// False while inbound flow control holds the connection: its rate window is used up, or
-    /// its requests fill its in-flight limit. Either wakes the task through the outbox waker,
-    /// which `poll_wake` registered before this: the pause's timer or the engine.
-    fn may_read(&mut self) -> bool {
-        if self.inflow.may_be_paused() && self.inflow.rate_paused(self.ctx.hub.now_ms()) {
-            return false;
-        }
-        !self
-            .conn
-            .must_wait_for_engine(self.ctx.config.max_requests_in_flight)
-    }
-
-    fn rate_limits(&self) -> RateLimits {
-        let c = &self.ctx.config;
-        RateLimits {
-            frames: c.max_frames_per_sec,
-            room_ops: c.max_room_ops_per_sec,
-            publishes: c.max_publishes_per_sec,
-            close_after: c.rate_limit_close_after_sec,
-        }
-    }
-
     /// Puts protocol wire bytes into this connection's transport framing.
     fn wrap(&self, frame: Bytes, raw: bool) -> Bytes {
         if raw {
@@ -430,161 +411,6 @@ impl Session {
         }
     }
 
-    /// Handles frames that arrived together with HELLO: they are already buffered, and the
-    /// socket may have nothing more to say until they are answered.
-    fn decode_pending(&mut self) -> Result<(), Ending> {
-        let Some(mut st) = self.pending.take() else {
-            self.inflow.set_stalled(false);
-            return Ok(());
-        };
-        let result = self.decode_all(&mut st);
-        if !st.is_idle() {
-            self.pending = Some(st);
-        }
-        result
-    }
-
-    fn on_readable(&mut self) -> Result<(), Ending> {
-        let mut st = self.pending.take().unwrap_or_else(|| {
-            Box::new(ReadState::new(FrameCodec::new(
-                self.ctx.limits,
-                *self.ctx.delivery.options(),
-            )))
-        });
-        let result = self.read_into(&mut st);
-        if !st.is_idle() {
-            self.pending = Some(st);
-        }
-        result
-    }
-
-    fn read_into(&mut self, st: &mut ReadState) -> Result<(), Ending> {
-        for _ in 0..READ_BUDGET {
-            if st.raw.capacity() == st.raw.len() {
-                st.raw.reserve(inbound::READ_CHUNK);
-            }
-            match self.link.try_read_buf(&mut st.raw) {
-                Ok(0) => return Err(Ending::PeerClosed),
-                Ok(n) => {
-                    self.ctx.stats.add(&self.ctx.stats.bytes_in, n as u64);
-                    self.decode_all(st)?;
-                    if self.inflow.stalled() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(Ending::Io(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Decodes and handles what the buffer holds, until flow control says stop (SPEC.md
-    /// §9.2): the connection's engine requests reach `max_requests_in_flight`, or a frame
-    /// goes over a rate window (pause until it ends, or RATE_LIMITED after too many).
-    fn decode_all(&mut self, st: &mut ReadState) -> Result<(), Ending> {
-        let now = self.ctx.hub.now_ms();
-        st.codec.set_now_ms(now);
-        let max_ws = self.ctx.config.ws_max_message;
-        let max_in_flight = self.ctx.config.max_requests_in_flight;
-        let limits = self.rate_limits();
-        let mut acks = AckBatch::default();
-        self.inflow.set_stalled(false);
-        let result = loop {
-            if self.conn.must_wait_for_engine(max_in_flight) {
-                self.ctx.stats.inc(&self.ctx.stats.paused_for_engine);
-                self.inflow.set_stalled(true);
-                break Ok(());
-            }
-            let inbound = match st.next(self.transport, max_ws) {
-                Ok(Some(inbound)) => inbound,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e.into()),
-            };
-            self.conn.touch(now);
-            let (room_op, publish) = match &inbound {
-                Inbound::Packet(p) => (
-                    matches!(p.frame, Frame::Join(_) | Frame::Leave(_)),
-                    matches!(p.frame, Frame::Publish(_)),
-                ),
-                _ => (false, false),
-            };
-            let mut verdict = self.inflow.count(now, room_op, &limits);
-            if publish
-                && verdict == Verdict::Go
-                && limits.publishes != 0
-                && !self
-                    .conn
-                    .count_publish(Inflow::slice_of(now), inflow::per_slice(limits.publishes))
-            {
-                verdict = self.inflow.over(now, &limits);
-            }
-            if let Err(e) = self.on_inbound(inbound, &mut acks) {
-                break Err(e);
-            }
-            match verdict {
-                Verdict::Go => {}
-                Verdict::Pause(ms) => {
-                    self.ctx.stats.inc(&self.ctx.stats.paused_for_rate);
-                    // One timer per pause, at most one pause per 100 ms slice; the extra ms
-                    // makes sure the hub clock has reached the next slice when it fires.
-                    let conn = self.conn.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(u64::from(ms) + 1)).await;
-                        conn.wake();
-                    });
-                    self.inflow.set_stalled(true);
-                    break Ok(());
-                }
-                Verdict::Close => {
-                    self.ctx.stats.inc(&self.ctx.stats.rate_limited_closes);
-                    tracing::warn!(conn = self.conn.id, user = %self.conn.user,
-                        frames_per_sec = limits.frames, room_ops_per_sec = limits.room_ops,
-                        windows = limits.close_after, "closing a connection that stayed over its rate limit");
-                    let reason = format!(
-                        "over the rate limit ({} frames, {} JOIN/LEAVE, {} PUBLISH per second; 0 = none) in {} consecutive seconds",
-                        limits.frames, limits.room_ops, limits.publishes, limits.close_after
-                    );
-                    let hint = Some(self.ctx.config.reconnect_hint_ms);
-                    break Err(Ending::Ordered(close_order(
-                        ErrorCode::RATE_LIMITED,
-                        hint,
-                        &reason,
-                    )));
-                }
-            }
-        };
-        self.send_acks(&mut acks);
-        result?;
-        st.codec.check_timeouts().map_err(Ending::Protocol)
-    }
-
-    fn on_inbound(&mut self, inbound: Inbound, acks: &mut AckBatch) -> Result<(), Ending> {
-        match inbound {
-            Inbound::Packet(packet) => {
-                self.ctx.stats.inc(&self.ctx.stats.frames_in);
-                self.handle(packet, acks)
-            }
-            Inbound::Ping(payload) => {
-                let pong = wsf::encode(wsf::opcode::PONG, &payload);
-                let _ = self.ctx.hub.send_conn_raw(&self.conn, pong);
-                Ok(())
-            }
-            Inbound::Pong => Ok(()),
-            Inbound::Close(code, reason) => {
-                tracing::debug!(conn = self.conn.id, ?code, %reason, "WebSocket closed by the client");
-                Err(Ending::WsPeerClosed)
-            }
-        }
-    }
-
-    /// Hands coalesced ACKs to the engine as one request.
-    fn send_acks(&self, acks: &mut AckBatch) {
-        if let Some(positions) = acks.take() {
-            self.ctx.delivery.ack(self.conn.clone(), positions);
-        }
-    }
-
     /// Queues a reply on this connection's own outbox, behind pushes already queued.
     fn reply(&self, seq: u32, frame: Frame) {
         match encode_to_bytes(&Packet::new(seq, frame), self.ctx.delivery.options()) {
@@ -603,50 +429,6 @@ impl Session {
                 reason: reason.into(),
             }),
         );
-    }
-
-    fn handle(&mut self, packet: Packet, acks: &mut AckBatch) -> Result<(), Ending> {
-        let seq = packet.seq;
-        match packet.frame {
-            Frame::Pong => return Ok(()),
-            Frame::Ack(positions) => {
-                acks.add(seq, positions);
-                if acks.is_full() {
-                    self.send_acks(acks);
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        // Whatever else the client sent is handled after the ACKs that preceded it.
-        self.send_acks(acks);
-        match packet.frame {
-            Frame::Pong | Frame::Ack(_) => {}
-            Frame::Join(join) => self.on_join(seq, join),
-            Frame::Leave(room) => self.on_leave(seq, room),
-            Frame::Publish(p) => self.on_publish(seq, p),
-            Frame::Close(c) => {
-                tracing::debug!(conn = self.conn.id, code = %c.code, reason = %c.reason, "client closed");
-                return Err(Ending::ClientClose);
-            }
-            Frame::Error(e) => {
-                tracing::debug!(conn = self.conn.id, code = %e.code, reason = %e.reason, "client reported an error");
-            }
-            Frame::Unknown { ty, .. } => self.error(
-                seq,
-                ErrorCode::UNKNOWN_FRAME_TYPE,
-                format!("frame type {ty:#04x} is not known to this server"),
-            ),
-            other => self.error(
-                seq,
-                ErrorCode::UNEXPECTED_FRAME,
-                format!(
-                    "{} is not sent by clients after the handshake",
-                    Frame::type_name(other.type_id())
-                ),
-            ),
-        }
-        Ok(())
     }
 
     async fn finish(mut self, ending: Ending) {
@@ -728,70 +510,4 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::context::Ctx;
-    use std::sync::atomic::Ordering;
-
-    fn ctx_with(tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Ctx> {
-        let dir =
-            std::env::temp_dir().join(format!("push-size-{}", crate::delivery::ids::random_u64()));
-        let config = crate::Config {
-            data_dir: dir,
-            ..crate::Config::default()
-        };
-        Ctx::build(config, tls).unwrap()
-    }
-
-    async fn accepted() -> (TcpStream, TcpStream, SocketAddr) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, peer) = l.accept().await.unwrap();
-        (c, s, peer)
-    }
-
-    /// tokio allocates each task in a 128-byte-aligned cell of about 104 bytes plus the future;
-    /// a future of at most 24 bytes keeps the whole cell in one 128-byte slot, which is part of
-    /// the idle-connection memory budget (BENCHMARKS.md).
-    #[tokio::test]
-    async fn connection_task_future_fits_the_smallest_task_cell() {
-        let (_c, s, peer) = accepted().await;
-        let ctx = ctx_with(None);
-        let fut = serve(s, peer, ctx.admit(peer).unwrap());
-        assert!(
-            std::mem::size_of_val(&fut) <= 24,
-            "{}",
-            std::mem::size_of_val(&fut)
-        );
-        // With the Arc's two counters, 144 bytes keep it in jemalloc's 160-byte class.
-        assert!(
-            std::mem::size_of::<Conn>() <= 144,
-            "{}",
-            std::mem::size_of::<Conn>()
-        );
-    }
-
-    /// The admission is released when TLS cannot even start (it once leaked a count of the
-    /// global connection limit per failure).
-    #[tokio::test]
-    async fn a_connection_whose_tls_setup_fails_releases_its_admission() {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-        // Out of rustls' range: ServerConnection::new refuses it.
-        tls.max_fragment_size = Some(1);
-        let ctx = ctx_with(Some(Arc::new(tls)));
-        let (_c, s, peer) = accepted().await;
-        let admission = ctx.admit(peer).unwrap();
-        assert_eq!(ctx.open.load(Ordering::Relaxed), 1);
-        serve(s, peer, admission).await;
-        assert_eq!(ctx.open.load(Ordering::Relaxed), 0);
-    }
-}
+mod tests;
