@@ -5,6 +5,11 @@
 //!
 //! Reads that must see committed state (attach and replay, join with resume, history) first
 //! commit everything staged before them, so a replay is never overtaken by a live message.
+//!
+//! This file holds the engine's state, loading, the run loop and the dispatch of each
+//! [`Request`] (`request`); the work per kind lives beside it: `publish` (idempotency and
+//! staging), `commit` (group commit and fan-out), `ack`, `history`, and in the delivery module
+//! `replay` (attach, join) and `maintenance` (retries, compaction).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -17,7 +22,15 @@ use push_protocol::{
     encode_to_bytes, EncodeOptions, ErrorBody, ErrorCode, Frame, MessageId, Packet, Push, Stream,
     StreamPos,
 };
-use tokio::sync::oneshot;
+
+mod ack;
+mod commit;
+mod history;
+mod publish;
+mod request;
+
+use publish::accepted_from;
+pub use request::{Reply, Request};
 
 use super::ids::{unix_ms, IdGen};
 use super::{Accepted, DeliveryError, HistoryItem, HistoryPage, Message, Target};
@@ -35,90 +48,6 @@ const IDEM_IN_MEMORY: usize = 100_000;
 const MAX_BATCH: usize = 4096;
 /// Housekeeping cadence.
 const TICK: Duration = Duration::from_millis(100);
-
-/// Reply channel for callers that wait.
-pub type Reply<T> = oneshot::Sender<Result<T, DeliveryError>>;
-
-/// Work for the engine.
-pub enum Request {
-    /// Accept a message from a service (HTTP, queue).
-    Publish {
-        /// Where to.
-        target: Target,
-        /// What.
-        msg: Message,
-        /// Answered once durable.
-        reply: Reply<Vec<Accepted>>,
-    },
-    /// Accept an upstream PUBLISH; the engine answers on the connection itself.
-    PublishFromConn {
-        /// Publisher.
-        conn: Arc<Conn>,
-        /// Request sequence number.
-        seq: u32,
-        /// Room.
-        room: String,
-        /// Message.
-        msg: Message,
-    },
-    /// Register a freshly authenticated connection and replay what it missed.
-    Attach {
-        /// The connection.
-        conn: Arc<Conn>,
-        /// Positions from HELLO.
-        resume: Vec<StreamPos>,
-        /// Answered once registered and replayed.
-        reply: oneshot::Sender<Result<(), ErrorCode>>,
-    },
-    /// JOIN, with optional replay; answered on the connection.
-    Join {
-        /// The connection.
-        conn: Arc<Conn>,
-        /// Room.
-        room: String,
-        /// Replay after this position.
-        resume_after: Option<u64>,
-        /// Request sequence number.
-        seq: u32,
-    },
-    /// LEAVE, answered on the connection; through the engine so that it cannot overtake the
-    /// connection's earlier JOIN.
-    Leave {
-        /// The connection.
-        conn: Arc<Conn>,
-        /// Room.
-        room: String,
-        /// Request sequence number.
-        seq: u32,
-    },
-    /// The connection drained its queue; queue the next replay chunk.
-    ContinueReplay {
-        /// The connection.
-        conn: Arc<Conn>,
-    },
-    /// ACKs from a connection, coalesced per stream.
-    Ack {
-        /// The connection.
-        conn: Arc<Conn>,
-        /// Cumulative positions, each with the Sequence of its frame (for INVALID_ACK).
-        positions: Vec<(StreamPos, u32)>,
-    },
-    /// Read a page of a stream's history.
-    History {
-        /// Stream name.
-        stream: String,
-        /// Positions after this one.
-        after: u64,
-        /// Page size.
-        limit: usize,
-        /// Answer.
-        reply: Reply<HistoryPage>,
-    },
-    /// Liveness probe for /readyz.
-    Ping(oneshot::Sender<()>),
-    /// Commit everything and stop.
-    Shutdown(oneshot::Sender<()>),
-}
 
 /// Where a committed message goes.
 enum Route {
@@ -508,338 +437,6 @@ impl Engine {
     pub(super) fn send_error(&self, conn: &Conn, seq: u32, code: ErrorCode, reason: String) {
         self.send_frame(conn, seq, Frame::Error(ErrorBody { code, reason }));
     }
-
-    fn lookup_idem(&mut self, key: &str, now: u64) -> Result<Option<Vec<Accepted>>, DeliveryError> {
-        if let Some(v) = self.stage.idem.get(key) {
-            return Ok(Some(v.clone()));
-        }
-        if let Some(v) = self.idem.get(key, now) {
-            return Ok(Some(v));
-        }
-        // While memory holds every id of the window, a miss means a new id: no disk read on
-        // the publish path. Once ids were evicted by count, they may still be on disk.
-        if !self.idem.is_incomplete() {
-            return Ok(None);
-        }
-        if let Some(v) = self.kv.get(&idem_key(key)).map_err(storage)? {
-            let (at, list) = decode_accepted(&v).map_err(storage)?;
-            if now.saturating_sub(at) <= self.cfg.idempotency_window_ms {
-                return Ok(Some(accepted_from(list)));
-            }
-        }
-        Ok(None)
-    }
-
-    fn stage_publish(
-        &mut self,
-        target: &Target,
-        msg: &Message,
-    ) -> Result<(Vec<Accepted>, Sends), DeliveryError> {
-        let now = unix_ms();
-        if let Some(key) = &msg.key {
-            if let Some(previous) = self.lookup_idem(key, now)? {
-                self.stats.inc(&self.stats.duplicates);
-                let dup = previous
-                    .into_iter()
-                    .map(|a| Accepted {
-                        duplicate: true,
-                        queued: 0,
-                        ..a
-                    })
-                    .collect();
-                return Ok((dup, Vec::new()));
-            }
-        }
-        let id = self.ids.next();
-        let rec = Record {
-            id,
-            timestamp_ms: now,
-            failed: false,
-            retries: 0,
-            updated_ms: now,
-            expires_ms: msg.ttl_ms.map_or(0, |t| now.saturating_add(t)),
-            kind: msg.kind.clone(),
-            format: msg.format,
-            payload: msg.payload.clone(),
-        };
-        let encoded = rec.encode();
-        let streams: Vec<(String, Stream, Route)> = match target {
-            Target::Users(users) => users
-                .iter()
-                .map(|u| (user_stream(u), Stream::User, Route::User(u.clone())))
-                .collect(),
-            Target::Room(room) => vec![(
-                room_stream(room),
-                Stream::Room(room.clone()),
-                Route::Room(room.clone()),
-            )],
-            Target::Broadcast => vec![(BROADCAST.to_string(), Stream::Broadcast, Route::Broadcast)],
-        };
-        let mut accepted = Vec::with_capacity(streams.len());
-        let mut sends = Vec::with_capacity(streams.len());
-        for (name, wire, route) in streams {
-            let mut meta = self.meta(&name);
-            meta.tail += 1;
-            let position = meta.tail;
-            self.stage
-                .ops
-                .push(Op::Put(record_key(&name, position), encoded.clone()));
-            self.set_meta(&name, meta);
-            if let Some(frame) = self.encode_push(id, wire, position, &rec) {
-                sends.push((route, frame));
-            }
-            accepted.push(Accepted {
-                id,
-                stream: name,
-                position,
-                queued: 0,
-                duplicate: false,
-            });
-        }
-        if let Some(key) = &msg.key {
-            let list: Vec<(MessageId, String, u64)> = accepted
-                .iter()
-                .map(|a| (a.id, a.stream.clone(), a.position))
-                .collect();
-            self.stage
-                .ops
-                .push(Op::Put(idem_key(key), encode_accepted(now, &list)));
-            self.stage.idem.insert(key.clone(), accepted.clone());
-        }
-        Ok((accepted, sends))
-    }
-
-    /// Commits what is staged, then answers publishers and fans messages out.
-    pub(super) fn flush(&mut self) {
-        let mut stage = std::mem::take(&mut self.stage);
-        if stage.ops.is_empty() && stage.metas.is_empty() && stage.done.is_empty() {
-            return;
-        }
-        for (stream, meta) in &stage.metas {
-            stage.ops.push(Op::Put(meta_key(stream), meta.encode()));
-        }
-        let result = if stage.ops.is_empty() {
-            Ok(())
-        } else {
-            let started = Instant::now();
-            let result = self.kv.apply(&stage.ops);
-            let micros = started.elapsed().as_micros() as u64;
-            self.stats.add(&self.stats.store_commit_micros, micros);
-            self.stats.commit_latency.observe_micros(micros);
-            self.stats.inc(&self.stats.store_commits);
-            result
-        };
-        self.stats
-            .storage_failing
-            .store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                self.metas.extend(stage.metas);
-                let now = unix_ms();
-                for (k, v) in stage.idem {
-                    self.idem.insert(k, v, now);
-                }
-                for done in stage.done {
-                    self.complete(done);
-                }
-            }
-            Err(e) => {
-                self.stats.inc(&self.stats.store_errors);
-                tracing::error!("commit of {} writes failed: {e}", stage.ops.len());
-                for done in stage.done {
-                    match done {
-                        Done::Service {
-                            reply, scenario, ..
-                        } => {
-                            self.stats.inc(&self.stats.failed_by[scenario]);
-                            let _ = reply.send(Err(storage(e.clone())));
-                        }
-                        Done::Conn { conn, seq, .. } => self.send_error(
-                            &conn,
-                            seq,
-                            ErrorCode::STORAGE_UNAVAILABLE,
-                            e.to_string(),
-                        ),
-                    }
-                }
-            }
-        }
-    }
-
-    fn fan_out(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
-        let stamp_us = self
-            .hub
-            .now_us()
-            .saturating_sub(staged.elapsed().as_micros() as u64)
-            .max(1);
-        for ((route, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
-            let scenario = route.scenario();
-            let stamp = Stamp {
-                accepted_us: stamp_us,
-                scenario: scenario as u8,
-            };
-            let fan = match &route {
-                Route::User(u) => {
-                    let fan = self.hub.send_user(u, &frame, stamp);
-                    if fan.queued > 0 {
-                        self.ack_watch
-                            .entry(u.clone())
-                            .or_insert((a.position, staged));
-                    }
-                    if fan.queued > 0 && !self.retry.contains_key(u) {
-                        self.retry.insert(
-                            u.clone(),
-                            RetryState {
-                                retries: 0,
-                                next_at: Instant::now() + self.cfg.retry_interval,
-                            },
-                        );
-                    }
-                    fan
-                }
-                Route::Room(r) => self.hub.send_room(r, &frame, stamp),
-                Route::Broadcast => self.hub.broadcast(&frame, stamp),
-            };
-            a.queued = fan.queued;
-            self.stats.inc(&self.stats.accepted_by[scenario]);
-            self.stats
-                .add(&self.stats.queued_by[scenario], fan.queued as u64);
-            self.stats.fanout_latency[scenario].observe_micros(staged.elapsed().as_micros() as u64);
-            self.stats
-                .add(&self.stats.deliveries_queued, fan.queued as u64);
-            self.stats.add(&self.stats.slow_consumers, fan.slow as u64);
-            if fan.slow > 0 {
-                tracing::warn!(stream = %a.stream, dropped = fan.slow, "slow consumers disconnected");
-            }
-        }
-    }
-
-    /// Counts a committed publish and fans it out; `accepted` gets the queued counts.
-    fn deliver(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
-        if !sends.is_empty() {
-            self.stats.inc(&self.stats.messages_accepted);
-            self.stats
-                .publish_latency
-                .observe_micros(staged.elapsed().as_micros() as u64);
-        }
-        self.fan_out(accepted, sends, staged);
-    }
-
-    fn complete(&mut self, done: Done) {
-        match done {
-            Done::Service {
-                reply,
-                mut accepted,
-                sends,
-                staged,
-                ..
-            } => {
-                self.deliver(&mut accepted, sends, staged);
-                let _ = reply.send(Ok(accepted));
-            }
-            Done::Conn {
-                conn,
-                seq,
-                mut accepted,
-                sends,
-                staged,
-            } => {
-                self.deliver(&mut accepted, sends, staged);
-                if let Some(a) = accepted.first() {
-                    self.send_frame(
-                        &conn,
-                        seq,
-                        Frame::PublishAck(push_protocol::PublishAck {
-                            id: a.id,
-                            position: a.position,
-                            duplicate: a.duplicate,
-                        }),
-                    );
-                }
-            }
-        }
-    }
-
-    fn ack(&mut self, conn: &Conn, sp: StreamPos, seq: u32) {
-        let name = match &sp.stream {
-            Stream::User => user_stream(&conn.user),
-            Stream::Room(r) => room_stream(r),
-            Stream::Broadcast => BROADCAST.to_string(),
-        };
-        let mut meta = self.meta(&name);
-        if sp.position > meta.tail {
-            let reason = format!(
-                "position {} of {name} was never sent (last is {})",
-                sp.position, meta.tail
-            );
-            return self.send_error(conn, seq, ErrorCode::INVALID_ACK, reason);
-        }
-        if !matches!(sp.stream, Stream::User) {
-            return;
-        }
-        if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {
-            if sp.position >= *pos {
-                self.stats
-                    .ack_latency
-                    .observe_micros(since.elapsed().as_micros() as u64);
-                self.ack_watch.remove(&*conn.user);
-            }
-        }
-        if sp.position > meta.acked {
-            meta.acked = sp.position;
-            self.set_meta(&name, meta);
-            if meta.acked >= meta.tail {
-                self.retry.remove(&*conn.user);
-            }
-        }
-    }
-
-    fn history(
-        &self,
-        stream: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<HistoryPage, DeliveryError> {
-        let meta = self.meta(stream);
-        let first = after.saturating_add(1).max(meta.first);
-        let items = if first > meta.tail {
-            Vec::new()
-        } else {
-            let (from, to) = crate::store::record_range(stream, first, meta.tail);
-            self.kv
-                .scan(&from, &to, limit)
-                .map_err(storage)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let position = crate::store::keys_position(&k)?;
-                    let rec = Record::decode(&v).ok()?;
-                    let state = if !stream.starts_with("user:") {
-                        "stored"
-                    } else if position <= meta.acked {
-                        "sent"
-                    } else if rec.expired(super::ids::unix_ms()) {
-                        "expired"
-                    } else if rec.failed {
-                        "failed"
-                    } else {
-                        "pending"
-                    };
-                    Some(HistoryItem {
-                        position,
-                        record: rec,
-                        state,
-                    })
-                })
-                .collect()
-        };
-        Ok(HistoryPage {
-            stream: stream.to_string(),
-            first_retained: meta.first,
-            tail: meta.tail,
-            acked: meta.acked,
-            items,
-        })
-    }
 }
 
 /// Moves high-priority publishes ahead of everything else waiting in the batch (stable, so the
@@ -854,21 +451,10 @@ pub fn storage(e: StoreError) -> DeliveryError {
     DeliveryError::Storage(e.to_string())
 }
 
-fn accepted_from(list: Vec<(MessageId, String, u64)>) -> Vec<Accepted> {
-    list.into_iter()
-        .map(|(id, stream, position)| Accepted {
-            id,
-            stream,
-            position,
-            queued: 0,
-            duplicate: false,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     fn publish(text: &str, high: bool) -> Request {
         let (reply, _) = oneshot::channel();

@@ -1,0 +1,94 @@
+//! The work the engine is asked to do: one variant per request kind, answered through a
+//! reply channel or on the requesting connection.
+
+use std::sync::Arc;
+
+use push_protocol::{ErrorCode, StreamPos};
+use tokio::sync::oneshot;
+
+use crate::delivery::{Accepted, DeliveryError, HistoryPage, Message, Target};
+use crate::hub::Conn;
+
+/// Reply channel for callers that wait.
+pub type Reply<T> = oneshot::Sender<Result<T, DeliveryError>>;
+
+/// Work for the engine.
+pub enum Request {
+    /// Accept a message from a service (HTTP, queue).
+    Publish {
+        /// Where to.
+        target: Target,
+        /// What.
+        msg: Message,
+        /// Answered once durable.
+        reply: Reply<Vec<Accepted>>,
+    },
+    /// Accept an upstream PUBLISH; the engine answers on the connection itself.
+    PublishFromConn {
+        /// Publisher.
+        conn: Arc<Conn>,
+        /// Request sequence number.
+        seq: u32,
+        /// Room.
+        room: String,
+        /// Message.
+        msg: Message,
+    },
+    /// Register a freshly authenticated connection and replay what it missed.
+    Attach {
+        /// The connection.
+        conn: Arc<Conn>,
+        /// Positions from HELLO.
+        resume: Vec<StreamPos>,
+        /// Answered once registered and replayed.
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+    },
+    /// JOIN, with optional replay; answered on the connection.
+    Join {
+        /// The connection.
+        conn: Arc<Conn>,
+        /// Room.
+        room: String,
+        /// Replay after this position.
+        resume_after: Option<u64>,
+        /// Request sequence number.
+        seq: u32,
+    },
+    /// LEAVE, answered on the connection; through the engine so that it cannot overtake the
+    /// connection's earlier JOIN.
+    Leave {
+        /// The connection.
+        conn: Arc<Conn>,
+        /// Room.
+        room: String,
+        /// Request sequence number.
+        seq: u32,
+    },
+    /// The connection drained its queue; queue the next replay chunk.
+    ContinueReplay {
+        /// The connection.
+        conn: Arc<Conn>,
+    },
+    /// ACKs from a connection, coalesced per stream.
+    Ack {
+        /// The connection.
+        conn: Arc<Conn>,
+        /// Cumulative positions, each with the Sequence of its frame (for INVALID_ACK).
+        positions: Vec<(StreamPos, u32)>,
+    },
+    /// Read a page of a stream's history.
+    History {
+        /// Stream name.
+        stream: String,
+        /// Positions after this one.
+        after: u64,
+        /// Page size.
+        limit: usize,
+        /// Answer.
+        reply: Reply<HistoryPage>,
+    },
+    /// Liveness probe for /readyz.
+    Ping(oneshot::Sender<()>),
+    /// Commit everything and stop.
+    Shutdown(oneshot::Sender<()>),
+}
