@@ -357,12 +357,12 @@ impl Collector for Exporter {
         )?;
         f.gauge(
             "push_engine_queue",
-            "Requests waiting for the delivery engine.",
+            "Requests the delivery engine found waiting when it last took a batch.",
             get(&s.engine_queued),
         )?;
         f.gauge(
             "push_engine_queue_max",
-            "Most requests ever waiting for the delivery engine at once (since start).",
+            "Most requests the delivery engine found waiting at once since start (capped by its batch of 4096).",
             get(&s.engine_queued_max),
         )?;
         f.counters(

@@ -95,9 +95,10 @@ pub struct Stats {
     /// Acceptance to client acknowledgement of user messages (sampled: the oldest unacked
     /// live message per user).
     pub ack_latency: Histogram,
-    /// Requests waiting for the delivery engine (a gauge).
+    /// Requests the delivery engine found waiting when it last took a batch (a gauge).
     pub engine_queued: AtomicU64,
-    /// Most requests ever waiting for the delivery engine at once.
+    /// Most requests the delivery engine ever found waiting at once (capped by its batch
+    /// size, 4,096).
     pub engine_queued_max: AtomicU64,
     /// Times a connection's reader paused because its requests filled its in-flight limit.
     pub paused_for_engine: AtomicU64,

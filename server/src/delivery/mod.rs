@@ -195,16 +195,9 @@ impl Delivery {
         })
     }
 
-    /// Hands a request to the engine thread, counted in the engine-queue gauge; `Err` when
-    /// the engine has stopped.
+    /// Hands a request to the engine thread; `Err` when the engine has stopped.
     fn send(&self, req: Request) -> Result<(), ()> {
-        let depth = self.stats.engine_queued.fetch_add(1, Ordering::Relaxed) + 1;
-        self.stats
-            .engine_queued_max
-            .fetch_max(depth, Ordering::Relaxed);
-        self.tx.send(req).map_err(|_| {
-            self.stats.engine_queued.fetch_sub(1, Ordering::Relaxed);
-        })
+        self.tx.send(req).map_err(|_| ())
     }
 
     /// Sends a request on behalf of `conn`, counted against its in-flight limit until the

@@ -263,9 +263,16 @@ impl Engine {
                     return;
                 }
             }
+            // The batch is what waited in the queue (up to MAX_BATCH): sampled here rather
+            // than counted by every sender, which would put one contended counter on the
+            // path of every request of every connection.
+            let waiting = batch.len() as u64;
+            self.stats.engine_queued.store(waiting, Ordering::Relaxed);
+            self.stats
+                .engine_queued_max
+                .fetch_max(waiting, Ordering::Relaxed);
             prioritize(&mut batch);
             for req in batch.drain(..) {
-                self.stats.engine_queued.fetch_sub(1, Ordering::Relaxed);
                 if let Request::Shutdown(done) = req {
                     self.flush();
                     tracing::info!("storage engine stopped");
