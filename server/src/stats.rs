@@ -1,4 +1,5 @@
-//! Process-wide counters (exported as Prometheus metrics later; read by tests and /healthz now).
+//! Process-wide counters and gauges: plain atomics on the hot path, exported by `metrics` on
+//! each scrape and read by /healthz and the tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
