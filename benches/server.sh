@@ -1,8 +1,9 @@
-# Sourced by the bench scripts (from the repository root): builds the release binaries, sets
+# Sourced by the bench scripts (from the repository root): builds the release binaries (the
+# server, and push-bench from the push-benches crate), sets
 # OUT, SERVER, BENCH and the bench secrets, and defines start_server [server flags...], which
 # starts a fresh server on 127.0.0.1:7100 (TCP) and :7180 (HTTP) with an empty $OUT/data and
 # sets SERVER_PID.
-cargo build --release -q -p push-server -p push-client
+cargo build --release -q -p push-server -p push-benches
 OUT=benches/out
 mkdir -p "$OUT"
 SERVER=target/release/push-server

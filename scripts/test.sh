@@ -53,7 +53,8 @@ ensure_e2e_tools() {
 
 ensure_rabbitmq
 ensure_e2e_tools
-cargo test --workspace --all-targets
+# --all-features: push-cli (feature `cli` of push-client, off by default) and its network test.
+cargo test --workspace --all-targets --all-features
 cargo test --workspace --doc
 # End-to-end tests against the real binary: a third-party WebSocket client, then the demo page
 # and the browser SDK in headless Chromium (screenshots under target/e2e/).

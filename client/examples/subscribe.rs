@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p push-server &
 //! cargo run -p push-client --example subscribe -- alice lobby
-//! cargo run -p push-client --bin push-cli -- publish --room lobby --payload hello
+//! cargo run -p push-client --features cli --bin push-cli -- publish --room lobby --payload hello
 //! ```
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

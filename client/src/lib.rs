@@ -10,6 +10,8 @@
 //! - [`TlsOptions`]: TLS with certificate verification (web roots plus any CA you add; there
 //!   is no switch to turn verification off).
 //! - `token`: mint HS256 test tokens (re-exported from `push-protocol`).
+//! - `http_api` (feature `cli`, off by default): a small HTTP/1.1 client for the push API, used
+//!   by `push-cli` and the `push-bench` harness (crate `push-benches`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), push_client::ClientError> {
@@ -27,6 +29,9 @@ mod client;
 mod connection;
 mod dedupe;
 mod error;
+/// A minimal keep-alive HTTP/1.1 client for the push API, used by `push-cli` and `push-bench`.
+#[cfg(feature = "cli")]
+pub mod http_api;
 mod tls;
 
 pub use client::{Client, ClientConfig, Event, Message};

@@ -6,8 +6,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 // The harness's small HTTP/1.1 client serves here too.
-#[path = "../push-bench/http.rs"]
-mod http;
 use push_client::protocol::{Notice, PayloadFormat, Push, Stream};
 use push_client::token::{mint, Claims};
 use push_client::{Client, ClientConfig, Event};
@@ -196,7 +194,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     body[k] = json!(v);
                 }
             }
-            let (status, text) = http::Http::new(http)
+            let (status, text) = push_client::http_api::Http::new(http)
                 .post("/api/v1/push", &api_token, &body.to_string())
                 .await?;
             println!("{text}");

@@ -33,7 +33,6 @@ impl Http {
     }
 
     /// GETs `path` with a bearer token; returns (status, body).
-    #[allow(dead_code)] // push-cli shares this module and only posts
     pub async fn get(&mut self, path: &str, token: &str) -> std::io::Result<(u16, String)> {
         self.request("GET", path, token, "").await
     }

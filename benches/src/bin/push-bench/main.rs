@@ -8,7 +8,7 @@ mod coordinator;
 mod flood;
 mod hostile;
 mod hostile_worker;
-mod http;
+use push_client::http_api as http;
 mod procstat;
 mod publish;
 mod report;
