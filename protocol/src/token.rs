@@ -111,6 +111,16 @@ pub fn mint(secret: &[u8], claims: &Claims) -> String {
 
 /// Verifies an HS256 JWT against `secret` at time `now_secs` and returns its claims.
 pub fn verify(secret: &[u8], token: &str, now_secs: u64) -> Result<Claims, TokenError> {
+    let body = verify_signature(secret, token)?;
+    let claims: Claims =
+        serde_json::from_slice(&body).map_err(|e| TokenError::Claim(e.to_string()))?;
+    check_claims(&claims, now_secs, 0)?;
+    Ok(claims)
+}
+
+/// Checks an HS256 JWT's header and signature against `secret` and returns the claims part,
+/// decoded (JSON), for the caller to read.
+pub fn verify_signature(secret: &[u8], token: &str) -> Result<Vec<u8>, TokenError> {
     let mut parts = token.split('.');
     let (Some(h), Some(b), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -134,13 +144,9 @@ pub fn verify(secret: &[u8], token: &str, now_secs: u64) -> Result<Claims, Token
     m.update(b.as_bytes());
     // verify_slice compares in constant time.
     m.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
-    let body = URL_SAFE_NO_PAD
+    URL_SAFE_NO_PAD
         .decode(b)
-        .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
-    let claims: Claims =
-        serde_json::from_slice(&body).map_err(|e| TokenError::Claim(e.to_string()))?;
-    check_claims(&claims, now_secs, 0)?;
-    Ok(claims)
+        .map_err(|_| TokenError::Malformed("claims are not base64url"))
 }
 
 /// Checks the claims' sizes and `exp` (with `leeway_secs` for clock skew) at `now_secs`:
