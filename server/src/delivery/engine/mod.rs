@@ -30,6 +30,7 @@ mod publish;
 mod request;
 
 use publish::accepted_from;
+use request::prioritize;
 pub use request::{Reply, Request};
 
 use super::ids::{unix_ms, IdGen};
@@ -446,58 +447,7 @@ impl Engine {
     }
 }
 
-/// Moves high-priority publishes ahead of everything else waiting in the batch (stable, so the
-/// order within each priority is kept). Positions are assigned afterwards, in the new order, so
-/// no stream is ever delivered out of position order.
-fn prioritize(batch: &mut [Request]) {
-    batch.sort_by_key(|r| !matches!(r, Request::Publish { msg, .. } if msg.high_priority));
-}
-
 /// Maps a storage failure to the publish error the caller sees.
 pub fn storage(e: StoreError) -> DeliveryError {
     DeliveryError::Storage(e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::sync::oneshot;
-
-    fn publish(text: &str, high: bool) -> Request {
-        let (reply, _) = oneshot::channel();
-        Request::Publish {
-            target: Target::Broadcast,
-            msg: Message {
-                key: None,
-                kind: "k".into(),
-                format: push_protocol::PayloadFormat::OPAQUE,
-                payload: Bytes::from(text.to_string()),
-                ttl_ms: None,
-                high_priority: high,
-            },
-            reply,
-        }
-    }
-
-    fn text(r: &Request) -> String {
-        match r {
-            Request::Publish { msg, .. } => String::from_utf8_lossy(&msg.payload).to_string(),
-            _ => "other".into(),
-        }
-    }
-
-    #[test]
-    fn high_priority_publishes_jump_the_batch_in_stable_order() {
-        let (ping, _) = oneshot::channel();
-        let mut batch = vec![
-            publish("n1", false),
-            publish("h1", true),
-            Request::Ping(ping),
-            publish("n2", false),
-            publish("h2", true),
-        ];
-        prioritize(&mut batch);
-        let order: Vec<String> = batch.iter().map(text).collect();
-        assert_eq!(order, ["h1", "h2", "n1", "other", "n2"]);
-    }
 }

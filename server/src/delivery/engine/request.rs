@@ -92,3 +92,55 @@ pub enum Request {
     /// Commit everything and stop.
     Shutdown(oneshot::Sender<()>),
 }
+
+/// Moves high-priority publishes ahead of everything else waiting in the batch (stable, so the
+/// order within each priority is kept). Positions are assigned afterwards, in the new order, so
+/// no stream is ever delivered out of position order.
+pub(super) fn prioritize(batch: &mut [Request]) {
+    batch.sort_by_key(|r| !matches!(r, Request::Publish { msg, .. } if msg.high_priority));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    fn publish(text: &str, high: bool) -> Request {
+        let (reply, _) = oneshot::channel();
+        Request::Publish {
+            target: Target::Broadcast,
+            msg: Message {
+                key: None,
+                kind: "k".into(),
+                format: push_protocol::PayloadFormat::OPAQUE,
+                payload: Bytes::from(text.to_string()),
+                ttl_ms: None,
+                high_priority: high,
+            },
+            reply,
+        }
+    }
+
+    fn text(r: &Request) -> String {
+        match r {
+            Request::Publish { msg, .. } => String::from_utf8_lossy(&msg.payload).to_string(),
+            _ => "other".into(),
+        }
+    }
+
+    #[test]
+    fn high_priority_publishes_jump_the_batch_in_stable_order() {
+        let (ping, _) = oneshot::channel();
+        let mut batch = vec![
+            publish("n1", false),
+            publish("h1", true),
+            Request::Ping(ping),
+            publish("n2", false),
+            publish("h2", true),
+        ];
+        prioritize(&mut batch);
+        let order: Vec<String> = batch.iter().map(text).collect();
+        assert_eq!(order, ["h1", "h2", "n1", "other", "n2"]);
+    }
+}

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+mod flow;
+
 use bytes::Bytes;
 use push_protocol::ErrorCode;
 
@@ -122,16 +124,13 @@ pub struct Conn {
     /// Set while a request to continue the replay is on its way to the delivery engine.
     replay_asked: AtomicBool,
     /// Requests of this connection waiting for the delivery engine (inbound flow control),
-    /// with [`READER_WAITING`] set while the connection's reader is paused for credit.
+    /// with `flow::READER_WAITING` set while the connection's reader is paused for credit.
     requests: AtomicU32,
     /// PUBLISH frames counted in the current rate slice: the slice's number in the high 16
     /// bits, the count in the low 16 (SPEC.md §9.2). Only the connection's own task uses it.
     publishes: AtomicU32,
     outbox: Mutex<Outbox>,
 }
-
-/// Bit of `Conn::requests` set while the reader waits for the engine to catch up.
-const READER_WAITING: u32 = 1 << 31;
 
 /// The rarely present parts of a connection.
 #[derive(Debug, Default)]
@@ -229,58 +228,6 @@ impl Conn {
     /// True (once) when the caller should ask for the next replay chunk.
     pub fn should_ask_replay(&self) -> bool {
         self.replay_next() != 0 && !self.replay_asked.swap(true, Ordering::AcqRel)
-    }
-
-    /// Counts a request handed to the delivery engine.
-    pub fn begin_request(&self) {
-        self.requests.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The engine has handled one request; wakes the reader if it was waiting for credit.
-    pub fn end_request(&self) {
-        let prev = self.requests.fetch_sub(1, Ordering::AcqRel);
-        if prev & READER_WAITING != 0 {
-            self.requests.fetch_and(!READER_WAITING, Ordering::AcqRel);
-            self.wake();
-        }
-    }
-
-    /// Requests waiting for the engine.
-    pub fn requests_in_flight(&self) -> u32 {
-        self.requests.load(Ordering::Acquire) & !READER_WAITING
-    }
-
-    /// True when `limit` requests are waiting: the reader must pause, and is woken (through
-    /// the outbox waker) when the engine handles the next one.
-    pub fn must_wait_for_engine(&self, limit: u32) -> bool {
-        if self.requests_in_flight() < limit {
-            return false;
-        }
-        self.requests.fetch_or(READER_WAITING, Ordering::AcqRel);
-        // The engine may have finished one between the check and the flag.
-        self.requests_in_flight() >= limit
-    }
-
-    /// Counts one PUBLISH in rate slice `slice`; true while the slice holds at most
-    /// `per_slice` of them.
-    pub fn count_publish(&self, slice: u16, per_slice: u32) -> bool {
-        let v = self.publishes.load(Ordering::Relaxed);
-        let n = if (v >> 16) as u16 == slice {
-            ((v & 0xFFFF) + 1).min(0xFFFF)
-        } else {
-            1
-        };
-        self.publishes
-            .store((u32::from(slice) << 16) | n, Ordering::Relaxed);
-        n <= per_slice
-    }
-
-    /// Wakes the connection's task (its outbox waker).
-    pub fn wake(&self) {
-        let waker = self.lock().waker.take();
-        if let Some(w) = waker {
-            w.wake();
-        }
     }
 
     /// Queues a frame for writing; on overflow the connection is closed as a slow consumer.
@@ -466,138 +413,4 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::task::Waker;
-
-    fn conn() -> Conn {
-        Conn::new(1, "u".into(), None, 0)
-    }
-
-    #[test]
-    fn overflow_closes_as_slow_consumer_and_frees_the_queue() {
-        let c = conn();
-        let limits = QueueLimits {
-            max_frames: 2,
-            max_bytes: 100,
-        };
-        let close = Bytes::from_static(b"close");
-        c.enqueue(Bytes::from_static(b"a"), &limits, &close)
-            .unwrap();
-        c.enqueue(Bytes::from_static(b"b"), &limits, &close)
-            .unwrap();
-        assert_eq!(
-            c.enqueue(Bytes::from_static(b"c"), &limits, &close),
-            Err(EnqueueError::SlowConsumer)
-        );
-        assert_eq!(c.queued(), (0, 0));
-        assert_eq!(
-            c.enqueue(Bytes::from_static(b"d"), &limits, &close),
-            Err(EnqueueError::Closed)
-        );
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut batch = Vec::new();
-        match c.poll_output(&mut cx, &mut batch, 10) {
-            Poll::Ready(Output::Close(o)) => assert_eq!(o.code, ErrorCode::SLOW_CONSUMER),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn byte_limit_applies() {
-        let c = conn();
-        let limits = QueueLimits {
-            max_frames: 100,
-            max_bytes: 3,
-        };
-        let close = Bytes::new();
-        c.enqueue(Bytes::from_static(b"abc"), &limits, &close)
-            .unwrap();
-        assert!(c
-            .enqueue(Bytes::from_static(b"d"), &limits, &close)
-            .is_err());
-    }
-
-    #[test]
-    fn close_waits_for_queued_frames() {
-        let c = conn();
-        let limits = QueueLimits {
-            max_frames: 10,
-            max_bytes: 100,
-        };
-        c.enqueue(Bytes::from_static(b"a"), &limits, &Bytes::new())
-            .unwrap();
-        c.close(
-            CloseOrder {
-                code: ErrorCode::SHUTTING_DOWN,
-                frame: Bytes::new(),
-            },
-            false,
-        );
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut batch = Vec::new();
-        assert!(matches!(
-            c.poll_output(&mut cx, &mut batch, 10),
-            Poll::Ready(Output::Frames)
-        ));
-        assert_eq!(batch.len(), 1);
-        batch.clear();
-        assert!(matches!(
-            c.poll_output(&mut cx, &mut batch, 10),
-            Poll::Ready(Output::Close(_))
-        ));
-    }
-
-    #[test]
-    fn a_reader_waiting_for_credit_is_woken_when_the_engine_catches_up() {
-        use std::sync::atomic::AtomicUsize;
-        use std::task::Wake;
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let c = conn();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
-        let mut cx = Context::from_waker(&waker);
-        c.begin_request();
-        c.begin_request();
-        assert!(!c.must_wait_for_engine(3));
-        assert!(c.must_wait_for_engine(2));
-        // The task parks on its outbox, which registers the waker.
-        assert!(c.poll_output(&mut cx, &mut Vec::new(), 1).is_pending());
-        c.end_request();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(c.requests_in_flight(), 1);
-        assert!(!c.must_wait_for_engine(2));
-        // No reader waiting: no wake.
-        c.end_request();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(c.requests_in_flight(), 0);
-    }
-
-    #[test]
-    fn rooms_are_bounded() {
-        let c = conn();
-        let a: Arc<str> = "a".into();
-        let b: Arc<str> = "b".into();
-        assert_eq!(c.add_room(&a, 1), Ok(true));
-        assert_eq!(c.add_room(&a, 1), Ok(false));
-        assert_eq!(c.add_room(&b, 1), Err(ErrorCode::TOO_MANY_ROOMS));
-        assert!(c.remove_room("a"));
-        assert!(!c.in_room("a"));
-    }
-
-    #[test]
-    fn a_connection_whose_rooms_were_taken_joins_no_more() {
-        let c = conn();
-        let a: Arc<str> = "a".into();
-        c.add_room(&a, 4).unwrap();
-        assert_eq!(c.take_rooms(), vec![a.clone()]);
-        // A JOIN that reaches the engine after the disconnect.
-        assert_eq!(c.add_room(&a, 4), Ok(false));
-        assert!(!c.in_room("a"));
-    }
-}
+mod tests;

@@ -1,0 +1,222 @@
+//! The bodies frames carry (SPEC.md §5): ids, streams and positions, and one struct per
+//! frame type with fields.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::MAX_POSITIONS;
+use crate::error::{ErrorCode, ProtocolError};
+use crate::wire::{put_str8, put_varint, Reader};
+
+/// A 128-bit message id (UUID-compatible), unique per accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessageId(pub [u8; 16]);
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which stream a message belongs to, as seen by the receiving connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    /// The authenticated user's own stream.
+    User,
+    /// A room (group) by name.
+    Room(String),
+    /// The broadcast stream every connection receives.
+    Broadcast,
+}
+
+impl Stream {
+    pub(super) fn encode(&self, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        match self {
+            Stream::User => dst.put_u8(0),
+            Stream::Room(name) => {
+                dst.put_u8(1);
+                put_str8(dst, "room", name)?;
+            }
+            Stream::Broadcast => dst.put_u8(2),
+        }
+        Ok(())
+    }
+
+    pub(super) fn decode(r: &mut Reader) -> Result<Self, ProtocolError> {
+        match r.u8("stream kind")? {
+            0 => Ok(Stream::User),
+            1 => Ok(Stream::Room(r.str8("room name")?)),
+            2 => Ok(Stream::Broadcast),
+            _ => Err(r.err("unknown stream kind")),
+        }
+    }
+}
+
+/// A position in a stream: the last one processed (resume, ack) or one assigned (push).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamPos {
+    /// The stream.
+    pub stream: Stream,
+    /// Position within it; positions start at 1, 0 means "none yet".
+    pub position: u64,
+}
+
+pub(super) fn put_positions(dst: &mut BytesMut, list: &[StreamPos]) -> Result<(), ProtocolError> {
+    if list.len() > MAX_POSITIONS {
+        return Err(ProtocolError::FieldTooLong {
+            field: "positions",
+            len: list.len(),
+            max: MAX_POSITIONS,
+        });
+    }
+    put_varint(dst, list.len() as u64);
+    for p in list {
+        p.stream.encode(dst)?;
+        put_varint(dst, p.position);
+    }
+    Ok(())
+}
+
+pub(super) fn read_positions(r: &mut Reader) -> Result<Vec<StreamPos>, ProtocolError> {
+    let n = r.varint("position count")?;
+    if n > MAX_POSITIONS as u64 {
+        return Err(r.err("more than 256 positions"));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let stream = Stream::decode(r)?;
+        let position = r.varint("position")?;
+        out.push(StreamPos { stream, position });
+    }
+    Ok(out)
+}
+
+/// HELLO: the client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Lowest protocol version the client speaks.
+    pub min_version: u16,
+    /// Highest protocol version the client speaks.
+    pub max_version: u16,
+    /// Access token (a JWT for this server).
+    pub token: String,
+    /// Device label; empty when the client has none.
+    pub device: String,
+    /// Last processed position per stream, for replay.
+    pub resume: Vec<StreamPos>,
+}
+
+/// AUTH_OK: the server accepted the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthOk {
+    /// Negotiated protocol version.
+    pub version: u16,
+    /// Server-assigned connection id, for logs and support.
+    pub conn_id: u64,
+    /// Authenticated user id.
+    pub user: String,
+    /// Interval between server PINGs.
+    pub heartbeat_ms: u64,
+    /// Largest Length the server accepts.
+    pub max_frame_len: u64,
+    /// Largest reassembled (and decompressed) body the server accepts.
+    pub max_message_len: u64,
+}
+
+/// Body format of a PUSH or PUBLISH payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PayloadFormat(pub u8);
+
+impl PayloadFormat {
+    /// Application bytes the server does not interpret.
+    pub const OPAQUE: PayloadFormat = PayloadFormat(0);
+    /// A [`crate::Notice`]: level, title, content.
+    pub const NOTICE: PayloadFormat = PayloadFormat(1);
+}
+
+/// PUSH: a message delivered to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// Message id; the same message always carries the same id.
+    pub id: MessageId,
+    /// Stream the message belongs to.
+    pub stream: Stream,
+    /// Position in that stream.
+    pub position: u64,
+    /// Server acceptance time, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Application-defined kind ("alarm", "password_changed", ...).
+    pub kind: String,
+    /// How to read `payload`.
+    pub format: PayloadFormat,
+    /// Message content.
+    pub payload: Bytes,
+}
+
+/// JOIN: subscribe this connection to a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// Room name.
+    pub room: String,
+    /// Replay everything after this position, if retained; `None` = live only.
+    pub resume_after: Option<u64>,
+}
+
+/// PUBLISH: an upstream message from the client to a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Target room.
+    pub room: String,
+    /// Idempotency key chosen by the client; empty = none.
+    pub key: String,
+    /// Application-defined kind.
+    pub kind: String,
+    /// How to read `payload`.
+    pub format: PayloadFormat,
+    /// Message content.
+    pub payload: Bytes,
+}
+
+/// PUBLISH_ACK: the server accepted an upstream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// Id assigned to the message.
+    pub id: MessageId,
+    /// Its position in the room stream.
+    pub position: u64,
+    /// True when the key had been accepted before and this is the original's id.
+    pub duplicate: bool,
+}
+
+/// ERROR and AUTH_ERROR bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Error code (SPEC.md §10).
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// CLOSE: the sender ends the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// Why (SPEC.md §10; 0 = normal).
+    pub code: ErrorCode,
+    /// Reconnect after this many ms; `None` = do not reconnect.
+    pub reconnect_ms: Option<u32>,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// GAP: part of a stream the client asked for is no longer retained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The stream.
+    pub stream: Stream,
+    /// Position the client asked to resume after.
+    pub requested_after: u64,
+    /// First position still available; replay starts there.
+    pub first_available: u64,
+}
