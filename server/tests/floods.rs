@@ -83,6 +83,14 @@ async fn push_room(server: &ServerHandle, room: &str, n: usize) {
     }
 }
 
+/// A connection of `user` that has joined `room`.
+async fn member_of(server: &ServerHandle, user: &str, room: &str) -> Connection {
+    let mut c = connect(server.tcp_addr, user).await;
+    let seq = c.send(join(room, None)).await.unwrap();
+    assert_eq!(until_reply(&mut c, seq).await.0, Frame::Ok(Some(0)));
+    c
+}
+
 /// Reads until the reply to `seq`; returns it with the PUSH frames that came before it.
 async fn until_reply(c: &mut Connection, seq: u32) -> (Frame, usize) {
     let mut pushes = 0;
@@ -273,12 +281,8 @@ async fn a_publish_flood_is_paced_by_the_in_flight_limit_and_loses_nothing() {
         ..config()
     })
     .await;
-    let mut member = connect(server.tcp_addr, "member").await;
-    let seq = member.send(join("chat", None)).await.unwrap();
-    until_reply(&mut member, seq).await;
-    let mut c = connect(server.tcp_addr, "publisher").await;
-    let seq = c.send(join("chat", None)).await.unwrap();
-    until_reply(&mut c, seq).await;
+    let mut member = member_of(&server, "member", "chat").await;
+    let mut c = member_of(&server, "publisher", "chat").await;
     let n = 500;
     let mut frames = vec![];
     for i in 0..n {
@@ -318,9 +322,7 @@ async fn client_publishes_count_against_max_pending_publishes() {
         ..config()
     })
     .await;
-    let mut c = connect(server.tcp_addr, "publisher").await;
-    let seq = c.send(join("chat", None)).await.unwrap();
-    until_reply(&mut c, seq).await;
+    let mut c = member_of(&server, "publisher", "chat").await;
     let n = 200;
     c.send_raw(&wire((0..n).map(|i| publish("chat", i))))
         .await
@@ -356,9 +358,7 @@ async fn publishes_over_their_own_rate_are_paced_and_all_answered() {
         ..config()
     })
     .await;
-    let mut c = connect(server.tcp_addr, "chatty").await;
-    let seq = c.send(join("chat", None)).await.unwrap();
-    until_reply(&mut c, seq).await;
+    let mut c = member_of(&server, "chatty", "chat").await;
     // 5 per 100 ms slice: 30 take six slices, each PUBLISH answered, none refused.
     c.send_raw(&wire((0..30).map(|i| publish("chat", i))))
         .await

@@ -46,7 +46,7 @@ impl Target {
     pub fn scenario(&self) -> usize {
         match self {
             Target::Users(_) => 0,
-            Target::Room(_) => 1,
+            Target::Room(_) => crate::stats::SCENARIO_ROOM,
             Target::Broadcast => 2,
         }
     }
@@ -195,6 +195,18 @@ impl Delivery {
         })
     }
 
+    /// Counts a publish against `max_pending_publishes` until the engine takes it; over the
+    /// limit it is refused and counted as failed for its scenario.
+    fn reserve_pending(&self, scenario: usize) -> Result<(), DeliveryError> {
+        let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
+        if waiting >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.inc(&self.stats.failed_by[scenario]);
+            return Err(DeliveryError::Overloaded(waiting));
+        }
+        Ok(())
+    }
+
     /// Hands a request to the engine thread; `Err` when the engine has stopped.
     fn send(&self, req: Request) -> Result<(), ()> {
         self.tx.send(req).map_err(|_| ())
@@ -232,12 +244,7 @@ impl Delivery {
         target: &Target,
         msg: Message,
     ) -> Result<Vec<Accepted>, DeliveryError> {
-        let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
-        if waiting >= self.max_pending {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            self.stats.inc(&self.stats.failed_by[target.scenario()]);
-            return Err(DeliveryError::Overloaded(waiting));
-        }
+        self.reserve_pending(target.scenario())?;
         let (reply, rx) = oneshot::channel();
         let req = Request::Publish {
             target: target.clone(),
@@ -254,11 +261,7 @@ impl Delivery {
     /// Upstream PUBLISH from a connection; the engine answers on the connection. Counted
     /// against `max_pending_publishes` like every other publish.
     pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
-        let waiting = self.pending.fetch_add(1, Ordering::Relaxed);
-        if waiting >= self.max_pending {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            self.stats.inc(&self.stats.failed_by[1]);
-            let e = DeliveryError::Overloaded(waiting);
+        if let Err(e) = self.reserve_pending(crate::stats::SCENARIO_ROOM) {
             let frame = Frame::Error(ErrorBody {
                 code: e.code(),
                 reason: e.to_string(),

@@ -97,7 +97,7 @@ impl Inflow {
         if !over {
             return Verdict::Go;
         }
-        self.went_over(now_ms, limits)
+        self.over(now_ms, limits)
     }
 
     /// The rate slice `now_ms` falls in.
@@ -105,13 +105,9 @@ impl Inflow {
         (now_ms / SLICE_MS) as u16
     }
 
-    /// The frame just counted went over a limit kept elsewhere (PUBLISH): like going over
-    /// one of this slice's own limits.
+    /// The frame just counted went over a limit: pause until the slice ends, or close after
+    /// `close_after` seconds over. Also for a limit kept elsewhere (PUBLISH, on the `Conn`).
     pub fn over(&mut self, now_ms: u64, limits: &RateLimits) -> Verdict {
-        self.went_over(now_ms, limits)
-    }
-
-    fn went_over(&mut self, now_ms: u64, limits: &RateLimits) -> Verdict {
         self.flags |= OVER | OVER_SECOND;
         if self.strikes() + 1 >= limits.close_after {
             return Verdict::Close;

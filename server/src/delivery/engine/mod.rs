@@ -331,7 +331,8 @@ impl Engine {
                         staged: Instant::now(),
                     }),
                     Err(e) => {
-                        self.stats.inc(&self.stats.failed_by[1]);
+                        self.stats
+                            .inc(&self.stats.failed_by[crate::stats::SCENARIO_ROOM]);
                         self.send_error(&conn, seq, e.code(), e.to_string())
                     }
                 }
