@@ -3,28 +3,17 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use push_protocol::{encode_to_bytes, Close, EncodeOptions, ErrorCode, Frame, Limits, Packet};
+use push_protocol::{EncodeOptions, ErrorCode, Limits};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
-use crate::hub::{CloseOrder, Hub, QueueLimits};
+use crate::hub::{Hub, QueueLimits};
 use crate::jwt::TokenVerifier;
 use crate::stats::Stats;
 
-/// An API key with its live rate-limit bucket.
-pub struct KeyState {
-    /// Configured key.
-    pub key: crate::config::ApiKey,
-    /// Token bucket.
-    pub bucket: std::sync::Mutex<crate::ratelimit::Bucket>,
-}
-
 /// Shared server state.
 pub struct Ctx {
-    /// API keys (named keys plus the plain `api_tokens`, which get every scope).
-    pub keys: Vec<KeyState>,
     /// Client token (JWT) keys and checks.
     pub tokens: TokenVerifier,
     /// Connection attempts per source address.
@@ -82,41 +71,21 @@ impl Drop for Admission {
     }
 }
 
-/// Encodes a CLOSE frame once, for sharing.
-pub fn close_frame(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> Bytes {
-    let packet = Packet::new(
-        0,
-        Frame::Close(Close {
-            code,
-            reconnect_ms,
-            reason: reason.into(),
-        }),
-    );
-    encode_to_bytes(&packet, &EncodeOptions::default()).expect("short CLOSE always encodes")
-}
-
-/// A close order with its encoded frame.
-pub fn close_order(code: ErrorCode, reconnect_ms: Option<u32>, reason: &str) -> CloseOrder {
-    CloseOrder {
-        code,
-        frame: close_frame(code, reconnect_ms, reason),
-    }
-}
-
 impl Ctx {
-    /// Builds the shared state from a validated config; opens storage. No TLS.
+    /// Builds the shared state from a validated config; opens storage. No TLS, system clock.
     pub fn new(config: Config) -> Result<Arc<Ctx>, CtxError> {
-        Ctx::build(config, None)
+        Ctx::build(config, None, Arc::new(crate::clock::SystemClock))
     }
 
-    /// Like `new`, with a loaded TLS configuration.
+    /// Like `new`, with a loaded TLS configuration and the delivery engine's clock.
     pub fn build(
         config: Config,
         tls: Option<Arc<rustls::ServerConfig>>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Arc<Ctx>, CtxError> {
         let tokens = TokenVerifier::from_config(&config)?;
         let stats = Arc::new(Stats::default());
-        let slow = close_frame(
+        let slow = crate::hub::close_frame(
             ErrorCode::SLOW_CONSUMER,
             Some(config.reconnect_hint_ms),
             "outbound queue full: reading too slowly",
@@ -143,6 +112,7 @@ impl Ctx {
             hub.clone(),
             stats.clone(),
             options,
+            clock,
         )?);
         let limits = Limits {
             max_frame_len: config.max_frame_len,
@@ -151,32 +121,7 @@ impl Ctx {
             reassembly_timeout_ms: config.reassembly_timeout_ms,
             ..Limits::default()
         };
-        let now = std::time::Instant::now();
-        let mut keys: Vec<KeyState> = config
-            .api_keys
-            .iter()
-            .cloned()
-            .map(|key| KeyState {
-                bucket: std::sync::Mutex::new(crate::ratelimit::Bucket::full(key.burst, now)),
-                key,
-            })
-            .collect();
-        for (i, token) in config.api_tokens.iter().enumerate() {
-            let key = crate::config::ApiKey {
-                name: format!("api_tokens[{i}]"),
-                token: token.clone(),
-                scopes: crate::config::Scope::ALL.to_vec(),
-                rate_per_sec: 50_000.0,
-                burst: 100_000.0,
-                allow_from: Vec::new(),
-            };
-            keys.push(KeyState {
-                bucket: std::sync::Mutex::new(crate::ratelimit::Bucket::full(key.burst, now)),
-                key,
-            });
-        }
         Ok(Arc::new(Ctx {
-            keys,
             tokens,
             connect_limiter: crate::ratelimit::AddressLimiter::new(
                 config.connect_rate_per_ip,
@@ -227,6 +172,19 @@ impl Ctx {
     /// Counts a failed handshake against its source address.
     pub fn note_failed_handshake(&self, ip: std::net::IpAddr) {
         let _ = self.handshake_limiter.allow(ip);
+    }
+
+    /// The gauges `/metrics` reads outside the counters.
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        crate::metrics::Gauges {
+            sockets_open: self.open.load(Ordering::Relaxed) as u64,
+            rooms: self.hub.room_count() as u64,
+            broker_up: self
+                .config
+                .amqp
+                .as_ref()
+                .map(|_| self.broker_up.load(Ordering::Relaxed)),
+        }
     }
 
     /// A fresh connection id.

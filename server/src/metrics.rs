@@ -1,6 +1,6 @@
 //! Metrics for Prometheus, encoded by the `prometheus-client` crate (OpenMetrics text). The
-//! values live in `Stats` as plain atomics and in the lock-free [`Histogram`] below, which
-//! sit on the per-frame path; on each scrape a collector hands them to the crate's encoder,
+//! values live in `Stats` as plain atomics and lock-free [`Histogram`]s, which sit on the
+//! per-frame path; on each scrape a collector hands them to the crate's encoder,
 //! which writes the families, label sets, HELP/TYPE lines and histogram buckets.
 
 use std::fmt;
@@ -14,54 +14,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::context::Ctx;
-use crate::stats::{Stats, SCENARIOS, TRANSPORTS};
+use crate::stats::{Histogram, Stats, SCENARIOS, TRANSPORTS};
 
 /// Content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Upper bounds of the latency buckets, in seconds.
-/// They reach 10 minutes: accept-to-ack includes retries, the first of which comes after
-/// `retry_interval_ms` (10 s by default) and the later ones after doubling intervals.
-pub const BUCKETS: [f64; 20] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0, 60.0, 120.0, 600.0,
-];
-
-/// A latency histogram with fixed buckets; lock-free.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one observation in microseconds.
-    pub fn observe_micros(&self, micros: u64) {
-        let secs = micros as f64 / 1e6;
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// Sum (seconds), count and per-bucket counts with the overflow last (upper bound
-    /// `f64::MAX`, which the encoder writes as `+Inf`).
-    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let count = self.count.load(Ordering::Relaxed);
-        let mut buckets: Vec<(f64, u64)> = BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(le, n)| (*le, n.load(Ordering::Relaxed)))
-            .collect();
-        let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
-        buckets.push((f64::MAX, count.saturating_sub(counted)));
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (sum, count, buckets)
-    }
-}
 
 /// Labels of one sample.
 type Labels<'a> = Vec<(&'a str, &'a str)>;
@@ -151,8 +107,19 @@ fn histograms_by_scenario(hists: &[Histogram; 3]) -> Vec<(Labels<'static>, &Hist
         .collect()
 }
 
+/// Values that live outside [`Stats`], read by the caller for one scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Sockets open, authenticated or not.
+    pub sockets_open: u64,
+    /// Rooms with at least one member.
+    pub rooms: u64,
+    /// Whether the message-queue consumer is connected; `None` when none is configured.
+    pub broker_up: Option<bool>,
+}
+
 /// The server's metrics, read on each scrape.
-struct Exporter(Arc<Ctx>);
+struct Exporter(Arc<Stats>, Gauges);
 
 impl fmt::Debug for Exporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -162,8 +129,7 @@ impl fmt::Debug for Exporter {
 
 impl Collector for Exporter {
     fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
-        let ctx = &self.0;
-        let s: &Stats = &ctx.stats;
+        let (s, g): (&Stats, &Gauges) = (&self.0, &self.1);
         let get = Stats::get;
         let mut f = Families(encoder);
         let transports = TRANSPORTS.iter().zip(&s.connections);
@@ -177,13 +143,9 @@ impl Collector for Exporter {
         f.gauge(
             "push_sockets_open",
             "Sockets open, authenticated or not.",
-            ctx.open.load(Ordering::Relaxed) as u64,
+            g.sockets_open,
         )?;
-        f.gauge(
-            "push_rooms",
-            "Rooms with at least one member.",
-            ctx.hub.room_count() as u64,
-        )?;
+        f.gauge("push_rooms", "Rooms with at least one member.", g.rooms)?;
         f.counter(
             "push_accepted_sockets_total",
             "Sockets accepted: TCP connections and WebSocket upgrades.",
@@ -378,11 +340,11 @@ impl Collector for Exporter {
                 (vec![("outcome", "requeued")], get(&s.ingest_requeued)),
             ],
         )?;
-        if ctx.config.amqp.is_some() {
+        if let Some(up) = g.broker_up {
             f.gauge(
                 "push_broker_up",
                 "1 while the message-queue consumer is connected.",
-                u64::from(ctx.broker_up.load(Ordering::Relaxed)),
+                u64::from(up),
             )?;
             f.counter(
                 "push_broker_disconnects_total",
@@ -394,36 +356,14 @@ impl Collector for Exporter {
     }
 }
 
-/// Renders every metric (OpenMetrics text, [`CONTENT_TYPE`]).
-pub fn render(ctx: &Arc<Ctx>) -> String {
+/// Renders every metric (OpenMetrics text, [`CONTENT_TYPE`]): the counters and histograms
+/// of `stats` and the `gauges` read for this scrape.
+pub fn render(stats: &Arc<Stats>, gauges: Gauges) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exporter(ctx.clone())));
+    registry.register_collector(Box::new(Exporter(stats.clone(), gauges)));
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!("cannot encode metrics: {e}");
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_count_each_observation_once_with_the_overflow_last() {
-        let h = Histogram::default();
-        h.observe_micros(50);
-        h.observe_micros(2_000);
-        h.observe_micros(10_000_000);
-        h.observe_micros(3_600_000_000);
-        let (sum, count, buckets) = h.snapshot();
-        assert_eq!(count, 4);
-        assert!((sum - 3610.00205).abs() < 1e-6, "{sum}");
-        let at = |le: f64| buckets.iter().find(|(b, _)| *b == le).unwrap().1;
-        assert_eq!(at(0.0001), 1);
-        assert_eq!(at(0.0025), 1);
-        // Ten seconds (a retried message's accept-to-ack) is inside a finite bucket.
-        assert_eq!(at(10.0), 1);
-        assert_eq!(buckets.last(), Some(&(f64::MAX, 1)));
-    }
 }

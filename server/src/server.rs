@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
-use crate::context::{close_order, Ctx};
+use crate::context::Ctx;
+use crate::http::listener;
+use crate::hub::CloseOrder;
 use crate::{api, transport};
 
 /// Why the server could not start.
@@ -68,6 +70,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+    start_with_clock(config, Arc::new(crate::clock::SystemClock)).await
+}
+
+/// Like [`start`], with the delivery engine's time taken from `clock` (tests pass a
+/// [`crate::clock::ManualClock`] to move time themselves).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> Result<ServerHandle, StartError> {
     config.validate()?;
     let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
     let tcp = bind(config.listen).await?;
@@ -91,13 +102,22 @@ pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         None => None,
     };
     let ws_addr = ws.as_ref().map(|(_, a)| *a);
-    let ctx = Ctx::build(config, tls)?;
+    let ctx = Ctx::build(config, tls, clock)?;
     tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
-    let mut api = vec![tokio::spawn(api::serve(http, ctx.clone()))];
+    let mut app = api::router(ctx.clone());
+    if ctx.config.ws_on_http {
+        app = app.merge(transport::ws::router(ctx.clone()));
+    }
+    let mut api = vec![tokio::spawn(listener::serve(
+        http,
+        ctx.clone(),
+        app,
+        "http api",
+    ))];
     if let Some((l, _)) = ws {
-        let app = api::ws_router(ctx.clone());
-        api.push(tokio::spawn(api::listener::serve(
+        let app = transport::ws::router(ctx.clone());
+        api.push(tokio::spawn(listener::serve(
             l,
             ctx.clone(),
             app,
@@ -123,7 +143,7 @@ async fn supervise(ctx: Arc<Ctx>, api: Vec<JoinHandle<()>>) {
     ctx.shutdown.cancelled().await;
     let open = ctx.hub.connection_count();
     tracing::info!(connections = open, "shutting down: closing connections");
-    let order = close_order(
+    let order = CloseOrder::new(
         ErrorCode::SHUTTING_DOWN,
         Some(ctx.config.reconnect_hint_ms),
         "server shutting down",
@@ -151,7 +171,7 @@ async fn heartbeat(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(ctx.config.heartbeat_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let timeout_order = close_order(
+    let timeout_order = CloseOrder::new(
         ErrorCode::HEARTBEAT_TIMEOUT,
         Some(ctx.config.reconnect_hint_ms),
         "no frame received within the heartbeat timeout",

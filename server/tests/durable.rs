@@ -12,9 +12,14 @@ use push_client::protocol::{Frame, Join, Packet, PayloadFormat, Push, Stream, St
 use push_client::{ConnectOptions, Connection};
 use push_server::delivery::{Message, Target};
 use push_server::store::Backend;
+use push_server::stream::StreamKey;
 use push_server::Config;
 
 const BACKENDS: [Backend; 2] = [Backend::Sled, Backend::Redb];
+/// For scenarios that never restart the server: the in-memory store must behave the same.
+const ALL_STORES: [Backend; 3] = [Backend::Sled, Backend::Redb, Backend::Memory];
+/// Far beyond any interval the tests configure, so whatever is scheduled is due after it.
+const LATER: Duration = Duration::from_secs(3600);
 
 fn cfg(backend: Backend) -> Config {
     Config {
@@ -148,8 +153,8 @@ async fn a_client_that_reports_progress_in_hello_is_not_sent_it_again() {
 
 #[tokio::test]
 async fn unacked_messages_are_retried_then_failed_then_delivered_on_reconnect() {
-    for backend in BACKENDS {
-        let server = start(Config {
+    for backend in ALL_STORES {
+        let (server, clock) = start_clocked(Config {
             retry_interval_ms: 50,
             max_retries: 2,
             ..cfg(backend)
@@ -166,6 +171,7 @@ async fn unacked_messages_are_retried_then_failed_then_delivered_on_reconnect() 
         assert_eq!(first.id, a[0].id);
         // Never acked: the same message comes again (retries 1 and 2).
         for _ in 0..2 {
+            pass(&server, &clock, LATER).await;
             let again = expect_push(c.next_timeout(WAIT).await.unwrap());
             assert_eq!(
                 (again.id, again.position),
@@ -174,12 +180,8 @@ async fn unacked_messages_are_retried_then_failed_then_delivered_on_reconnect() 
             );
         }
         // Then it is marked failed, as the history API shows.
-        let history = async || user_history(server.http_addr, "erin", "").await;
-        until(&format!("{backend:?}: marked failed"), async || {
-            history().await["messages"][0]["state"] == "failed"
-        })
-        .await;
-        let v = history().await;
+        pass(&server, &clock, LATER).await;
+        let v = user_history(server.http_addr, "erin", "").await;
         assert_eq!(v["messages"][0]["state"], "failed", "{backend:?}");
         assert!(v["messages"][0]["retries"].as_u64().unwrap() >= 2);
         drop(c);
@@ -254,8 +256,8 @@ async fn duplicate_publishes_are_stored_and_delivered_once_even_across_restarts(
 
 #[tokio::test]
 async fn room_resume_within_and_beyond_retention() {
-    for backend in BACKENDS {
-        let server = start(Config {
+    for backend in ALL_STORES {
+        let (server, clock) = start_clocked(Config {
             room_retention_count: 5,
             compaction_interval_ms: 20,
             ..cfg(backend)
@@ -269,21 +271,18 @@ async fn room_resume_within_and_beyond_retention() {
                 .await
                 .unwrap();
         }
-        // Wait for compaction to apply the retention.
-        until(
-            &format!("{backend:?}: room retention applied"),
-            async || {
-                server
-                    .ctx
-                    .delivery
-                    .history("room:r", 0, 100)
-                    .await
-                    .unwrap()
-                    .first_retained
-                    == 6
-            },
-        )
-        .await;
+        // Compaction applies the retention.
+        pass(&server, &clock, LATER).await;
+        let page = server
+            .ctx
+            .delivery
+            .history(&StreamKey::room("r"), 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.first_retained, 6,
+            "{backend:?}: room retention applied"
+        );
         let mut c = connect(server.tcp_addr, "gus").await;
         // Within retention: exactly what follows, no gap.
         let (ok, others) = c
@@ -378,7 +377,7 @@ async fn acks_for_positions_never_sent_are_refused() {
     let page = server
         .ctx
         .delivery
-        .history("user:ivy", 0, 10)
+        .history(&StreamKey::user("ivy"), 0, 10)
         .await
         .unwrap();
     assert_eq!(page.acked, 0, "nothing changed");
@@ -388,7 +387,7 @@ async fn acks_for_positions_never_sent_are_refused() {
 async fn disk_use_stays_bounded_under_steady_publish_and_ack() {
     for backend in BACKENDS {
         let dir = data_dir();
-        let server = start(Config {
+        let (server, clock) = start_clocked(Config {
             data_dir: dir.clone(),
             compaction_interval_ms: 20,
             room_retention_count: 50,
@@ -427,11 +426,22 @@ async fn disk_use_stays_bounded_under_steady_publish_and_ack() {
                 }
             }
             ack(&mut c, Stream::User, last).await;
-            tokio::time::sleep(Duration::from_millis(60)).await;
+            until("the ack is applied", async || {
+                let jo = StreamKey::user("jo");
+                let page = server.ctx.delivery.history(&jo, 0, 1).await;
+                page.unwrap().acked == last
+            })
+            .await;
+            pass(&server, &clock, LATER).await;
             sizes.push(push_server::store::disk_usage(&dir));
             let _ = round;
         }
-        let page = server.ctx.delivery.history("user:jo", 0, 10).await.unwrap();
+        let page = server
+            .ctx
+            .delivery
+            .history(&StreamKey::user("jo"), 0, 10)
+            .await
+            .unwrap();
         assert_eq!(page.acked, 1000);
         assert!(
             page.first_retained > 900,
@@ -490,7 +500,7 @@ async fn a_backlog_larger_than_the_queue_is_replayed_in_steps_without_reordering
 
 #[tokio::test]
 async fn expired_messages_are_not_replayed() {
-    let server = start(cfg(Backend::Redb)).await;
+    let (server, clock) = start_clocked(cfg(Backend::Redb)).await;
     let (s, body) = push(
         &server,
         r#"{"to":{"users":["tess"]},"kind":"otp","payload":"code 1234","ttl_seconds":1}"#,
@@ -504,7 +514,7 @@ async fn expired_messages_are_not_replayed() {
     .await;
     assert_eq!(s, 200);
     // Let the one-second TTL run out while the user is offline.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_millis(1200));
     let mut c = connect(server.tcp_addr, "tess").await;
     let p = expect_push(c.next_timeout(WAIT).await.unwrap());
     assert_eq!((p.position, &p.payload[..]), (2, &b"kept"[..]));
@@ -520,7 +530,7 @@ async fn expired_messages_are_not_replayed() {
 
 #[tokio::test]
 async fn broadcast_resumes_from_the_position_given_in_hello() {
-    let server = start(Config {
+    let (server, clock) = start_clocked(Config {
         room_retention_count: 3,
         compaction_interval_ms: 20,
         ..cfg(Backend::Sled)
@@ -549,18 +559,18 @@ async fn broadcast_resumes_from_the_position_given_in_hello() {
         assert_eq!((p.stream, p.position), (Stream::Broadcast, want));
     }
     drop(c);
-    // Wait for retention (3 messages) to drop positions 1..=3.
-    until("broadcast retention applied", async || {
-        server
-            .ctx
-            .delivery
-            .history("broadcast", 0, 10)
-            .await
-            .unwrap()
-            .first_retained
-            == 4
-    })
-    .await;
+    // Retention (3 messages) drops positions 1..=3.
+    pass(&server, &clock, LATER).await;
+    let page = server
+        .ctx
+        .delivery
+        .history(&StreamKey::Broadcast, 0, 10)
+        .await;
+    assert_eq!(
+        page.unwrap().first_retained,
+        4,
+        "broadcast retention applied"
+    );
     let mut c = connect_resume(
         server.tcp_addr,
         "liv",

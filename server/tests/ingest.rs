@@ -46,7 +46,7 @@ async fn queue_messages_are_delivered_acked_and_deduplicated() {
     let page = server
         .ctx
         .delivery
-        .history("user:q-user", 0, 10)
+        .history(&push_server::stream::StreamKey::user("q-user"), 0, 10)
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1, "stored once");

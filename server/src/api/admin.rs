@@ -13,8 +13,9 @@ use serde_json::json;
 use super::auth::{Caller, Denied};
 use super::error;
 use crate::config::Scope;
-use crate::context::{close_order, Ctx};
-use crate::session::valid_room_name;
+use crate::context::Ctx;
+use crate::hub::CloseOrder;
+use crate::stream::valid_room_name;
 
 /// `GET /api/v1/users/{id}/presence`: online, connection count, devices.
 pub async fn presence(
@@ -22,7 +23,7 @@ pub async fn presence(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Denied> {
-    caller.require(&ctx, Scope::Read)?;
+    caller.require(Scope::Read)?;
     let conns = ctx.hub.user_connections(&id);
     let devices: Vec<&str> = conns.iter().filter_map(|c| c.device()).collect();
     Ok(Json(json!({
@@ -41,8 +42,8 @@ pub async fn kick(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Denied> {
-    caller.require(&ctx, Scope::Admin)?;
-    let order = close_order(
+    caller.require(Scope::Admin)?;
+    let order = CloseOrder::new(
         ErrorCode::KICKED,
         None,
         "disconnected by the server operator",
@@ -59,7 +60,7 @@ pub async fn room(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Denied> {
-    caller.require(&ctx, Scope::Read)?;
+    caller.require(Scope::Read)?;
     if let Err(reason) = valid_room_name(&id) {
         return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
@@ -72,7 +73,7 @@ pub async fn add_member(
     caller: Caller,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, Denied> {
-    caller.require(&ctx, Scope::Admin)?;
+    caller.require(Scope::Admin)?;
     if let Err(reason) = valid_room_name(&room) {
         return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
@@ -86,7 +87,7 @@ pub async fn remove_member(
     caller: Caller,
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, Denied> {
-    caller.require(&ctx, Scope::Admin)?;
+    caller.require(Scope::Admin)?;
     let left = ctx.hub.leave_user(&user, &room);
     Ok(Json(json!({ "room": room, "user": user, "left": left })).into_response())
 }
@@ -96,7 +97,7 @@ pub async fn remove_member(
 pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::render(&ctx),
+        crate::metrics::render(&ctx.stats, ctx.gauges()),
     )
         .into_response()
 }

@@ -11,8 +11,51 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::error;
-use crate::config::Scope;
-use crate::context::{Ctx, KeyState};
+use crate::config::{ApiKey, Config, Scope};
+use crate::context::Ctx;
+use crate::ratelimit::Bucket;
+
+/// An API key with its live rate-limit bucket.
+pub struct KeyState {
+    /// Configured key.
+    pub key: ApiKey,
+    /// Token bucket.
+    pub bucket: std::sync::Mutex<Bucket>,
+}
+
+/// Every API key of the server: the named `api_keys`, plus the plain `api_tokens`, which get
+/// every scope. Handed to the routes as a request extension.
+pub struct ApiKeys(Vec<KeyState>);
+
+impl ApiKeys {
+    /// The keys of `config`, each with a full bucket.
+    pub fn from_config(config: &Config) -> ApiKeys {
+        let now = std::time::Instant::now();
+        let plain = config
+            .api_tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| ApiKey {
+                name: format!("api_tokens[{i}]"),
+                token: token.clone(),
+                scopes: Scope::ALL.to_vec(),
+                rate_per_sec: 50_000.0,
+                burst: 100_000.0,
+                allow_from: Vec::new(),
+            });
+        let keys = config
+            .api_keys
+            .iter()
+            .cloned()
+            .chain(plain)
+            .map(|key| KeyState {
+                bucket: std::sync::Mutex::new(Bucket::full(key.burst, now)),
+                key,
+            })
+            .collect();
+        ApiKeys(keys)
+    }
+}
 
 /// Why a request was refused before it did anything.
 #[derive(Debug)]
@@ -56,7 +99,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Identifies the calling key, checks the caller's address against the key's allow-list and
 /// charges one request to its bucket (401, 403 or 429 otherwise).
-fn authenticate(ctx: &Ctx, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<usize, Denied> {
+fn authenticate(
+    ctx: &Ctx,
+    keys: &ApiKeys,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<usize, Denied> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(Denied::Unauthorized(
             "missing Authorization: Bearer <token>",
@@ -68,7 +116,7 @@ fn authenticate(ctx: &Ctx, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let mut found = None;
-    for (i, k) in ctx.keys.iter().enumerate() {
+    for (i, k) in keys.0.iter().enumerate() {
         // Compare against every key so timing does not reveal which one matched.
         if same(k.key.token.as_bytes(), token.as_bytes()) {
             found = Some(i);
@@ -77,7 +125,7 @@ fn authenticate(ctx: &Ctx, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<
     let Some(index) = found else {
         return Err(Denied::Unauthorized("invalid API token"));
     };
-    let key = &ctx.keys[index];
+    let key = &keys.0[index];
     if !peer.is_some_and(|ip| key.key.allows(ip)) && !key.key.allow_from.is_empty() {
         let from = peer.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
         tracing::warn!(key = %key.key.name, %from, "API key used from an address outside its allow_from");
@@ -108,7 +156,8 @@ fn authenticate(ctx: &Ctx, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<
 /// The API key of the request, authenticated and charged to its rate limit before the
 /// handler runs (and before the body is read).
 pub struct Caller {
-    /// Index into `Ctx::keys`.
+    keys: Arc<ApiKeys>,
+    /// Index into `keys`.
     index: usize,
 }
 
@@ -120,14 +169,17 @@ impl FromRequestParts<Arc<Ctx>> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        authenticate(ctx, &parts.headers, peer).map(|index| Caller { index })
+        let Some(keys) = parts.extensions.get::<Arc<ApiKeys>>().cloned() else {
+            return Err(Denied::Unauthorized("no API keys on this listener"));
+        };
+        authenticate(ctx, &keys, &parts.headers, peer).map(|index| Caller { keys, index })
     }
 }
 
 impl Caller {
     /// 403 unless the caller's key holds `scope`.
-    pub fn require(&self, ctx: &Ctx, scope: Scope) -> Result<(), Denied> {
-        let key: &KeyState = &ctx.keys[self.index];
+    pub fn require(&self, scope: Scope) -> Result<(), Denied> {
+        let key: &KeyState = &self.keys.0[self.index];
         if key.key.scopes.contains(&scope) {
             return Ok(());
         }

@@ -16,7 +16,8 @@ use super::auth::{Caller, Denied};
 use super::error;
 use crate::config::Scope;
 use crate::context::Ctx;
-use crate::delivery::{room_stream, user_stream, HistoryItem, BROADCAST};
+use crate::delivery::HistoryItem;
+use crate::stream::StreamKey;
 
 /// Largest page.
 const MAX_LIMIT: usize = 1000;
@@ -61,8 +62,8 @@ fn item_json(i: &HistoryItem) -> Value {
     v
 }
 
-async fn page(ctx: &Ctx, caller: Caller, stream: String, p: Page) -> Result<Response, Denied> {
-    caller.require(ctx, Scope::Read)?;
+async fn page(ctx: &Ctx, caller: Caller, stream: StreamKey, p: Page) -> Result<Response, Denied> {
+    caller.require(Scope::Read)?;
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {
         return Ok(error(
@@ -75,7 +76,7 @@ async fn page(ctx: &Ctx, caller: Caller, stream: String, p: Page) -> Result<Resp
         Ok(page) => {
             let next = page.items.last().map(|i| i.position);
             Json(json!({
-                "stream": page.stream,
+                "stream": page.stream.name(),
                 "first_retained": page.first_retained,
                 "tail": page.tail,
                 "acked": page.acked,
@@ -95,7 +96,7 @@ pub async fn user(
     Path(id): Path<String>,
     Query(p): Query<Page>,
 ) -> Result<Response, Denied> {
-    page(&ctx, caller, user_stream(&id), p).await
+    page(&ctx, caller, StreamKey::User(id), p).await
 }
 
 /// History of a room.
@@ -105,7 +106,7 @@ pub async fn room(
     Path(id): Path<String>,
     Query(p): Query<Page>,
 ) -> Result<Response, Denied> {
-    page(&ctx, caller, room_stream(&id), p).await
+    page(&ctx, caller, StreamKey::Room(id), p).await
 }
 
 /// History of the broadcast stream.
@@ -114,5 +115,5 @@ pub async fn broadcast(
     caller: Caller,
     Query(p): Query<Page>,
 ) -> Result<Response, Denied> {
-    page(&ctx, caller, BROADCAST.to_string(), p).await
+    page(&ctx, caller, StreamKey::Broadcast, p).await
 }

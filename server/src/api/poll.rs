@@ -24,8 +24,8 @@ use super::error;
 use crate::context::Ctx;
 use crate::delivery::ids::unix_ms;
 use crate::hub::{Conn, Output, Queued};
-use crate::session::valid_room_name;
-use crate::transport::ws::json::{push_json, stream_name};
+use crate::stream::{may_join, valid_room_name};
+use push_protocol::ws::json::{push_json, stream_name};
 
 /// Most messages one poll returns unless `limit` asks for fewer.
 const MAX_LIMIT: usize = 1000;
@@ -182,7 +182,8 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
         ctx.hub.now_ms(),
     ));
     let restricted = &ctx.config.restricted_room_prefixes;
-    if let Some((room, _)) = rooms.iter().find(|(r, _)| !conn.may_join(r, restricted)) {
+    let grants = conn.room_grants();
+    if let Some((room, _)) = rooms.iter().find(|(r, _)| !may_join(grants, r, restricted)) {
         let reason = format!("room {room} is restricted and the token grants no access to it");
         return error(StatusCode::FORBIDDEN, reason, Some("rooms"));
     }

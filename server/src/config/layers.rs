@@ -115,7 +115,7 @@ pub fn all_keys() -> Vec<String> {
             "amqp" => field_names::<AmqpConfig>(),
             "tls" => field_names::<TlsConfig>(),
             "api_keys" => field_names::<ApiKey>(),
-            "jwt_public_keys" => field_names::<crate::jwt::JwtPublicKey>(),
+            "jwt_public_keys" => field_names::<super::JwtPublicKey>(),
             _ => &[],
         };
         out.push(key.to_string());

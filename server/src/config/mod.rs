@@ -11,6 +11,20 @@ mod layers;
 mod validate;
 pub use layers::{all_keys, load, ENV_PREFIX};
 
+/// A public key for verifying client tokens (`[[jwt_public_keys]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtPublicKey {
+    /// The one algorithm this key verifies: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384 or EdDSA.
+    pub alg: String,
+    /// PEM file with the public key (RSA, EC or Ed25519; SubjectPublicKeyInfo or PKCS#1).
+    pub pem_file: PathBuf,
+    /// Key id: when set, only tokens whose header names this `kid` (or none) use the key.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
 /// The JWT secret used when none is configured; the server warns loudly when it is in use.
 pub const DEV_JWT_SECRET: &str = "dev-secret-change-me";
 /// The API token used when none is configured; the server warns loudly when it is in use.
@@ -139,7 +153,7 @@ pub struct Config {
     pub jwt_secret: String,
     /// Public keys for client JWTs signed elsewhere (RS256, ES256, EdDSA, ...), one
     /// algorithm per key.
-    pub jwt_public_keys: Vec<crate::jwt::JwtPublicKey>,
+    pub jwt_public_keys: Vec<JwtPublicKey>,
     /// JWKS file (`{"keys":[...]}`) with more public keys; every key must name its `alg`.
     pub jwt_jwks_file: Option<PathBuf>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.

@@ -5,16 +5,10 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use push_protocol::MessageId;
 
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::unix_ms;
 
 /// A process-wide random 64-bit value (std's hasher keys are randomly seeded).
 pub fn random_u64() -> u64 {

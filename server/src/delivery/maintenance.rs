@@ -1,10 +1,9 @@
 //! Housekeeping on the engine thread: retries of unacknowledged messages to online users, and
 //! compaction (acknowledged messages, expired room history, expired idempotency ids).
 
-use std::time::Instant;
-
-use super::engine::{user_stream, Engine};
+use super::engine::Engine;
 use crate::store::{idem_key, keys_position, record_range, Op, Record, IDEM_PREFIX};
+use crate::stream::StreamKey;
 
 /// Deletes per compaction pass, so one pass never stalls publishers for long.
 const COMPACTION_BUDGET: usize = 20_000;
@@ -15,14 +14,14 @@ impl Engine {
     /// Runs whatever housekeeping is due.
     pub(super) fn tick(&mut self) {
         self.retry_due();
-        if Instant::now() >= self.next_compaction {
+        if self.now.at >= self.next_compaction {
             self.compact();
-            self.next_compaction = Instant::now() + self.cfg.compaction_interval;
+            self.next_compaction = self.now.at + self.cfg.compaction_interval;
         }
     }
 
     fn retry_due(&mut self) {
-        let now = Instant::now();
+        let now = self.now.at;
         let due: Vec<String> = self
             .retry
             .iter()
@@ -30,7 +29,7 @@ impl Engine {
             .map(|(u, _)| u.clone())
             .collect();
         for user in due {
-            let name = user_stream(&user);
+            let name = StreamKey::user(&user);
             let meta = self.meta(&name);
             // Connections still replaying their backlog get these messages from the replay.
             let conns: Vec<_> = self
@@ -63,7 +62,7 @@ impl Engine {
                     continue;
                 }
             };
-            let now_ms = super::ids::unix_ms();
+            let now_ms = self.now.unix_ms;
             let mut resent = 0;
             for (k, v) in rows {
                 let (Some(position), Ok(mut rec)) = (keys_position(&k), Record::decode(&v)) else {
@@ -76,9 +75,7 @@ impl Engine {
                     rec.failed = true;
                 } else {
                     rec.retries = rec.retries.saturating_add(1);
-                    if let Some(frame) =
-                        self.encode_push(rec.id, push_protocol::Stream::User, position, &rec)
-                    {
+                    if let Some(frame) = self.encode_push(rec.id, &name, position, &rec) {
                         for c in &conns {
                             let _ = self.hub.send_conn(c, frame.clone());
                         }
@@ -102,16 +99,16 @@ impl Engine {
         // Samples never acknowledged (the user went away) stop being interesting after an hour.
         self.ack_watch
             .retain(|_, (_, since)| since.elapsed() < std::time::Duration::from_secs(3600));
-        let now_ms = super::ids::unix_ms();
+        let now_ms = self.now.unix_ms;
         let mut budget = COMPACTION_BUDGET;
-        let streams: Vec<String> = self.metas.keys().cloned().collect();
+        let streams: Vec<StreamKey> = self.metas.keys().cloned().collect();
         for name in streams {
             if budget == 0 {
                 break;
             }
             let mut meta = self.meta(&name);
             let mut keep_from = meta.first;
-            if name.starts_with("user:") {
+            if name.as_user().is_some() {
                 keep_from = keep_from
                     .max(meta.acked + 1)
                     .max(meta.tail.saturating_sub(self.cfg.user_max_pending) + 1);
@@ -147,7 +144,7 @@ impl Engine {
     }
 
     /// First position of a room stream younger than the retention age.
-    fn first_unexpired(&self, name: &str, from: u64, tail: u64, now_ms: u64) -> u64 {
+    fn first_unexpired(&self, name: &StreamKey, from: u64, tail: u64, now_ms: u64) -> u64 {
         if from > tail {
             return from;
         }

@@ -22,15 +22,16 @@ use push_protocol::{
 };
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::{Conn, Hub};
 use crate::stats::Stats;
 use crate::store::{self, Record, StoreError};
-pub use engine::{room_stream, user_stream, BROADCAST};
+use crate::stream::{StreamKey, SCENARIO_BROADCAST, SCENARIO_ROOM, SCENARIO_USER};
 use engine::{Engine, EngineConfig, Request};
 pub use idempotency::IdempotencyCache;
 
-/// Where a message goes.
+/// Where a message goes: one or more streams of one kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Every connection of each listed user (one stream per user).
@@ -45,9 +46,18 @@ impl Target {
     /// Index into `stats::SCENARIOS`.
     pub fn scenario(&self) -> usize {
         match self {
-            Target::Users(_) => 0,
-            Target::Room(_) => crate::stats::SCENARIO_ROOM,
-            Target::Broadcast => 2,
+            Target::Users(_) => SCENARIO_USER,
+            Target::Room(_) => SCENARIO_ROOM,
+            Target::Broadcast => SCENARIO_BROADCAST,
+        }
+    }
+
+    /// The streams the message is appended to.
+    pub fn streams(&self) -> Vec<StreamKey> {
+        match self {
+            Target::Users(users) => users.iter().map(|u| StreamKey::user(u)).collect(),
+            Target::Room(room) => vec![StreamKey::room(room)],
+            Target::Broadcast => vec![StreamKey::Broadcast],
         }
     }
 }
@@ -74,8 +84,8 @@ pub struct Message {
 pub struct Accepted {
     /// Message id.
     pub id: MessageId,
-    /// Stream name: `user:<id>`, `room:<id>` or `broadcast`.
-    pub stream: String,
+    /// The stream.
+    pub stream: StreamKey,
     /// Position in that stream.
     pub position: u64,
     /// Connections the message was queued to right away.
@@ -98,8 +108,8 @@ pub struct HistoryItem {
 /// A page of a stream's history.
 #[derive(Debug, Clone)]
 pub struct HistoryPage {
-    /// Stream name.
-    pub stream: String,
+    /// The stream.
+    pub stream: StreamKey,
     /// First position still retained.
     pub first_retained: u64,
     /// Last position assigned.
@@ -159,12 +169,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Opens the store under `config.data_dir` and starts the engine thread.
+    /// Opens the store under `config.data_dir` and starts the engine thread, which takes its
+    /// time from `clock`.
     pub fn start(
         config: &Config,
         hub: Arc<Hub>,
         stats: Arc<Stats>,
         options: EncodeOptions,
+        clock: Arc<dyn Clock>,
     ) -> Result<Delivery, StoreError> {
         let kv = store::open(config.store, Path::new(&config.data_dir))?;
         let seq = Arc::new(AtomicU32::new(1));
@@ -177,6 +189,7 @@ impl Delivery {
             options,
             seq.clone(),
             pending.clone(),
+            clock,
         )?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -261,7 +274,7 @@ impl Delivery {
     /// Upstream PUBLISH from a connection; the engine answers on the connection. Counted
     /// against `max_pending_publishes` like every other publish.
     pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
-        if let Err(e) = self.reserve_pending(crate::stats::SCENARIO_ROOM) {
+        if let Err(e) = self.reserve_pending(SCENARIO_ROOM) {
             let frame = Frame::Error(ErrorBody {
                 code: e.code(),
                 reason: e.to_string(),
@@ -335,13 +348,13 @@ impl Delivery {
     /// A page of a stream's history.
     pub async fn history(
         &self,
-        stream: &str,
+        stream: &StreamKey,
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, DeliveryError> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::History {
-            stream: stream.to_string(),
+            stream: stream.clone(),
             after,
             limit,
             reply,
@@ -357,6 +370,17 @@ impl Delivery {
             return false;
         }
         matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+
+    /// Runs the housekeeping that is due at the clock's current time (retries of
+    /// unacknowledged messages, compaction, expiry) and returns once it is committed. The
+    /// engine also runs it by itself every 100 ms; tests with a manual clock call this after
+    /// moving time forward instead of waiting.
+    pub async fn housekeeping(&self) -> Result<(), DeliveryError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Request::Housekeeping(done))
+            .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)
     }
 
     /// Commits everything pending and stops the engine thread.

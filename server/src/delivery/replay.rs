@@ -2,18 +2,18 @@
 //! replay is never overtaken by a live message of the same stream.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use push_protocol::{ErrorCode, Frame, Gap, Stream, StreamPos};
 
-use super::engine::{room_stream, user_stream, Engine, RetryState, BROADCAST};
+use super::engine::{Engine, RetryState};
 use crate::hub::Conn;
 use crate::store::{keys_position, record_range, Record};
+use crate::stream::StreamKey;
 
 impl Engine {
-    /// Queues to `conn` the stored messages of `name` with positions `from..=to`, as `wire`.
-    /// Returns how many were queued.
-    fn replay(&self, conn: &Conn, name: &str, wire: &Stream, from: u64, to: u64) -> usize {
+    /// Queues to `conn` the stored messages of `name` with positions `from..=to`. Returns how
+    /// many were queued.
+    fn replay(&self, conn: &Conn, name: &StreamKey, from: u64, to: u64) -> usize {
         if from > to {
             return 0;
         }
@@ -21,21 +21,21 @@ impl Engine {
         let rows = match self.kv.scan(&a, &b, self.cfg.replay_chunk) {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::error!(stream = name, "replay read failed: {e}");
+                tracing::error!(stream = %name, "replay read failed: {e}");
                 return 0;
             }
         };
         let mut n = 0;
-        let now_ms = super::ids::unix_ms();
+        let now_ms = self.now.unix_ms;
         for (k, v) in rows {
             let (Some(position), Ok(rec)) = (keys_position(&k), Record::decode(&v)) else {
-                tracing::error!(stream = name, "skipping an undecodable stored record");
+                tracing::error!(stream = %name, "skipping an undecodable stored record");
                 continue;
             };
             if rec.expired(now_ms) {
                 continue;
             }
-            if let Some(frame) = self.encode_push(rec.id, wire.clone(), position, &rec) {
+            if let Some(frame) = self.encode_push(rec.id, name, position, &rec) {
                 if self.hub.send_conn(conn, frame).is_err() {
                     break;
                 }
@@ -46,12 +46,12 @@ impl Engine {
     }
 
     /// Tells `conn` that positions before `first` of a stream are gone.
-    fn gap(&self, conn: &Conn, wire: &Stream, requested_after: u64, first_available: u64) {
+    fn gap(&self, conn: &Conn, name: &StreamKey, requested_after: u64, first_available: u64) {
         self.send_frame(
             conn,
             0,
             Frame::Gap(Gap {
-                stream: wire.clone(),
+                stream: name.wire(),
                 requested_after,
                 first_available,
             }),
@@ -61,7 +61,7 @@ impl Engine {
     /// Resumes a room or broadcast stream for `conn` after position `after`. At most one
     /// replay chunk is sent (it must fit the connection's queue); anything older is reported
     /// with a GAP, like history that is no longer retained.
-    fn resume(&self, conn: &Conn, name: &str, wire: &Stream, after: u64) -> usize {
+    fn resume(&self, conn: &Conn, name: &StreamKey, after: u64) -> usize {
         let meta = self.meta(name);
         if after >= meta.tail {
             return 0;
@@ -69,15 +69,15 @@ impl Engine {
         let window_start = meta.tail.saturating_sub(self.cfg.replay_chunk as u64) + 1;
         let first = meta.first.max(window_start);
         if after + 1 < first {
-            self.gap(conn, wire, after, first);
+            self.gap(conn, name, after, first);
         }
-        self.replay(conn, name, wire, (after + 1).max(first), meta.tail)
+        self.replay(conn, name, (after + 1).max(first), meta.tail)
     }
 
     /// Queues the next chunk of the user's backlog to `conn`, starting at `from`, and records
     /// where the replay stands. Returns how many messages were queued.
     fn replay_user_chunk(&self, conn: &Conn, from: u64) -> usize {
-        let name = user_stream(&conn.user);
+        let name = StreamKey::user(&conn.user);
         let meta = self.meta(&name);
         let from = from.max(meta.acked + 1).max(meta.first);
         if from > meta.tail {
@@ -91,7 +91,7 @@ impl Engine {
         // drain it on another thread before this function returns, and must then see the
         // right position to ask for the next step.
         conn.set_replay_next(if to >= meta.tail { 0 } else { to + 1 });
-        self.replay(conn, &name, &Stream::User, from, to)
+        self.replay(conn, &name, from, to)
     }
 
     /// The connection drained its queue: continue its replay.
@@ -110,7 +110,7 @@ impl Engine {
         resume: &[StreamPos],
     ) -> Result<(), ErrorCode> {
         self.hub.register(conn.clone())?;
-        let name = user_stream(&conn.user);
+        let name = StreamKey::user(&conn.user);
         let mut meta = self.meta(&name);
         // A client that says it processed more than it acknowledged has acknowledged it now.
         if let Some(p) = resume
@@ -124,7 +124,7 @@ impl Engine {
             }
         }
         if meta.acked + 1 < meta.first {
-            self.gap(conn, &Stream::User, meta.acked, meta.first);
+            self.gap(conn, &name, meta.acked, meta.first);
         }
         let replayed = self.replay_user_chunk(conn, meta.acked + 1);
         if meta.acked < meta.tail {
@@ -132,13 +132,13 @@ impl Engine {
                 conn.user.to_string(),
                 RetryState {
                     retries: 0,
-                    next_at: Instant::now() + self.cfg.retry_interval,
+                    next_at: self.now.at + self.cfg.retry_interval,
                 },
             );
         }
         let mut broadcast = 0;
         if let Some(p) = resume.iter().find(|p| p.stream == Stream::Broadcast) {
-            broadcast = self.resume(conn, BROADCAST, &Stream::Broadcast, p.position);
+            broadcast = self.resume(conn, &StreamKey::Broadcast, p.position);
         }
         if replayed + broadcast > 0 {
             tracing::debug!(conn = conn.id, user = %conn.user, replayed, broadcast, "replayed on connect");
@@ -167,9 +167,9 @@ impl Engine {
                 return self.send_error(conn, seq, code, reason);
             }
         };
-        let name = room_stream(room);
+        let name = StreamKey::room(room);
         if let (true, Some(after)) = (joined, resume_after) {
-            self.resume(conn, &name, &Stream::Room(room.to_string()), after);
+            self.resume(conn, &name, after);
         }
         let tail = self.meta(&name).tail;
         self.send_frame(conn, seq, Frame::Ok(Some(tail)));

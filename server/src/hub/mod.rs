@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use push_protocol::ErrorCode;
 
-pub use conn::{CloseOrder, Conn, EnqueueError, Output, QueueLimits, Queued, Stamp};
+pub use conn::{close_frame, CloseOrder, Conn, EnqueueError, Output, QueueLimits, Queued, Stamp};
 
 /// Number of shards per map; a power of two well above the core count.
 const SHARDS: usize = 64;
@@ -269,9 +269,9 @@ impl Hub {
         conn.enqueue(frame, &self.limits, &self.slow_close)
     }
 
-    /// Queues bytes already framed for the connection's transport (see [`Stamp::RAW`]).
+    /// Queues bytes already framed for the connection's transport (see [`Stamp::framed`]).
     pub fn send_conn_raw(&self, conn: &Conn, frame: Bytes) -> Result<(), EnqueueError> {
-        conn.enqueue_stamped(frame, Stamp::RAW, &self.limits, &self.slow_close)
+        conn.enqueue_stamped(frame, Stamp::FRAMED, &self.limits, &self.slow_close)
     }
 
     /// Queues a live user-stream frame to every connection of `user` that is caught up; one

@@ -24,10 +24,10 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Semaphore;
 
-use crate::api::PushRequest;
 use crate::config::AmqpConfig;
 use crate::context::Ctx;
 use crate::delivery::DeliveryError;
+use crate::push_request::{validate, PushRequest};
 
 /// Why one broker session ended.
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +164,7 @@ pub fn parse(
     if req.id.is_none() {
         req.id = message_id.map(str::to_string);
     }
-    crate::api::validate_push(req, max_message_len)
-        .map_err(|inv| format!("{}: {}", inv.field, inv.reason))
+    validate(req, max_message_len).map_err(|inv| format!("{}: {}", inv.field, inv.reason))
 }
 
 async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {

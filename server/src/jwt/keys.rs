@@ -6,23 +6,8 @@ use std::str::FromStr;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::Deserialize;
 
-use crate::config::Config;
-
-/// A public key for verifying client tokens (`[[jwt_public_keys]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtPublicKey {
-    /// The one algorithm this key verifies: RS256, RS384, RS512, PS256, PS384, PS512, ES256,
-    /// ES384 or EdDSA.
-    pub alg: String,
-    /// PEM file with the public key (RSA, EC or Ed25519; SubjectPublicKeyInfo or PKCS#1).
-    pub pem_file: PathBuf,
-    /// Key id: when set, only tokens whose header names this `kid` (or none) use the key.
-    #[serde(default)]
-    pub kid: Option<String>,
-}
+use crate::config::{Config, JwtPublicKey};
 
 /// Why the token keys cannot be loaded.
 #[derive(Debug, thiserror::Error)]

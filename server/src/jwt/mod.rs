@@ -19,7 +19,8 @@ use crate::config::Config;
 
 mod keys;
 
-pub use keys::{JwtPublicKey, KeyError};
+pub use crate::config::JwtPublicKey;
+pub use keys::KeyError;
 use keys::{Key, Material};
 
 /// `aud`: one audience or several.

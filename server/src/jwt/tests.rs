@@ -41,12 +41,7 @@ impl Issuer {
     }
 
     fn pem_file(&self) -> PathBuf {
-        let path = std::env::temp_dir().join(format!(
-            "push-jwt-{}.pem",
-            crate::delivery::ids::random_u64()
-        ));
-        std::fs::write(&path, self.key.public_key_pem()).unwrap();
-        path
+        temp_file(&self.key.public_key_pem())
     }
 
     /// This issuer's public key, as `jwt_public_keys` takes it.
@@ -89,6 +84,13 @@ fn config() -> Config {
 
 fn claims(exp: u64) -> serde_json::Value {
     json!({"sub": "alice", "exp": exp})
+}
+
+/// A file holding `contents` in the system temp dir (kept: the verifier reads it by path).
+fn temp_file(contents: &str) -> PathBuf {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+    f.into_temp_path().keep().unwrap()
 }
 
 #[test]
@@ -144,11 +146,7 @@ fn eddsa_from_a_jwks_file_by_kid() {
     let ed = Issuer::new(Algorithm::EdDSA);
     let es = Issuer::new(Algorithm::ES256);
     let jwks = json!({"keys": [ed.jwk("ed-1", true), es.jwk("es-1", true)]});
-    let path = std::env::temp_dir().join(format!(
-        "push-jwks-{}.json",
-        crate::delivery::ids::random_u64()
-    ));
-    std::fs::write(&path, jwks.to_string()).unwrap();
+    let path = temp_file(&jwks.to_string());
     let v = TokenVerifier::from_config(&Config {
         jwt_jwks_file: Some(path.clone()),
         ..config()

@@ -8,7 +8,7 @@ use push_protocol::{ErrorBody, ErrorCode, Frame, Packet};
 
 use super::{Ending, Session};
 use crate::hub::Queued;
-use crate::transport::ws::frame::{self as wsf, close_code};
+use push_protocol::ws::frame::{self as wsf, close_code};
 
 impl Session {
     pub(super) async fn finish(mut self, ending: Ending) {
@@ -46,7 +46,7 @@ impl Session {
                 if order.code == ErrorCode::SHUTTING_DOWN {
                     // Deliver what was already queued before saying goodbye.
                     for q in self.conn.take_queued() {
-                        let frame = self.wrap(q.frame, q.stamp.is_raw());
+                        let frame = self.wrap(q.frame, q.stamp.framed);
                         self.batch.push(Queued { frame, ..q });
                     }
                 } else {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use push_protocol::{hello, AuthOk, ErrorBody, ErrorCode, Frame, Hello, Packet};
 
+use super::link::Link;
 use crate::context::Ctx;
 use crate::delivery::ids::unix_ms;
 use crate::hub::Conn;
-use crate::transport::link::Link;
-use crate::transport::ws::frame::{self as wsf, WsError};
-use crate::transport::ws::inbound::{Inbound, InboundError, ReadState};
-use crate::transport::ws::Transport;
+use push_protocol::ws::frame::{self as wsf, WsError};
+use push_protocol::ws::inbound::{Inbound, InboundError, ReadState};
+use push_protocol::ws::Transport;
 
 /// Why a handshake did not produce a session.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@
 mod finish;
 mod handshake;
 mod inflow;
+mod link;
 mod read;
 mod rooms;
 
@@ -35,15 +36,14 @@ use tokio::net::TcpStream;
 
 use crate::context::Admission;
 use crate::hub::{CloseOrder, Conn, Output, Queued};
-use crate::transport::link::Link;
-use crate::transport::ws::frame::WsError;
-use crate::transport::ws::inbound::{InboundError, ReadState};
-use crate::transport::ws::Transport;
 use inflow::Inflow;
+use push_protocol::ws::frame::WsError;
+use push_protocol::ws::inbound::{InboundError, ReadState};
+use push_protocol::ws::Transport;
 
 pub use handshake::HandshakeError;
+pub use link::Link;
 pub use push_protocol::hello::negotiate;
-pub use rooms::valid_room_name;
 
 /// Frames taken from the outbox per vectored write.
 const WRITE_BATCH: usize = 64;
@@ -294,7 +294,7 @@ impl Session {
                     if self.transport.is_ws() {
                         let (limits, options) = (self.ctx.limits, *self.ctx.delivery.options());
                         for q in &mut self.batch {
-                            if !q.stamp.is_raw() {
+                            if !q.stamp.framed {
                                 let wire = std::mem::take(&mut q.frame);
                                 q.frame = self.transport.wrap(wire, limits, options);
                             }

@@ -9,9 +9,9 @@ use push_protocol::{ErrorCode, Frame, FrameCodec, Packet};
 
 use super::inflow::{self, AckBatch, Inflow, RateLimits, Verdict};
 use super::{Ending, Session};
-use crate::context::close_order;
-use crate::transport::ws::frame as wsf;
-use crate::transport::ws::inbound::{self, Inbound, ReadState};
+use crate::hub::CloseOrder;
+use push_protocol::ws::frame as wsf;
+use push_protocol::ws::inbound::{self, Inbound, ReadState};
 
 /// Reads per wake before yielding to other tasks.
 const READ_BUDGET: usize = 16;
@@ -155,7 +155,7 @@ impl Session {
                         limits.frames, limits.room_ops, limits.publishes, limits.close_after
                     );
                     let hint = Some(self.ctx.config.reconnect_hint_ms);
-                    break Err(Ending::Ordered(close_order(
+                    break Err(Ending::Ordered(CloseOrder::new(
                         ErrorCode::RATE_LIMITED,
                         hint,
                         &reason,

@@ -4,33 +4,15 @@ use push_protocol::{ErrorCode, Join, Publish};
 
 use super::Session;
 use crate::delivery::Message;
-
-/// Longest room name.
-pub const MAX_ROOM_LEN: usize = 64;
-
-/// Checks a room name against SPEC.md §5.7: 1–64 bytes of `[A-Za-z0-9_.:-]`.
-pub fn valid_room_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > MAX_ROOM_LEN {
-        return Err("room name must be 1 to 64 bytes");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-    {
-        return Err("room name may only contain A-Z a-z 0-9 _ . : -");
-    }
-    Ok(())
-}
+use crate::stream::{may_join, valid_room_name};
 
 impl Session {
     pub(super) fn on_join(&mut self, seq: u32, join: Join) {
         if let Err(reason) = valid_room_name(&join.room) {
             return self.error(seq, ErrorCode::BAD_REQUEST, reason);
         }
-        if !self
-            .conn
-            .may_join(&join.room, &self.ctx.config.restricted_room_prefixes)
-        {
+        let restricted = &self.ctx.config.restricted_room_prefixes;
+        if !may_join(self.conn.room_grants(), &join.room, restricted) {
             let reason = format!(
                 "room {} is restricted and the token grants no access to it",
                 join.room
@@ -68,19 +50,5 @@ impl Session {
         self.ctx
             .delivery
             .publish_from_conn(self.conn.clone(), seq, p.room, msg);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_names() {
-        assert!(valid_room_name("lobby").is_ok());
-        assert!(valid_room_name("team:42.a_b-c").is_ok());
-        assert!(valid_room_name("").is_err());
-        assert!(valid_room_name("has space").is_err());
-        assert!(valid_room_name(&"x".repeat(65)).is_err());
     }
 }

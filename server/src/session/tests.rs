@@ -11,7 +11,7 @@ fn ctx_with(tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Ctx> {
         data_dir: dir,
         ..crate::Config::default()
     };
-    Ctx::build(config, tls).unwrap()
+    Ctx::build(config, tls, Arc::new(crate::clock::SystemClock)).unwrap()
 }
 
 async fn accepted() -> (TcpStream, TcpStream, SocketAddr) {

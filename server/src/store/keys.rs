@@ -6,8 +6,11 @@
 //! | `m` `stream` | a [`super::Meta`]: tail, acked and first retained position |
 //! | `i` `idempotency key` | accepted time and the (id, stream, position) list |
 //!
-//! Stream names are `user:<id>`, `room:<id>` and `broadcast`. The length byte keeps one
-//! stream's records contiguous and ordered by position even when one name prefixes another.
+//! Streams are named by [`StreamKey::name`] (`user:<id>`, `room:<id>`, `broadcast`). The
+//! length byte keeps one stream's records contiguous and ordered by position even when one
+//! name prefixes another.
+
+use crate::stream::StreamKey;
 
 /// Prefix of message records.
 pub const RECORD_PREFIX: u8 = b'r';
@@ -16,23 +19,26 @@ pub const META_PREFIX: u8 = b'm';
 /// Prefix of idempotency entries.
 pub const IDEM_PREFIX: u8 = b'i';
 
-fn stream_prefix(stream: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + stream.len() + 8);
+fn stream_prefix(stream: &StreamKey) -> Vec<u8> {
+    let len = stream.name_len();
+    let mut k = Vec::with_capacity(2 + len + 8);
     k.push(RECORD_PREFIX);
-    k.push(stream.len().min(255) as u8);
-    k.extend_from_slice(&stream.as_bytes()[..stream.len().min(255)]);
+    k.push(len.min(255) as u8);
+    stream.write_name(&mut k);
+    // Names are at most 255 bytes (user ids and room names are validated shorter).
+    k.truncate(2 + len.min(255));
     k
 }
 
 /// Key of the record at `position` in `stream`.
-pub fn record_key(stream: &str, position: u64) -> Vec<u8> {
+pub fn record_key(stream: &StreamKey, position: u64) -> Vec<u8> {
     let mut k = stream_prefix(stream);
     k.extend_from_slice(&position.to_be_bytes());
     k
 }
 
 /// Key range `[from, to)` covering positions `first..=last` of `stream`.
-pub fn record_range(stream: &str, first: u64, last: u64) -> (Vec<u8>, Vec<u8>) {
+pub fn record_range(stream: &StreamKey, first: u64, last: u64) -> (Vec<u8>, Vec<u8>) {
     let from = record_key(stream, first);
     let to = match last.checked_add(1) {
         Some(end) => record_key(stream, end),
@@ -52,10 +58,10 @@ pub fn position_of(key: &[u8]) -> Option<u64> {
 }
 
 /// Key of a stream's metadata.
-pub fn meta_key(stream: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + stream.len());
+pub fn meta_key(stream: &StreamKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + stream.name_len());
     k.push(META_PREFIX);
-    k.extend_from_slice(stream.as_bytes());
+    stream.write_name(&mut k);
     k
 }
 
@@ -73,13 +79,14 @@ mod tests {
 
     #[test]
     fn records_sort_by_stream_then_position() {
-        let a = record_key("user:a", 2);
-        let b = record_key("user:a", 10);
-        let c = record_key("user:ab", 1);
+        let (ua, uab) = (StreamKey::user("a"), StreamKey::user("ab"));
+        let a = record_key(&ua, 2);
+        let b = record_key(&ua, 10);
+        let c = record_key(&uab, 1);
         assert!(a < b);
         assert!(b < c, "length byte separates user:a from user:ab");
         assert_eq!(position_of(&b), Some(10));
-        let (from, to) = record_range("user:a", 2, 10);
+        let (from, to) = record_range(&ua, 2, 10);
         assert!(from <= a && b < to && c >= to);
     }
 }

@@ -6,6 +6,7 @@
 //! above, in the delivery engine).
 
 mod keys;
+mod mem_kv;
 mod record;
 mod redb_kv;
 mod reopen;
@@ -62,6 +63,8 @@ pub enum Backend {
     Sled,
     /// redb (stable file format, durable commits).
     Redb,
+    /// In memory only: nothing survives a restart (tests, throwaway deployments).
+    Memory,
 }
 
 impl std::str::FromStr for Backend {
@@ -71,7 +74,8 @@ impl std::str::FromStr for Backend {
         match s {
             "sled" => Ok(Backend::Sled),
             "redb" => Ok(Backend::Redb),
-            other => Err(format!("unknown store {other:?}: use sled or redb")),
+            "memory" => Ok(Backend::Memory),
+            other => Err(format!("unknown store {other:?}: use sled, redb or memory")),
         }
     }
 }
@@ -80,6 +84,9 @@ impl std::str::FromStr for Backend {
 /// reopens itself from disk on a later request (`reopen`), so service resumes once the cause
 /// (a full disk, say) is gone.
 pub fn open(backend: Backend, dir: &Path) -> Result<Box<dyn Kv>, StoreError> {
+    if backend == Backend::Memory {
+        return Ok(Box::new(mem_kv::MemKv::default()));
+    }
     let kv = open_backend(backend, dir)?;
     Ok(Box::new(reopen::Reopening::new(
         backend,
@@ -94,6 +101,7 @@ fn open_backend(backend: Backend, dir: &Path) -> Result<Box<dyn Kv>, StoreError>
     Ok(match backend {
         Backend::Sled => Box::new(sled_kv::SledKv::open(&dir.join("sled"))?),
         Backend::Redb => Box::new(redb_kv::RedbKv::open(&dir.join("push.redb"))?),
+        Backend::Memory => Box::new(mem_kv::MemKv::default()),
     })
 }
 
@@ -132,14 +140,17 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_backend_behaves_like_the_others() {
+        let kv = open(Backend::Memory, Path::new("/nonexistent")).unwrap();
+        exercise(kv.as_ref());
+        assert_eq!(kv.scan(b"b", b"a", 10).unwrap().len(), 0, "empty range");
+    }
+
+    #[test]
     fn both_backends_behave_alike() {
         for backend in [Backend::Sled, Backend::Redb] {
-            let dir = std::env::temp_dir().join(format!(
-                "push-store-test-{}-{:?}-{}",
-                std::process::id(),
-                backend,
-                crate::delivery::ids::random_u64()
-            ));
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("store");
             {
                 let kv = open(backend, &dir).unwrap();
                 exercise(kv.as_ref());
@@ -161,7 +172,6 @@ mod tests {
                 "{backend:?}"
             );
             drop(kv);
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 }

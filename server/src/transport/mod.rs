@@ -1,5 +1,5 @@
-//! Socket adapters that feed connections to sessions.
+//! Accept loops that hand sockets to sessions: raw TCP (`tcp`) and the WebSocket upgrade
+//! (`ws`). The session owns the socket from then on (`session::Link`).
 
-pub mod link;
 pub mod tcp;
 pub mod ws;

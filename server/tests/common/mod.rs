@@ -13,6 +13,7 @@ use std::time::Duration;
 use push_client::protocol::{Frame, Stream, StreamPos};
 use push_client::token::{mint, Claims};
 use push_client::{ClientError, ConnectOptions, Connection};
+use push_server::clock::ManualClock;
 use push_server::{Config, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,6 +47,27 @@ pub fn config() -> Config {
 
 pub async fn start(config: Config) -> ServerHandle {
     push_server::start(config).await.expect("server starts")
+}
+
+/// A server whose delivery engine takes its time from a manual clock (see [`pass`]).
+pub async fn start_clocked(config: Config) -> (ServerHandle, std::sync::Arc<ManualClock>) {
+    let clock = std::sync::Arc::new(ManualClock::new());
+    let server = push_server::start_with_clock(config, clock.clone())
+        .await
+        .expect("server starts");
+    (server, clock)
+}
+
+/// Moves the server's clock forward by `by`, then runs the housekeeping due by then
+/// (retries, expiry, compaction) and waits until it is committed.
+pub async fn pass(server: &ServerHandle, clock: &ManualClock, by: Duration) {
+    clock.advance(by);
+    server
+        .ctx
+        .delivery
+        .housekeeping()
+        .await
+        .expect("engine running");
 }
 
 pub fn now_secs() -> u64 {

@@ -4,11 +4,7 @@ use super::*;
 
 impl Engine {
     pub(super) fn ack(&mut self, conn: &Conn, sp: StreamPos, seq: u32) {
-        let name = match &sp.stream {
-            Stream::User => user_stream(&conn.user),
-            Stream::Room(r) => room_stream(r),
-            Stream::Broadcast => BROADCAST.to_string(),
-        };
+        let name = StreamKey::from_wire(&sp.stream, &conn.user);
         let mut meta = self.meta(&name);
         if sp.position > meta.tail {
             let reason = format!(
@@ -17,7 +13,7 @@ impl Engine {
             );
             return self.send_error(conn, seq, ErrorCode::INVALID_ACK, reason);
         }
-        if !matches!(sp.stream, Stream::User) {
+        if name.as_user().is_none() {
             return;
         }
         if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {

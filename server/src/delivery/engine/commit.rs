@@ -30,7 +30,7 @@ impl Engine {
         match result {
             Ok(()) => {
                 self.metas.extend(stage.metas);
-                let now = unix_ms();
+                let now = self.now.unix_ms;
                 for (k, v) in stage.idem {
                     self.idem.insert(k, v, now);
                 }
@@ -67,14 +67,15 @@ impl Engine {
             .now_us()
             .saturating_sub(staged.elapsed().as_micros() as u64)
             .max(1);
-        for ((route, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
-            let scenario = route.scenario();
+        for ((stream, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
+            let scenario = stream.scenario();
             let stamp = Stamp {
                 accepted_us: stamp_us,
                 scenario: scenario as u8,
+                framed: false,
             };
-            let fan = match &route {
-                Route::User(u) => {
+            let fan = match &stream {
+                StreamKey::User(u) => {
                     let fan = self.hub.send_user(u, &frame, stamp);
                     if fan.queued > 0 {
                         self.ack_watch
@@ -86,14 +87,14 @@ impl Engine {
                             u.clone(),
                             RetryState {
                                 retries: 0,
-                                next_at: Instant::now() + self.cfg.retry_interval,
+                                next_at: self.now.at + self.cfg.retry_interval,
                             },
                         );
                     }
                     fan
                 }
-                Route::Room(r) => self.hub.send_room(r, &frame, stamp),
-                Route::Broadcast => self.hub.broadcast(&frame, stamp),
+                StreamKey::Room(r) => self.hub.send_room(r, &frame, stamp),
+                StreamKey::Broadcast => self.hub.broadcast(&frame, stamp),
             };
             a.queued = fan.queued;
             self.stats.inc(&self.stats.accepted_by[scenario]);

@@ -5,7 +5,7 @@ use super::*;
 impl Engine {
     pub(super) fn history(
         &self,
-        stream: &str,
+        stream: &StreamKey,
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, DeliveryError> {
@@ -22,11 +22,11 @@ impl Engine {
                 .filter_map(|(k, v)| {
                     let position = crate::store::keys_position(&k)?;
                     let rec = Record::decode(&v).ok()?;
-                    let state = if !stream.starts_with("user:") {
+                    let state = if stream.as_user().is_none() {
                         "stored"
                     } else if position <= meta.acked {
                         "sent"
-                    } else if rec.expired(crate::delivery::ids::unix_ms()) {
+                    } else if rec.expired(self.now.unix_ms) {
                         "expired"
                     } else if rec.failed {
                         "failed"
@@ -42,7 +42,7 @@ impl Engine {
                 .collect()
         };
         Ok(HistoryPage {
-            stream: stream.to_string(),
+            stream: stream.clone(),
             first_retained: meta.first,
             tail: meta.tail,
             acked: meta.acked,

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use push_protocol::{
-    encode_to_bytes, EncodeOptions, ErrorBody, ErrorCode, Frame, MessageId, Packet, Push, Stream,
-    StreamPos,
+    encode_to_bytes, EncodeOptions, ErrorBody, ErrorCode, Frame, MessageId, Packet, Push, StreamPos,
 };
 
 mod ack;
@@ -33,8 +32,9 @@ use publish::accepted_from;
 use request::prioritize;
 pub use request::{Reply, Request};
 
-use super::ids::{unix_ms, IdGen};
+use super::ids::IdGen;
 use super::{Accepted, DeliveryError, HistoryItem, HistoryPage, Message, Target};
+use crate::clock::{Clock, Now};
 use crate::config::Config;
 use crate::hub::{Conn, Hub, Stamp};
 use crate::stats::Stats;
@@ -42,6 +42,7 @@ use crate::store::{
     decode_accepted, encode_accepted, idem_key, meta_key, record_key, Kv, Meta, Op, Record,
     StoreError, IDEM_PREFIX, META_PREFIX,
 };
+use crate::stream::{StreamKey, SCENARIO_ROOM};
 
 /// Idempotency ids kept in memory; beyond this a miss is checked on disk.
 const IDEM_IN_MEMORY: usize = 100_000;
@@ -50,26 +51,8 @@ const MAX_BATCH: usize = 4096;
 /// Housekeeping cadence.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Where a committed message goes.
-enum Route {
-    User(String),
-    Room(String),
-    Broadcast,
-}
-
-impl Route {
-    /// Index into `stats::SCENARIOS`.
-    fn scenario(&self) -> usize {
-        match self {
-            Route::User(_) => 0,
-            Route::Room(_) => 1,
-            Route::Broadcast => 2,
-        }
-    }
-}
-
 /// Frames to fan out after a commit, one per accepted stream.
-type Sends = Vec<(Route, Bytes)>;
+type Sends = Vec<(StreamKey, Bytes)>;
 
 /// A publish waiting for its commit.
 enum Done {
@@ -93,7 +76,7 @@ enum Done {
 #[derive(Default)]
 struct Stage {
     ops: Vec<Op>,
-    metas: HashMap<String, Meta>,
+    metas: HashMap<StreamKey, Meta>,
     idem: HashMap<String, Vec<Accepted>>,
     done: Vec<Done>,
 }
@@ -147,7 +130,7 @@ pub struct Engine {
     pending: Arc<AtomicUsize>,
     ids: IdGen,
     /// Committed positions of every stream.
-    pub(super) metas: HashMap<String, Meta>,
+    pub(super) metas: HashMap<StreamKey, Meta>,
     /// Recently accepted idempotency keys (the store holds them for the whole window).
     idem: super::IdempotencyCache<Vec<Accepted>>,
     /// Users with unacknowledged messages while online.
@@ -156,23 +139,15 @@ pub struct Engine {
     /// sample behind the accept-to-ack latency histogram.
     pub(super) ack_watch: HashMap<String, (u64, Instant)>,
     pub(super) next_compaction: Instant,
+    /// Where the engine's time comes from.
+    clock: Arc<dyn Clock>,
+    /// The current batch's time, read from `clock` once per batch: every decision (expiry,
+    /// retries, compaction, idempotency windows) uses it, never the system clock.
+    pub(super) now: Now,
     /// Where the last idempotency-expiry pass stopped.
     pub(super) idem_cursor: Vec<u8>,
     stage: Stage,
 }
-
-/// Stream name of a user's stream.
-pub fn user_stream(user: &str) -> String {
-    format!("user:{user}")
-}
-
-/// Stream name of a room.
-pub fn room_stream(room: &str) -> String {
-    format!("room:{room}")
-}
-
-/// Stream name of the broadcast stream.
-pub const BROADCAST: &str = "broadcast";
 
 impl Engine {
     /// Loads stream metadata from `kv` and prepares the engine.
@@ -185,13 +160,19 @@ impl Engine {
         options: EncodeOptions,
         seq: Arc<AtomicU32>,
         pending: Arc<AtomicUsize>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Engine, StoreError> {
         let mut metas = HashMap::new();
         for (k, v) in kv.scan(&[META_PREFIX], &[META_PREFIX + 1], usize::MAX)? {
-            let stream = String::from_utf8_lossy(&k[1..]).to_string();
+            let name = String::from_utf8_lossy(&k[1..]);
+            let Some(stream) = StreamKey::parse(&name) else {
+                tracing::warn!(stream = %name, "ignoring the metadata of an unknown stream kind");
+                continue;
+            };
             metas.insert(stream, Meta::decode(&v)?);
         }
-        let now = unix_ms();
+        let now_at = clock.now();
+        let now = now_at.unix_ms;
         let mut idem = super::IdempotencyCache::new(IDEM_IN_MEMORY, cfg.idempotency_window_ms);
         let stored = kv.scan(&[IDEM_PREFIX], &[IDEM_PREFIX + 1], IDEM_IN_MEMORY)?;
         if stored.len() >= IDEM_IN_MEMORY {
@@ -215,7 +196,9 @@ impl Engine {
             kv,
             hub,
             stats,
-            next_compaction: Instant::now() + cfg.compaction_interval,
+            next_compaction: now_at.at + cfg.compaction_interval,
+            clock,
+            now: now_at,
             cfg,
             options,
             seq,
@@ -267,6 +250,7 @@ impl Engine {
             // The batch is what waited in the queue (up to MAX_BATCH): sampled here rather
             // than counted by every sender, which would put one contended counter on the
             // path of every request of every connection.
+            self.now = self.clock.now();
             let waiting = batch.len() as u64;
             self.stats.engine_queued.store(waiting, Ordering::Relaxed);
             self.stats
@@ -331,8 +315,7 @@ impl Engine {
                         staged: Instant::now(),
                     }),
                     Err(e) => {
-                        self.stats
-                            .inc(&self.stats.failed_by[crate::stats::SCENARIO_ROOM]);
+                        self.stats.inc(&self.stats.failed_by[SCENARIO_ROOM]);
                         self.send_error(&conn, seq, e.code(), e.to_string())
                     }
                 }
@@ -382,12 +365,17 @@ impl Engine {
             Request::Ping(done) => {
                 let _ = done.send(());
             }
+            Request::Housekeeping(done) => {
+                self.tick();
+                self.flush();
+                let _ = done.send(());
+            }
             Request::Shutdown(_) => unreachable!("handled by run"),
         }
     }
 
     /// The committed or staged metadata of `stream`.
-    pub(super) fn meta(&self, stream: &str) -> Meta {
+    pub(super) fn meta(&self, stream: &StreamKey) -> Meta {
         self.stage
             .metas
             .get(stream)
@@ -397,8 +385,8 @@ impl Engine {
     }
 
     /// Stages a metadata change.
-    pub(super) fn set_meta(&mut self, stream: &str, meta: Meta) {
-        self.stage.metas.insert(stream.to_string(), meta);
+    pub(super) fn set_meta(&mut self, stream: &StreamKey, meta: Meta) {
+        self.stage.metas.insert(stream.clone(), meta);
     }
 
     /// Stages a raw write.
@@ -410,7 +398,7 @@ impl Engine {
     pub(super) fn encode_push(
         &self,
         id: MessageId,
-        stream: Stream,
+        stream: &StreamKey,
         position: u64,
         rec: &Record,
     ) -> Option<Bytes> {
@@ -418,7 +406,7 @@ impl Engine {
             self.seq.fetch_add(1, Ordering::Relaxed),
             Frame::Push(Push {
                 id,
-                stream,
+                stream: stream.wire(),
                 position,
                 timestamp_ms: rec.timestamp_ms,
                 kind: rec.kind.clone(),

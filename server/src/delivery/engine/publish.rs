@@ -34,7 +34,7 @@ impl Engine {
         target: &Target,
         msg: &Message,
     ) -> Result<(Vec<Accepted>, Sends), DeliveryError> {
-        let now = unix_ms();
+        let now = self.now.unix_ms;
         if let Some(key) = &msg.key {
             if let Some(previous) = self.lookup_idem(key, now)? {
                 self.stats.inc(&self.stats.duplicates);
@@ -62,34 +62,23 @@ impl Engine {
             payload: msg.payload.clone(),
         };
         let encoded = rec.encode();
-        let streams: Vec<(String, Stream, Route)> = match target {
-            Target::Users(users) => users
-                .iter()
-                .map(|u| (user_stream(u), Stream::User, Route::User(u.clone())))
-                .collect(),
-            Target::Room(room) => vec![(
-                room_stream(room),
-                Stream::Room(room.clone()),
-                Route::Room(room.clone()),
-            )],
-            Target::Broadcast => vec![(BROADCAST.to_string(), Stream::Broadcast, Route::Broadcast)],
-        };
+        let streams = target.streams();
         let mut accepted = Vec::with_capacity(streams.len());
         let mut sends = Vec::with_capacity(streams.len());
-        for (name, wire, route) in streams {
-            let mut meta = self.meta(&name);
+        for stream in streams {
+            let mut meta = self.meta(&stream);
             meta.tail += 1;
             let position = meta.tail;
             self.stage
                 .ops
-                .push(Op::Put(record_key(&name, position), encoded.clone()));
-            self.set_meta(&name, meta);
-            if let Some(frame) = self.encode_push(id, wire, position, &rec) {
-                sends.push((route, frame));
+                .push(Op::Put(record_key(&stream, position), encoded.clone()));
+            self.set_meta(&stream, meta);
+            if let Some(frame) = self.encode_push(id, &stream, position, &rec) {
+                sends.push((stream.clone(), frame));
             }
             accepted.push(Accepted {
                 id,
-                stream: name,
+                stream,
                 position,
                 queued: 0,
                 duplicate: false,
@@ -98,7 +87,7 @@ impl Engine {
         if let Some(key) = &msg.key {
             let list: Vec<(MessageId, String, u64)> = accepted
                 .iter()
-                .map(|a| (a.id, a.stream.clone(), a.position))
+                .map(|a| (a.id, a.stream.name(), a.position))
                 .collect();
             self.stage
                 .ops
@@ -109,14 +98,17 @@ impl Engine {
     }
 }
 
+/// The acceptances an idempotency entry recorded (entries naming no known stream are skipped).
 pub(super) fn accepted_from(list: Vec<(MessageId, String, u64)>) -> Vec<Accepted> {
     list.into_iter()
-        .map(|(id, stream, position)| Accepted {
-            id,
-            stream,
-            position,
-            queued: 0,
-            duplicate: false,
+        .filter_map(|(id, name, position)| {
+            Some(Accepted {
+                id,
+                stream: StreamKey::parse(&name)?,
+                position,
+                queued: 0,
+                duplicate: false,
+            })
         })
         .collect()
 }

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 
 use crate::delivery::{Accepted, DeliveryError, HistoryPage, Message, Target};
 use crate::hub::Conn;
+use crate::stream::StreamKey;
 
 /// Reply channel for callers that wait.
 pub type Reply<T> = oneshot::Sender<Result<T, DeliveryError>>;
@@ -78,8 +79,8 @@ pub enum Request {
     },
     /// Read a page of a stream's history.
     History {
-        /// Stream name.
-        stream: String,
+        /// The stream.
+        stream: StreamKey,
         /// Positions after this one.
         after: u64,
         /// Page size.
@@ -89,6 +90,8 @@ pub enum Request {
     },
     /// Liveness probe for /readyz.
     Ping(oneshot::Sender<()>),
+    /// Run the housekeeping that is due now (retries, compaction), then answer.
+    Housekeeping(oneshot::Sender<()>),
     /// Commit everything and stop.
     Shutdown(oneshot::Sender<()>),
 }

@@ -1,109 +1,19 @@
-//! The part of a connection that other tasks touch: its outbound queue, close command and rooms.
+//! The part of a connection that other tasks touch: its identity, heartbeat and replay
+//! state, flow-control counters (`flow`) and its outbox (`outbox`: queue, close order, rooms).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 mod flow;
+mod outbox;
+
+use outbox::Outbox;
+pub use outbox::{close_frame, CloseOrder, EnqueueError, Output, QueueLimits, Queued, Stamp};
 
 use bytes::Bytes;
 use push_protocol::ErrorCode;
-
-/// Bounds of one connection's outbound queue.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    /// Most frames waiting.
-    pub max_frames: usize,
-    /// Most bytes waiting.
-    pub max_bytes: usize,
-}
-
-/// When and for which scenario a queued message was accepted, so the writer can measure
-/// accept-to-write latency. `accepted_us == 0` means "not a message" (replies, pings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stamp {
-    /// Acceptance time on the hub clock, µs.
-    pub accepted_us: u64,
-    /// Index into `stats::SCENARIOS`.
-    pub scenario: u8,
-}
-
-impl Stamp {
-    /// Not a message.
-    pub const NONE: Stamp = Stamp {
-        accepted_us: 0,
-        scenario: 0,
-    };
-
-    /// Not a message, and already in the transport's framing (a WebSocket PONG): written as
-    /// it is, where other frames get wrapped for the connection's transport.
-    pub const RAW: Stamp = Stamp {
-        accepted_us: 0,
-        scenario: u8::MAX,
-    };
-
-    /// True for [`Stamp::RAW`].
-    pub fn is_raw(&self) -> bool {
-        self.scenario == u8::MAX
-    }
-}
-
-/// A frame waiting in an outbox.
-#[derive(Debug, Clone)]
-pub struct Queued {
-    /// Wire bytes (possibly shared with other connections).
-    pub frame: Bytes,
-    /// Acceptance stamp for latency metrics.
-    pub stamp: Stamp,
-}
-
-/// Why a frame could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum EnqueueError {
-    /// The connection is closing; the frame was dropped.
-    #[error("connection is closing")]
-    Closed,
-    /// The queue overflowed; the connection is now closing with SLOW_CONSUMER.
-    #[error("outbound queue full, connection dropped as a slow consumer")]
-    SlowConsumer,
-}
-
-/// An order to close, with the pre-encoded CLOSE (or AUTH_ERROR) frame to send last.
-#[derive(Debug, Clone)]
-pub struct CloseOrder {
-    /// Reason, for logs and metrics.
-    pub code: ErrorCode,
-    /// Wire bytes of the final frame.
-    pub frame: Bytes,
-}
-
-/// State behind the connection's lock. Empty collections hold no heap memory, so an idle
-/// connection costs only this struct.
-#[derive(Debug, Default)]
-struct Outbox {
-    frames: VecDeque<Queued>,
-    bytes: u32,
-    waker: Option<Waker>,
-    /// Boxed: rare, and an idle connection should not pay for its size.
-    close: Option<Box<CloseOrder>>,
-    /// Boxed for the same reason (8 bytes instead of a Vec's 24 on every idle connection);
-    /// `None` when the connection is in no room.
-    #[allow(clippy::box_collection)]
-    rooms: Option<Box<Vec<Arc<str>>>>,
-    /// Set once the connection has been unregistered: a JOIN still on its way through the
-    /// delivery engine must not make a closed connection a room member again.
-    gone: bool,
-}
-
-/// What the connection task gets when it polls its outbox.
-#[derive(Debug)]
-pub enum Output {
-    /// Frames were moved into the caller's batch.
-    Frames,
-    /// Nothing queued; the connection must close with this order.
-    Close(CloseOrder),
-}
 
 /// Shared handle to one authenticated connection.
 #[derive(Debug)]
@@ -137,14 +47,6 @@ pub struct Conn {
 struct Extra {
     device: Option<Box<str>>,
     room_grants: Box<[Box<str>]>,
-}
-
-/// True when `grant` (a room name, or a prefix ending in `*`) covers `room`.
-fn grant_covers(grant: &str, room: &str) -> bool {
-    match grant.strip_suffix('*') {
-        Some(prefix) => room.starts_with(prefix),
-        None => grant == room,
-    }
 }
 
 impl Conn {
@@ -188,15 +90,9 @@ impl Conn {
         self.extra.as_deref().and_then(|e| e.device.as_deref())
     }
 
-    /// True when this connection may join `room`: rooms under none of the `restricted`
-    /// prefixes are open; the others need a grant in the token.
-    pub fn may_join(&self, room: &str, restricted: &[String]) -> bool {
-        if !restricted.iter().any(|p| room.starts_with(p.as_str())) {
-            return true;
-        }
-        self.extra
-            .as_deref()
-            .is_some_and(|e| e.room_grants.iter().any(|g| grant_covers(g, room)))
+    /// The token's room grants (room names, or prefixes ending in `*`).
+    pub fn room_grants(&self) -> &[Box<str>] {
+        self.extra.as_deref().map_or(&[], |e| &e.room_grants)
     }
 
     fn lock(&self) -> MutexGuard<'_, Outbox> {

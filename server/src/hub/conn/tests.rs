@@ -133,3 +133,9 @@ fn a_connection_whose_rooms_were_taken_joins_no_more() {
     assert_eq!(c.add_room(&a, 4), Ok(false));
     assert!(!c.in_room("a"));
 }
+
+#[test]
+fn a_queued_frame_stays_48_bytes() {
+    // Every frame waiting in every outbox pays for this; `framed` lives in the stamp's padding.
+    assert_eq!(std::mem::size_of::<Queued>(), 48);
+}

@@ -6,6 +6,21 @@
 
 pub mod upgrade;
 
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::context::Ctx;
+
+/// The `/ws` route: merged into the API's router when the shim shares the HTTP port, or
+/// served on a listener of its own (`ws_listen`).
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/ws", get(upgrade::handler))
+        .with_state(ctx)
+}
+
 pub use push_protocol::ws::{
     frame, inbound, json, Transport, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON,
 };

@@ -16,10 +16,10 @@ use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
 
 use super::{json, Transport, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON};
-use crate::api::error;
 use crate::context::Ctx;
+use crate::http::error;
 use crate::session;
-use crate::transport::link::Link;
+use crate::session::Link;
 
 /// RFC 6455's fixed GUID for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use push_protocol::ErrorCode;
 
-use crate::metrics::Histogram;
+mod histogram;
+
+pub use histogram::{Histogram, BUCKETS};
 
 /// Delivery scenarios, the label of per-scenario metrics.
 pub const SCENARIOS: [&str; 3] = ["user", "room", "broadcast"];
-/// Index of `room` in [`SCENARIOS`] (client PUBLISH is always to a room).
-pub const SCENARIO_ROOM: usize = 1;
 
 /// Transports, the label of `push_connections`: raw TCP (with or without TLS), WebSocket (both
 /// modes), long-poll requests waiting. Sessions index it with `usize::from(is_ws)`.
