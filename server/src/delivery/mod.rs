@@ -2,14 +2,11 @@
 //! per stream; cumulative acks; retries; replay on connect; idempotency; retention.
 //!
 //! [`Delivery`] is the handle the rest of the server uses; the work happens on the engine
-//! thread (`engine`), with `replay` (attach, join) and `maintenance` (retries, compaction)
-//! beside it. DELIVERY.md states the guarantees.
+//! thread (`engine`: one file per kind of work). DELIVERY.md states the guarantees.
 
 mod engine;
 mod idempotency;
 pub mod ids;
-mod maintenance;
-mod replay;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 //! Results: a human summary plus one JSON line per run.
 
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::spec::Event;
@@ -24,16 +25,60 @@ pub struct Merged {
     pub error: Option<String>,
 }
 
-/// Inserts the delivery figures every receiving scenario reports.
+/// The delivery figures every receiving scenario reports.
+#[derive(Debug, Serialize)]
+pub struct Deliveries {
+    /// Deliveries the scenario should have seen.
+    pub deliveries_expected: u64,
+    /// Deliveries seen.
+    pub deliveries_received: u64,
+    /// Expected but never seen.
+    pub deliveries_lost: u64,
+    /// Out-of-order or repeated positions.
+    pub duplicates_or_reordered: u64,
+    /// Connections that ended early.
+    pub connections_lost: u64,
+}
+
+impl Deliveries {
+    /// The figures of `m` against `expected`.
+    pub fn of(expected: u64, m: &Merged) -> Deliveries {
+        Deliveries {
+            deliveries_expected: expected,
+            deliveries_received: m.received,
+            deliveries_lost: expected.saturating_sub(m.received),
+            duplicates_or_reordered: m.duplicates,
+            connections_lost: m.lost_connections,
+        }
+    }
+}
+
+/// Inserts the delivery figures into a scenario's map of figures.
 pub fn deliveries(fig: &mut Map<String, Value>, expected: u64, m: &Merged) {
-    fig.insert("deliveries_expected".into(), json!(expected));
-    fig.insert("deliveries_received".into(), json!(m.received));
-    fig.insert(
-        "deliveries_lost".into(),
-        json!(expected.saturating_sub(m.received)),
-    );
-    fig.insert("duplicates_or_reordered".into(), json!(m.duplicates));
-    fig.insert("connections_lost".into(), json!(m.lost_connections));
+    if let Ok(Value::Object(d)) = serde_json::to_value(Deliveries::of(expected, m)) {
+        fig.extend(d);
+    }
+}
+
+/// The server's RSS and descriptors right now (when its pid is known).
+#[derive(Debug, Default, Serialize)]
+pub struct ServerNow {
+    /// Resident memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<u64>,
+    /// Open descriptors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_fds: Option<usize>,
+}
+
+impl ServerNow {
+    /// Reads both figures of process `pid`.
+    pub fn read(pid: Option<u32>) -> ServerNow {
+        ServerNow {
+            server_rss_bytes: pid.and_then(crate::procstat::rss_bytes),
+            server_fds: pid.and_then(crate::procstat::open_fds),
+        }
+    }
 }
 
 /// Merges Done events.
@@ -75,20 +120,48 @@ pub fn merge(events: &[Event]) -> Merged {
 }
 
 /// Latency percentiles in milliseconds.
-pub fn latency(h: &Histogram<u64>) -> Value {
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    json!({
-        "samples": h.len(),
-        "p50_ms": ms(0.50),
-        "p90_ms": ms(0.90),
-        "p99_ms": ms(0.99),
-        "p999_ms": ms(0.999),
-        "max_ms": h.max() as f64 / 1000.0,
-    })
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// Observations.
+    pub samples: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
 }
 
-/// Prints the summary and the JSON line.
-pub fn print(scenario: &str, figures: Map<String, Value>) {
+impl Latency {
+    /// The percentiles of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            samples: h.len(),
+            p50_ms: ms(0.50),
+            p90_ms: ms(0.90),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds, as a JSON value for a map of figures.
+pub fn latency(h: &Histogram<u64>) -> Value {
+    serde_json::to_value(Latency::of(h)).unwrap_or(Value::Null)
+}
+
+/// Prints the summary and the JSON line of a scenario's figures (a struct or a map).
+pub fn print(scenario: &str, figures: impl Serialize) {
+    let figures = match serde_json::to_value(figures) {
+        Ok(Value::Object(m)) => m,
+        other => panic!("figures must serialize to a JSON object, got {other:?}"),
+    };
     println!("== push-bench {scenario} ==");
     for (k, v) in &figures {
         println!("  {k:<28} {v}");

@@ -8,8 +8,9 @@
 //!
 //! This file holds the engine's state, loading, the run loop and the dispatch of each
 //! [`Request`] (`request`); the work per kind lives beside it: `publish` (idempotency and
-//! staging), `commit` (group commit and fan-out), `ack`, `history`, and in the delivery module
-//! `replay` (attach, join) and `maintenance` (retries, compaction).
+//! staging), `commit` (group commit and fan-out), `ack`, `history`, `replay` (attach, join,
+//! resume) and `maintenance` (retries, compaction). The state's fields are private to the
+//! engine and these files.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -25,7 +26,9 @@ use push_protocol::{
 mod ack;
 mod commit;
 mod history;
+mod maintenance;
 mod publish;
+mod replay;
 mod request;
 
 use publish::accepted_from;
@@ -82,24 +85,24 @@ struct Stage {
 }
 
 /// Retry bookkeeping for a user with unacknowledged messages while online.
-pub(super) struct RetryState {
-    pub(super) retries: u8,
-    pub(super) next_at: Instant,
+struct RetryState {
+    retries: u8,
+    next_at: Instant,
 }
 
 /// Settings the engine uses.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub(super) room_retention_count: u64,
-    pub(super) room_retention_ms: u64,
-    pub(super) user_max_pending: u64,
-    pub(super) retry_interval: Duration,
-    pub(super) max_retries: u8,
-    pub(super) idempotency_window_ms: u64,
-    pub(super) compaction_interval: Duration,
-    pub(super) commit_linger: Duration,
+    room_retention_count: u64,
+    room_retention_ms: u64,
+    user_max_pending: u64,
+    retry_interval: Duration,
+    max_retries: u8,
+    idempotency_window_ms: u64,
+    compaction_interval: Duration,
+    commit_linger: Duration,
     /// Messages queued per replay step: small enough to fit a connection's queue.
-    pub(super) replay_chunk: usize,
+    replay_chunk: usize,
 }
 
 impl EngineConfig {
@@ -121,31 +124,31 @@ impl EngineConfig {
 
 /// The engine's state; lives on its own thread.
 pub struct Engine {
-    pub(super) kv: Box<dyn Kv>,
-    pub(super) hub: Arc<Hub>,
-    pub(super) stats: Arc<Stats>,
-    pub(super) cfg: EngineConfig,
+    kv: Box<dyn Kv>,
+    hub: Arc<Hub>,
+    stats: Arc<Stats>,
+    cfg: EngineConfig,
     options: EncodeOptions,
     seq: Arc<AtomicU32>,
     pending: Arc<AtomicUsize>,
     ids: IdGen,
     /// Committed positions of every stream.
-    pub(super) metas: HashMap<StreamKey, Meta>,
+    metas: HashMap<StreamKey, Meta>,
     /// Recently accepted idempotency keys (the store holds them for the whole window).
     idem: super::IdempotencyCache<Vec<Accepted>>,
     /// Users with unacknowledged messages while online.
-    pub(super) retry: HashMap<String, RetryState>,
+    retry: HashMap<String, RetryState>,
     /// Per user, the oldest live message not yet acknowledged and when it was accepted: the
     /// sample behind the accept-to-ack latency histogram.
-    pub(super) ack_watch: HashMap<String, (u64, Instant)>,
-    pub(super) next_compaction: Instant,
+    ack_watch: HashMap<String, (u64, Instant)>,
+    next_compaction: Instant,
     /// Where the engine's time comes from.
     clock: Arc<dyn Clock>,
     /// The current batch's time, read from `clock` once per batch: every decision (expiry,
     /// retries, compaction, idempotency windows) uses it, never the system clock.
-    pub(super) now: Now,
+    now: Now,
     /// Where the last idempotency-expiry pass stopped.
-    pub(super) idem_cursor: Vec<u8>,
+    idem_cursor: Vec<u8>,
     stage: Stage,
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use push_protocol::{ErrorCode, Frame, Gap, Stream, StreamPos};
 
-use super::engine::{Engine, RetryState};
+use super::{Engine, RetryState};
 use crate::hub::Conn;
 use crate::store::{keys_position, record_range, Record};
 use crate::stream::StreamKey;

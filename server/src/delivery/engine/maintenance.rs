@@ -1,7 +1,7 @@
 //! Housekeeping on the engine thread: retries of unacknowledged messages to online users, and
 //! compaction (acknowledged messages, expired room history, expired idempotency ids).
 
-use super::engine::Engine;
+use super::Engine;
 use crate::store::{idem_key, keys_position, record_range, Op, Record, IDEM_PREFIX};
 use crate::stream::StreamKey;
 

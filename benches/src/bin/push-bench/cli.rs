@@ -1,0 +1,184 @@
+//! The command line: scenarios and the options they share.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::coordinator::split;
+use crate::spec::{Mode, WorkerSpec};
+use crate::{flood, hostile, soak};
+
+/// Load-test harness for the push server.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Open N authenticated connections, hold them, report server RSS per connection and the
+    /// connect rate.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Connections.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Seconds to hold before measuring (lets the server settle).
+        #[arg(long, default_value_t = 3.0)]
+        hold: f64,
+        /// Connect over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
+        #[arg(long)]
+        ws: bool,
+    },
+    /// N receivers in one room (or on broadcast); publish M messages of S bytes at rate R.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        load: Load,
+        /// Use broadcast instead of a room.
+        #[arg(long)]
+        broadcast: bool,
+    },
+    /// N users, each with one connection; M messages to individual users at rate R.
+    Unicast {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Connect, authenticate and disconnect continuously at rate R.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        /// Cycles per second, all workers together.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Long mixed load (receivers that ack, join/leave churn, unicast and room publishes) with
+    /// server RSS, descriptors and storage sampled over time.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        soak: soak::SoakArgs,
+    },
+    /// Bystanders in a room receive a fan-out while slowloris connections, never-reading
+    /// members and garbage senders press on the server.
+    Hostile {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        hostile: hostile::HostileArgs,
+    },
+    /// Bystanders in room `news` receive a steady fan-out while clients flood the server with
+    /// valid frames (ACK, JOIN, LEAVE/JOIN churn, PUBLISH); `--kind none` is the baseline.
+    Flood {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        flood: flood::FloodArgs,
+    },
+    /// Internal: one worker process.
+    #[command(hide = true)]
+    Worker { spec: String },
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Server's binary-protocol address.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub addr: String,
+    /// Server's HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:7180")]
+    pub http: SocketAddr,
+    /// JWT secret the server was started with.
+    #[arg(long, env = "PUSH_JWT_SECRET", default_value = "dev-secret-change-me")]
+    pub secret: String,
+    /// API token the server accepts.
+    #[arg(long, env = "PUSH_API_TOKEN", default_value = "dev-api-token")]
+    pub api_token: String,
+    /// Server pid, for RSS and CPU figures.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Most connections per worker process.
+    #[arg(long, default_value_t = 9000)]
+    pub per_worker: usize,
+    /// Handshakes in flight, all workers together.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// User id prefix.
+    #[arg(long, default_value = "bench")]
+    pub user_prefix: String,
+    /// Connect with TLS, trusting the CA certificate in this PEM file (binary protocol only).
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Name the server's certificate carries (with --tls-ca).
+    #[arg(long, default_value = "localhost")]
+    pub tls_name: String,
+}
+
+#[derive(Args, Clone)]
+pub struct Load {
+    /// Receiving connections.
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 100)]
+    pub messages: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Messages per second (0 = as fast as the publishers go).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Concurrent publisher connections to the HTTP API.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Seconds to wait for stragglers after the last publish.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain: f64,
+    /// Unicast: users per publish request (each gets its own stored message).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Receive over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
+    #[arg(long)]
+    pub ws: bool,
+}
+
+/// The TLS name and CA PEM for workers, from --tls-ca and --tls-name.
+pub fn tls_of(c: &Common) -> Option<(String, String)> {
+    c.tls_ca.as_ref().map(|path| {
+        let pem = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read --tls-ca {}: {e}", path.display()));
+        (c.tls_name.clone(), pem)
+    })
+}
+
+/// One worker spec per process for `conns` connections in `mode`.
+pub fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
+    let parts = split(conns, c.per_worker);
+    let per = (c.concurrency / parts.len()).max(1);
+    parts
+        .into_iter()
+        .map(|(first, count)| WorkerSpec {
+            tls: tls_of(c),
+            addr: c.addr.clone(),
+            secret: c.secret.clone(),
+            user_prefix: c.user_prefix.clone(),
+            first,
+            count,
+            concurrency: per,
+            mode: mode.clone(),
+        })
+        .collect()
+}
