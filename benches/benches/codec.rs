@@ -86,11 +86,16 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group! {
+// criterion's macros define undocumented items.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     targets = bench
+    }
 }
-criterion_main!(benches);
+criterion_main!(group::benches);

@@ -18,7 +18,7 @@ use crate::hub::CloseOrder;
 use crate::stream::valid_room_name;
 
 /// `GET /api/v1/users/{id}/presence`: online, connection count, devices.
-pub async fn presence(
+pub(super) async fn presence(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -37,7 +37,7 @@ pub async fn presence(
 
 /// `DELETE /api/v1/users/{id}/connections`: closes every connection of the user with KICKED
 /// and no reconnect hint (e.g. after a password change).
-pub async fn kick(
+pub(super) async fn kick(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -55,7 +55,7 @@ pub async fn kick(
 }
 
 /// `GET /api/v1/rooms/{id}`: member count.
-pub async fn room(
+pub(super) async fn room(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -68,7 +68,7 @@ pub async fn room(
 }
 
 /// `PUT /api/v1/rooms/{id}/members/{user}`: every current connection of the user joins.
-pub async fn add_member(
+pub(super) async fn add_member(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path((room, user)): Path<(String, String)>,
@@ -82,7 +82,7 @@ pub async fn add_member(
 }
 
 /// `DELETE /api/v1/rooms/{id}/members/{user}`: every connection of the user leaves.
-pub async fn remove_member(
+pub(super) async fn remove_member(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path((room, user)): Path<(String, String)>,
@@ -94,7 +94,7 @@ pub async fn remove_member(
 
 /// `GET /metrics`: OpenMetrics text, which Prometheus reads (no authentication, like most
 /// exporters; bind the HTTP listener to a private address when that matters).
-pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
+pub(super) async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::render(&ctx.stats, ctx.gauges()),
@@ -103,7 +103,7 @@ pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
 }
 
 /// `GET /readyz`: 200 when storage answers; 503 with the reason otherwise.
-pub async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
+pub(super) async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
     if ctx.shutdown.is_cancelled() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", None);
     }

@@ -16,7 +16,7 @@ use crate::context::Ctx;
 use crate::ratelimit::Bucket;
 
 /// An API key with its live rate-limit bucket.
-pub struct KeyState {
+pub(super) struct KeyState {
     /// Configured key.
     pub key: ApiKey,
     /// Token bucket.
@@ -25,11 +25,11 @@ pub struct KeyState {
 
 /// Every API key of the server: the named `api_keys`, plus the plain `api_tokens`, which get
 /// every scope. Handed to the routes as a request extension.
-pub struct ApiKeys(Vec<KeyState>);
+pub(super) struct ApiKeys(Vec<KeyState>);
 
 impl ApiKeys {
     /// The keys of `config`, each with a full bucket.
-    pub fn from_config(config: &Config) -> ApiKeys {
+    pub(super) fn from_config(config: &Config) -> ApiKeys {
         let now = std::time::Instant::now();
         let plain = config
             .api_tokens
@@ -59,7 +59,7 @@ impl ApiKeys {
 
 /// Why a request was refused before it did anything.
 #[derive(Debug)]
-pub enum Denied {
+pub(super) enum Denied {
     /// No or unknown token (401).
     Unauthorized(&'static str),
     /// The key lacks a scope (403).
@@ -155,7 +155,7 @@ fn authenticate(
 
 /// The API key of the request, authenticated and charged to its rate limit before the
 /// handler runs (and before the body is read).
-pub struct Caller {
+pub(super) struct Caller {
     keys: Arc<ApiKeys>,
     /// Index into `keys`.
     index: usize,
@@ -178,7 +178,7 @@ impl FromRequestParts<Arc<Ctx>> for Caller {
 
 impl Caller {
     /// 403 unless the caller's key holds `scope`.
-    pub fn require(&self, scope: Scope) -> Result<(), Denied> {
+    pub(super) fn require(&self, scope: Scope) -> Result<(), Denied> {
         let key: &KeyState = &self.keys.0[self.index];
         if key.key.scopes.contains(&scope) {
             return Ok(());

@@ -17,12 +17,12 @@ use crate::context::Ctx;
 use crate::delivery::ids::unix_ms;
 
 /// The browser SDK, served so the demo page (and anyone) can import it.
-pub const SDK_JS: &str = include_str!("../../../client/js/push.js");
+pub(super) const SDK_JS: &str = include_str!("../../../client/js/push.js");
 /// The demo page.
-pub const DEMO_HTML: &str = include_str!("demo.html");
+pub(super) const DEMO_HTML: &str = include_str!("demo.html");
 
 /// `GET /demo`.
-pub async fn page() -> Response {
+pub(super) async fn page() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         DEMO_HTML,
@@ -31,7 +31,7 @@ pub async fn page() -> Response {
 }
 
 /// `GET /sdk/push.js`.
-pub async fn sdk() -> Response {
+pub(super) async fn sdk() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         SDK_JS,
@@ -42,7 +42,7 @@ pub async fn sdk() -> Response {
 /// Query of a development token request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MintQuery {
+pub(super) struct MintQuery {
     /// User id.
     user: String,
     /// Lifetime in seconds (default one day).
@@ -51,7 +51,7 @@ pub struct MintQuery {
 
 /// `POST /api/v1/dev/token?user=`: a user token, only while the server runs on the
 /// development secret (it says so in its log); refused otherwise so production never mints.
-pub async fn mint_token(
+pub(super) async fn mint_token(
     State(ctx): State<Arc<Ctx>>,
     query: Result<Query<MintQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {

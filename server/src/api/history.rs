@@ -24,7 +24,7 @@ const MAX_LIMIT: usize = 1000;
 
 /// Paging parameters.
 #[derive(Debug, Deserialize)]
-pub struct Page {
+pub(super) struct Page {
     /// Return positions after this one (default 0: from the oldest retained).
     #[serde(default)]
     after: u64,
@@ -90,7 +90,7 @@ async fn page(ctx: &Ctx, caller: Caller, stream: StreamKey, p: Page) -> Result<R
 }
 
 /// History of one user's stream.
-pub async fn user(
+pub(super) async fn user(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -100,7 +100,7 @@ pub async fn user(
 }
 
 /// History of a room.
-pub async fn room(
+pub(super) async fn room(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -110,7 +110,7 @@ pub async fn room(
 }
 
 /// History of the broadcast stream.
-pub async fn broadcast(
+pub(super) async fn broadcast(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     Query(p): Query<Page>,

@@ -33,7 +33,7 @@ const MAX_LIMIT: usize = 1000;
 /// Query of a poll.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PollQuery {
+pub(super) struct PollQuery {
     /// Last user-stream position processed (acknowledges up to it).
     #[serde(default)]
     after: u64,
@@ -85,7 +85,7 @@ fn parse_rooms(s: &str) -> Result<Vec<(String, u64)>, String> {
 }
 
 /// `GET /api/v1/poll`.
-pub async fn poll(
+pub(super) async fn poll(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     query: Result<Query<PollQuery>, axum::extract::rejection::QueryRejection>,

@@ -46,7 +46,7 @@ impl From<&Accepted> for AcceptedJson {
 }
 
 /// The handler.
-pub async fn handler(
+pub(super) async fn handler(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
     body: Bytes,

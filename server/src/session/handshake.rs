@@ -40,7 +40,7 @@ pub enum HandshakeError {
 }
 
 /// Reads one packet, keeping any extra bytes in `st` for the session.
-pub async fn read_packet(
+pub(super) async fn read_packet(
     stream: &mut Link,
     st: &mut ReadState,
     transport: Transport,
@@ -76,7 +76,7 @@ pub async fn read_packet(
 
 /// Sends AUTH_ERROR (best effort, bounded by the handshake) and returns the refusal. On
 /// WebSocket a close frame follows, with code 4000 + the error code.
-pub async fn refuse(
+pub(super) async fn refuse(
     stream: &mut Link,
     transport: Transport,
     seq: u32,
@@ -108,7 +108,7 @@ async fn refuse_ws(stream: &mut Link, e: WsError) -> HandshakeError {
 }
 
 /// Runs the handshake; on success the connection is registered in the hub.
-pub async fn handshake(
+pub(super) async fn handshake(
     stream: &mut Link,
     st: &mut ReadState,
     hello: Option<Hello>,

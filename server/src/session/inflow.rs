@@ -15,7 +15,7 @@ const MAX_ACK_STREAMS: usize = 64;
 
 /// Per-connection rate limits, from the server config.
 #[derive(Debug, Clone, Copy)]
-pub struct RateLimits {
+pub(super) struct RateLimits {
     /// Frames per second (0 = unlimited, at most 65,535).
     pub frames: u32,
     /// JOIN and LEAVE frames per second (0 = unlimited, at most 2,540).
@@ -28,7 +28,7 @@ pub struct RateLimits {
 
 /// What the rate slice says after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Within the limits.
     Go,
     /// Over a limit: stop reading for this many ms (until the slice ends).
@@ -47,7 +47,7 @@ const STALLED: u8 = 8;
 const STRIKE_SHIFT: u8 = 4;
 
 /// Allowance per slice of a per-second limit.
-pub fn per_slice(per_sec: u32) -> u32 {
+pub(super) fn per_slice(per_sec: u32) -> u32 {
     per_sec.div_ceil(u32::from(SLICES))
 }
 
@@ -56,7 +56,7 @@ pub fn per_slice(per_sec: u32) -> u32 {
 /// aligned slices numbered from the hub's start, counters that saturate, and one byte of
 /// flags with the count of consecutive seconds over a limit.
 #[derive(Debug, Default)]
-pub struct Inflow {
+pub(super) struct Inflow {
     slice: u16,
     frames: u16,
     room_ops: u8,
@@ -69,7 +69,7 @@ impl Inflow {
     }
 
     /// Counts one frame received at `now_ms` (hub clock).
-    pub fn count(&mut self, now_ms: u64, room_op: bool, limits: &RateLimits) -> Verdict {
+    pub(super) fn count(&mut self, now_ms: u64, room_op: bool, limits: &RateLimits) -> Verdict {
         let slice = Inflow::slice_of(now_ms);
         if slice != self.slice {
             let (was, is) = (self.slice / SLICES, slice / SLICES);
@@ -101,13 +101,13 @@ impl Inflow {
     }
 
     /// The rate slice `now_ms` falls in.
-    pub fn slice_of(now_ms: u64) -> u16 {
+    pub(super) fn slice_of(now_ms: u64) -> u16 {
         (now_ms / SLICE_MS) as u16
     }
 
     /// The frame just counted went over a limit: pause until the slice ends, or close after
     /// `close_after` seconds over. Also for a limit kept elsewhere (PUBLISH, on the `Conn`).
-    pub fn over(&mut self, now_ms: u64, limits: &RateLimits) -> Verdict {
+    pub(super) fn over(&mut self, now_ms: u64, limits: &RateLimits) -> Verdict {
         self.flags |= OVER | OVER_SECOND;
         if self.strikes() + 1 >= limits.close_after {
             return Verdict::Close;
@@ -117,7 +117,7 @@ impl Inflow {
     }
 
     /// True while reading is paused at `now_ms`; a pause ends with its slice.
-    pub fn rate_paused(&mut self, now_ms: u64) -> bool {
+    pub(super) fn rate_paused(&mut self, now_ms: u64) -> bool {
         if self.flags & PAUSED == 0 {
             return false;
         }
@@ -129,17 +129,17 @@ impl Inflow {
     }
 
     /// True when a rate pause may be in force (no clock read).
-    pub fn may_be_paused(&self) -> bool {
+    pub(super) fn may_be_paused(&self) -> bool {
         self.flags & PAUSED != 0
     }
 
     /// Decoding stopped for flow control, possibly with frames left in the read buffer.
-    pub fn stalled(&self) -> bool {
+    pub(super) fn stalled(&self) -> bool {
         self.flags & STALLED != 0
     }
 
     /// Records whether decoding stopped for flow control.
-    pub fn set_stalled(&mut self, stalled: bool) {
+    pub(super) fn set_stalled(&mut self, stalled: bool) {
         if stalled {
             self.flags |= STALLED;
         } else {
@@ -152,13 +152,13 @@ impl Inflow {
 /// frame that carried it (echoed by INVALID_ACK). ACKs are cumulative, so a lower position of
 /// the same stream adds nothing.
 #[derive(Debug, Default)]
-pub struct AckBatch {
+pub(super) struct AckBatch {
     positions: Vec<(StreamPos, u32)>,
 }
 
 impl AckBatch {
     /// Adds the positions of one ACK frame.
-    pub fn add(&mut self, seq: u32, list: Vec<StreamPos>) {
+    pub(super) fn add(&mut self, seq: u32, list: Vec<StreamPos>) {
         for p in list {
             match self
                 .positions
@@ -176,12 +176,12 @@ impl AckBatch {
     }
 
     /// True when the batch should be sent before more is added.
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.positions.len() >= MAX_ACK_STREAMS
     }
 
     /// Takes the batch, if it holds anything.
-    pub fn take(&mut self) -> Option<Vec<(StreamPos, u32)>> {
+    pub(super) fn take(&mut self) -> Option<Vec<(StreamPos, u32)>> {
         (!self.positions.is_empty()).then(|| std::mem::take(&mut self.positions))
     }
 }

@@ -13,7 +13,7 @@
 use crate::stream::StreamKey;
 
 /// Prefix of message records.
-pub const RECORD_PREFIX: u8 = b'r';
+pub(super) const RECORD_PREFIX: u8 = b'r';
 /// Prefix of stream metadata.
 pub const META_PREFIX: u8 = b'm';
 /// Prefix of idempotency entries.

@@ -8,7 +8,7 @@ use super::{Kv, Op, Rows, StoreError};
 
 /// Ordered in-memory key-value map.
 #[derive(Debug, Default)]
-pub struct MemKv {
+pub(super) struct MemKv {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 

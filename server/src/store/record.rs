@@ -138,7 +138,7 @@ impl Meta {
 }
 
 /// What an idempotency key was accepted as: (id, stream, position) per stream.
-pub type AcceptedList = Vec<(MessageId, String, u64)>;
+pub(super) type AcceptedList = Vec<(MessageId, String, u64)>;
 
 /// Encodes an idempotency entry: accepted time, then (id, stream, position) per stream.
 pub fn encode_accepted(at_ms: u64, list: &[(MessageId, String, u64)]) -> Vec<u8> {

@@ -9,7 +9,7 @@ use super::{Kv, Op, Rows, StoreError};
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
 /// redb database.
-pub struct RedbKv {
+pub(super) struct RedbKv {
     db: Database,
 }
 
@@ -19,7 +19,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 
 impl RedbKv {
     /// Opens or creates the database at `path`.
-    pub fn open(path: &Path) -> Result<RedbKv, StoreError> {
+    pub(super) fn open(path: &Path) -> Result<RedbKv, StoreError> {
         let db = Database::create(path).map_err(err)?;
         // Create the table so that readers never see it missing.
         let tx = db.begin_write().map_err(err)?;

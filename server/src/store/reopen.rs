@@ -22,7 +22,7 @@ struct State {
 }
 
 /// A backend that reopens itself after failures.
-pub struct Reopening {
+pub(super) struct Reopening {
     backend: Backend,
     dir: PathBuf,
     name: &'static str,
@@ -31,7 +31,7 @@ pub struct Reopening {
 
 impl Reopening {
     /// Wraps an open backend.
-    pub fn new(backend: Backend, dir: PathBuf, kv: Box<dyn Kv>) -> Self {
+    pub(super) fn new(backend: Backend, dir: PathBuf, kv: Box<dyn Kv>) -> Self {
         Reopening {
             backend,
             dir,

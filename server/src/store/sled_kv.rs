@@ -5,7 +5,7 @@ use std::path::Path;
 use super::{Kv, Op, Rows, StoreError};
 
 /// sled database.
-pub struct SledKv {
+pub(super) struct SledKv {
     db: sled::Db,
 }
 
@@ -15,7 +15,7 @@ fn err(e: sled::Error) -> StoreError {
 
 impl SledKv {
     /// Opens or creates the database at `path`.
-    pub fn open(path: &Path) -> Result<SledKv, StoreError> {
+    pub(super) fn open(path: &Path) -> Result<SledKv, StoreError> {
         let db = sled::Config::new()
             .path(path)
             // Durability comes from the explicit flush after each group commit.

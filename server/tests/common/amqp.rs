@@ -8,7 +8,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use push_server::config::AmqpConfig;
 
 /// Runs `rabbitmqctl <arg>` (stop_app, start_app) on the test broker.
-pub fn rabbitmqctl(arg: &str) {
+pub(crate) fn rabbitmqctl(arg: &str) {
     let out = std::process::Command::new("rabbitmqctl")
         .arg(arg)
         .output()
@@ -21,7 +21,7 @@ pub fn rabbitmqctl(arg: &str) {
 }
 
 /// The broker URL, or `None` (with a note) when tests run without one outside CI.
-pub fn url() -> Option<String> {
+pub(crate) fn url() -> Option<String> {
     match std::env::var("PUSH_TEST_AMQP_URL") {
         Ok(u) => Some(u),
         Err(_) if std::env::var("CI").is_ok() => {
@@ -35,7 +35,7 @@ pub fn url() -> Option<String> {
 }
 
 /// A config with queue names unique to this test.
-pub fn config(url: &str, tag: &str) -> AmqpConfig {
+pub(crate) fn config(url: &str, tag: &str) -> AmqpConfig {
     let unique = format!(
         "{tag}-{}",
         super::data_dir().file_name().unwrap().to_string_lossy()
@@ -51,7 +51,7 @@ pub fn config(url: &str, tag: &str) -> AmqpConfig {
 }
 
 /// A channel for the test's own publishing and inspection.
-pub async fn channel(url: &str) -> (Connection, Channel) {
+pub(crate) async fn channel(url: &str) -> (Connection, Channel) {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("broker reachable");
@@ -60,7 +60,7 @@ pub async fn channel(url: &str) -> (Connection, Channel) {
 }
 
 /// Publishes `body` to `queue` through the default exchange, persistent, with a message id.
-pub async fn publish(ch: &Channel, queue: &str, body: &[u8], message_id: Option<&str>) {
+pub(crate) async fn publish(ch: &Channel, queue: &str, body: &[u8], message_id: Option<&str>) {
     let mut props = BasicProperties::default().with_delivery_mode(2);
     if let Some(id) = message_id {
         props = props.with_message_id(id.into());
@@ -80,7 +80,7 @@ pub async fn publish(ch: &Channel, queue: &str, body: &[u8], message_id: Option<
 
 /// Messages waiting in `queue` (declares it passively, on a channel of its own because a
 /// failed passive declare closes the channel).
-pub async fn depth(conn: &Connection, queue: &str) -> u32 {
+pub(crate) async fn depth(conn: &Connection, queue: &str) -> u32 {
     let Ok(ch) = conn.create_channel().await else {
         return u32::MAX;
     };
@@ -101,7 +101,7 @@ pub async fn depth(conn: &Connection, queue: &str) -> u32 {
 }
 
 /// Waits for the server's consumer to declare `queue`.
-pub async fn wait_for_queue(conn: &Connection, queue: &str) {
+pub(crate) async fn wait_for_queue(conn: &Connection, queue: &str) {
     for _ in 0..500 {
         if depth(conn, queue).await != u32::MAX {
             return;
@@ -112,7 +112,7 @@ pub async fn wait_for_queue(conn: &Connection, queue: &str) {
 }
 
 /// Takes one message from `queue`, waiting up to the test timeout.
-pub async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
+pub(crate) async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
     for _ in 0..500 {
         if let Ok(Some(m)) = ch
             .basic_get(queue.into(), BasicGetOptions { no_ack: true })
@@ -126,7 +126,7 @@ pub async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
 }
 
 /// A server consuming a fresh queue, and the test's own connection to the broker.
-pub struct Consuming {
+pub(crate) struct Consuming {
     /// The server.
     pub server: push_server::ServerHandle,
     /// Broker URL.
@@ -141,7 +141,7 @@ pub struct Consuming {
 
 /// Starts a server consuming a queue unique to `tag` and waits until it has declared it;
 /// `None` when no broker is configured outside CI.
-pub async fn consuming(tag: &str) -> Option<Consuming> {
+pub(crate) async fn consuming(tag: &str) -> Option<Consuming> {
     let url = url()?;
     let cfg = config(&url, tag);
     let server = super::start(push_server::Config {

@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
-pub mod amqp;
-pub mod process;
-pub mod ws;
+pub(crate) mod amqp;
+pub(crate) mod process;
+pub(crate) mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,12 +18,12 @@ use push_server::{Config, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub const SECRET: &str = "integration-test-secret-0123456789";
-pub const API_TOKEN: &str = "integration-api-token";
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SECRET: &str = "integration-test-secret-0123456789";
+pub(crate) const API_TOKEN: &str = "integration-api-token";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A fresh data directory per server, under the system temp dir.
-pub fn data_dir() -> std::path::PathBuf {
+pub(crate) fn data_dir() -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -33,7 +33,7 @@ pub fn data_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("push-test-{}-{n}-{nanos}", std::process::id()))
 }
 
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config {
         data_dir: data_dir(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -45,12 +45,12 @@ pub fn config() -> Config {
     }
 }
 
-pub async fn start(config: Config) -> ServerHandle {
+pub(crate) async fn start(config: Config) -> ServerHandle {
     push_server::start(config).await.expect("server starts")
 }
 
 /// A server whose delivery engine takes its time from a manual clock (see [`pass`]).
-pub async fn start_clocked(config: Config) -> (ServerHandle, std::sync::Arc<ManualClock>) {
+pub(crate) async fn start_clocked(config: Config) -> (ServerHandle, std::sync::Arc<ManualClock>) {
     let clock = std::sync::Arc::new(ManualClock::new());
     let server = push_server::start_with_clock(config, clock.clone())
         .await
@@ -60,7 +60,7 @@ pub async fn start_clocked(config: Config) -> (ServerHandle, std::sync::Arc<Manu
 
 /// Moves the server's clock forward by `by`, then runs the housekeeping due by then
 /// (retries, expiry, compaction) and waits until it is committed.
-pub async fn pass(server: &ServerHandle, clock: &ManualClock, by: Duration) {
+pub(crate) async fn pass(server: &ServerHandle, clock: &ManualClock, by: Duration) {
     clock.advance(by);
     server
         .ctx
@@ -70,14 +70,14 @@ pub async fn pass(server: &ServerHandle, clock: &ManualClock, by: Duration) {
         .expect("engine running");
 }
 
-pub fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-pub fn token(user: &str) -> String {
+pub(crate) fn token(user: &str) -> String {
     mint(
         SECRET.as_bytes(),
         &Claims {
@@ -89,11 +89,11 @@ pub fn token(user: &str) -> String {
     )
 }
 
-pub async fn connect(addr: SocketAddr, user: &str) -> Connection {
+pub(crate) async fn connect(addr: SocketAddr, user: &str) -> Connection {
     try_connect(addr, &token(user)).await.expect("connects")
 }
 
-pub async fn try_connect(addr: SocketAddr, token: &str) -> Result<Connection, ClientError> {
+pub(crate) async fn try_connect(addr: SocketAddr, token: &str) -> Result<Connection, ClientError> {
     Connection::connect(
         addr,
         &ConnectOptions {
@@ -105,7 +105,7 @@ pub async fn try_connect(addr: SocketAddr, token: &str) -> Result<Connection, Cl
 }
 
 /// Minimal HTTP/1.1 request; returns (status, body).
-pub async fn http(
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -117,7 +117,7 @@ pub async fn http(
 }
 
 /// Minimal HTTP/1.1 request; returns (status, head, body).
-pub async fn http_full(
+pub(crate) async fn http_full(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -131,7 +131,7 @@ pub async fn http_full(
 
 /// Minimal HTTP/1.1 request; `None` when the server cannot be reached or does not answer a
 /// well-formed response within `timeout`.
-pub async fn try_http(
+pub(crate) async fn try_http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -184,7 +184,7 @@ fn decode_chunked(body: &str) -> String {
     }
 }
 
-pub async fn push(server: &ServerHandle, body: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn push(server: &ServerHandle, body: &str) -> (u16, serde_json::Value) {
     let (status, text) = http(
         server.http_addr,
         "POST",
@@ -198,7 +198,7 @@ pub async fn push(server: &ServerHandle, body: &str) -> (u16, serde_json::Value)
 }
 
 /// A user's stream from the history API (`query` like `after=0&limit=10`, or empty).
-pub async fn user_history(addr: SocketAddr, user: &str, query: &str) -> serde_json::Value {
+pub(crate) async fn user_history(addr: SocketAddr, user: &str, query: &str) -> serde_json::Value {
     let path = format!("/api/v1/history/users/{user}?{query}");
     let (status, body) = http(addr, "GET", &path, Some(API_TOKEN), "").await;
     assert_eq!(status, 200, "{body}");
@@ -206,7 +206,7 @@ pub async fn user_history(addr: SocketAddr, user: &str, query: &str) -> serde_js
 }
 
 /// Polls an async condition until it is true or the wait runs out.
-pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let start = std::time::Instant::now();
     while !f().await {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
@@ -215,7 +215,7 @@ pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
 }
 
 /// Polls `f` until it is true or the wait runs out.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !f() {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
@@ -224,12 +224,12 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A connected, authenticated client that stays quiet and must keep receiving.
-pub async fn bystander(server: &ServerHandle) -> Connection {
+pub(crate) async fn bystander(server: &ServerHandle) -> Connection {
     connect(server.tcp_addr, "bystander").await
 }
 
 /// Pushes one message to the bystander and checks it arrives (heartbeats answered meanwhile).
-pub async fn still_served(server: &ServerHandle, b: &mut Connection, n: u64) {
+pub(crate) async fn still_served(server: &ServerHandle, b: &mut Connection, n: u64) {
     let body = serde_json::json!({"to": {"users": ["bystander"]}, "kind": "k", "payload": format!("m{n}")});
     let (status, _) = push(server, &body.to_string()).await;
     assert_eq!(status, 200);

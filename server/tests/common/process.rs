@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{API_TOKEN, SECRET, WAIT};
 
 /// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -17,14 +17,20 @@ pub fn free_port() -> u16 {
 }
 
 /// Two free loopback addresses: binary protocol and HTTP.
-pub fn free_addrs() -> (SocketAddr, SocketAddr) {
+pub(crate) fn free_addrs() -> (SocketAddr, SocketAddr) {
     let tcp = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     (tcp, http)
 }
 
 /// Starts the server binary on `dir` with `store`; `toml` is extra configuration.
-pub fn spawn(tcp: SocketAddr, http: SocketAddr, dir: &Path, store: &str, toml: &str) -> Child {
+pub(crate) fn spawn(
+    tcp: SocketAddr,
+    http: SocketAddr,
+    dir: &Path,
+    store: &str,
+    toml: &str,
+) -> Child {
     let config = dir.with_extension("toml");
     std::fs::write(&config, toml).unwrap();
     Command::new(env!("CARGO_BIN_EXE_push-server"))
@@ -48,7 +54,7 @@ pub fn spawn(tcp: SocketAddr, http: SocketAddr, dir: &Path, store: &str, toml: &
 }
 
 /// Waits until `/healthz` answers 200.
-pub async fn wait_up(http: SocketAddr) {
+pub(crate) async fn wait_up(http: SocketAddr) {
     let start = Instant::now();
     loop {
         if let Ok(s) = tokio::net::TcpStream::connect(http).await {

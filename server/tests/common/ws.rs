@@ -12,7 +12,7 @@ use tokio_util::codec::Decoder;
 use super::WAIT;
 
 /// A connected WebSocket.
-pub struct WsClient {
+pub(crate) struct WsClient {
     pub stream: TcpStream,
     buf: BytesMut,
     codec: FrameCodec,
@@ -22,7 +22,7 @@ pub struct WsClient {
 
 /// The server's refusal of an upgrade: status, head and body.
 #[derive(Debug)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub status: u16,
     pub head: String,
     pub body: String,
@@ -32,7 +32,7 @@ const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
 impl WsClient {
     /// Upgrades `GET path` with the given subprotocols and extra headers.
-    pub async fn connect(
+    pub(crate) async fn connect(
         addr: SocketAddr,
         path: &str,
         protocols: &[&str],
@@ -92,29 +92,29 @@ impl WsClient {
     }
 
     /// Sends raw bytes.
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes).await;
     }
 
     /// Sends one final masked frame.
-    pub async fn send(&mut self, op: u8, payload: &[u8]) {
+    pub(crate) async fn send(&mut self, op: u8, payload: &[u8]) {
         self.send_raw(&encode_masked(0x80 | op, payload, MASK))
             .await;
     }
 
     /// Sends a protocol packet as one binary message.
-    pub async fn send_packet(&mut self, p: &Packet) {
+    pub(crate) async fn send_packet(&mut self, p: &Packet) {
         let wire = encode_to_bytes(p, &Default::default()).unwrap();
         self.send(opcode::BINARY, &wire).await;
     }
 
     /// Sends a JSON text message.
-    pub async fn send_json(&mut self, v: serde_json::Value) {
+    pub(crate) async fn send_json(&mut self, v: serde_json::Value) {
         self.send(opcode::TEXT, v.to_string().as_bytes()).await;
     }
 
     /// The next frame from the server: (opcode, payload); `None` at end of stream.
-    pub async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+    pub(crate) async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             let frame = parse_from_server(&mut self.buf, 1 << 30).expect("a valid server frame");
             match frame {
@@ -146,7 +146,7 @@ impl WsClient {
     }
 
     /// The next data message, skipping pings.
-    pub async fn recv_data(&mut self) -> (u8, Vec<u8>) {
+    pub(crate) async fn recv_data(&mut self) -> (u8, Vec<u8>) {
         loop {
             let (op, p) = self.recv().await.expect("a message before end of stream");
             if op != opcode::PING && op != opcode::PONG {
@@ -156,7 +156,7 @@ impl WsClient {
     }
 
     /// The next JSON message, skipping pings (WebSocket and JSON ones).
-    pub async fn recv_json(&mut self) -> serde_json::Value {
+    pub(crate) async fn recv_json(&mut self) -> serde_json::Value {
         loop {
             let (op, p) = self.recv_data().await;
             assert_eq!(op, opcode::TEXT, "expected text, got opcode {op}: {p:?}");
@@ -168,7 +168,7 @@ impl WsClient {
     }
 
     /// The next protocol packet from a binary message, skipping protocol PINGs.
-    pub async fn recv_packet(&mut self) -> Packet {
+    pub(crate) async fn recv_packet(&mut self) -> Packet {
         loop {
             let (op, p) = self.recv_data().await;
             assert_eq!(
@@ -187,7 +187,7 @@ impl WsClient {
 
     /// Reads until the server's close frame: (code, reason); data frames before it are
     /// returned too.
-    pub async fn recv_close(&mut self) -> (u16, String, Vec<(u8, Vec<u8>)>) {
+    pub(crate) async fn recv_close(&mut self) -> (u16, String, Vec<(u8, Vec<u8>)>) {
         let mut before = Vec::new();
         loop {
             let (op, p) = self

@@ -31,7 +31,7 @@ struct ChurnReport {
 }
 
 /// Runs the scenario with `workers_n` worker processes.
-pub async fn run(c: Common, rate: f64, seconds: f64, workers_n: usize) -> Res {
+pub(crate) async fn run(c: Common, rate: f64, seconds: f64, workers_n: usize) -> Res {
     let pid = c.server_pid;
     let rss0 = pid.and_then(procstat::rss_bytes);
     let fds0 = pid.and_then(procstat::open_fds);

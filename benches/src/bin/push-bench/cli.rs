@@ -11,13 +11,13 @@ use crate::{flood, hostile, soak};
 /// Load-test harness for the push server.
 #[derive(Parser)]
 #[command(version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
 }
 
 #[derive(Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Open N authenticated connections, hold them, report server RSS per connection and the
     /// connect rate.
     Idle {
@@ -94,7 +94,7 @@ pub enum Cmd {
 }
 
 #[derive(Args, Clone)]
-pub struct Common {
+pub(crate) struct Common {
     /// Server's binary-protocol address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub addr: String,
@@ -128,7 +128,7 @@ pub struct Common {
 }
 
 #[derive(Args, Clone)]
-pub struct Load {
+pub(crate) struct Load {
     /// Receiving connections.
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
@@ -156,7 +156,7 @@ pub struct Load {
 }
 
 /// The TLS name and CA PEM for workers, from --tls-ca and --tls-name.
-pub fn tls_of(c: &Common) -> Option<(String, String)> {
+pub(crate) fn tls_of(c: &Common) -> Option<(String, String)> {
     c.tls_ca.as_ref().map(|path| {
         let pem = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("cannot read --tls-ca {}: {e}", path.display()));
@@ -165,7 +165,7 @@ pub fn tls_of(c: &Common) -> Option<(String, String)> {
 }
 
 /// One worker spec per process for `conns` connections in `mode`.
-pub fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
+pub(crate) fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
     let parts = split(conns, c.per_worker);
     let per = (c.concurrency / parts.len()).max(1);
     parts

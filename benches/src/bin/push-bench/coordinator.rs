@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::spec::{Event, WorkerSpec};
 
 /// Running workers.
-pub struct Workers {
+pub(crate) struct Workers {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
     events: mpsc::UnboundedReceiver<(usize, Event)>,
@@ -23,7 +23,7 @@ pub struct Workers {
 
 /// Sum of the workers' Ready events.
 #[derive(Debug, Default)]
-pub struct Ready {
+pub(crate) struct Ready {
     /// Authenticated connections.
     pub ok: usize,
     /// Failed attempts.
@@ -36,7 +36,7 @@ pub struct Ready {
 
 impl Workers {
     /// Starts one process per spec.
-    pub fn spawn(specs: Vec<WorkerSpec>) -> std::io::Result<Workers> {
+    pub(crate) fn spawn(specs: Vec<WorkerSpec>) -> std::io::Result<Workers> {
         let exe = std::env::current_exe()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut children = Vec::new();
@@ -76,7 +76,7 @@ impl Workers {
     }
 
     /// Waits until every worker has reported Ready.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Ready {
+    pub(crate) async fn wait_ready(&mut self, timeout: Duration) -> Ready {
         let mut ready = Ready::default();
         let mut seen = 0;
         let deadline = Instant::now() + timeout;
@@ -114,7 +114,7 @@ impl Workers {
     }
 
     /// Total received so far according to progress events, waiting up to `wait` for news.
-    pub async fn poll_received(&mut self, wait: Duration) -> u64 {
+    pub(crate) async fn poll_received(&mut self, wait: Duration) -> u64 {
         if let Ok(Some((i, e))) = tokio::time::timeout(wait, self.events.recv()).await {
             self.note(i, e);
             while let Ok((i, e)) = self.events.try_recv() {
@@ -133,7 +133,7 @@ impl Workers {
     }
 
     /// Tells every worker to stop and collects their Done events.
-    pub async fn stop(mut self) -> Vec<Event> {
+    pub(crate) async fn stop(mut self) -> Vec<Event> {
         for stdin in &mut self.stdins {
             let _ = stdin.write_all(b"stop\n").await;
             let _ = stdin.flush().await;
@@ -157,7 +157,7 @@ impl Workers {
 }
 
 /// Splits `total` connections over processes of at most `per_worker` each.
-pub fn split(total: usize, per_worker: usize) -> Vec<(usize, usize)> {
+pub(crate) fn split(total: usize, per_worker: usize) -> Vec<(usize, usize)> {
     let workers = total.div_ceil(per_worker.max(1)).max(1);
     let base = total / workers;
     let extra = total % workers;
@@ -174,7 +174,7 @@ pub fn split(total: usize, per_worker: usize) -> Vec<(usize, usize)> {
 impl Workers {
     /// Waits until `expected` deliveries have arrived, or until none arrived for `quiet`;
     /// returns how many did.
-    pub async fn drain_received(&mut self, expected: u64, quiet: Duration) -> u64 {
+    pub(crate) async fn drain_received(&mut self, expected: u64, quiet: Duration) -> u64 {
         let mut received = 0;
         let mut last_change = std::time::Instant::now();
         while received < expected && last_change.elapsed() < quiet {

@@ -48,7 +48,7 @@ struct DeliverReport {
 
 /// Where the scenario publishes.
 #[derive(Clone, Copy, PartialEq)]
-pub enum Target {
+pub(crate) enum Target {
     /// One room all receivers joined.
     Room,
     /// Broadcast.
@@ -76,7 +76,7 @@ fn body(target: Target, i: usize, load: &Load, prefix: &str) -> String {
 }
 
 /// Runs the scenario: receivers connect, publishers send, every delivery is counted.
-pub async fn run(c: Common, load: Load, target: Target) -> Res {
+pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     let pid = c.server_pid;
     let room = (target == Target::Room).then(|| ROOM.to_string());
     let mode = if load.ws {

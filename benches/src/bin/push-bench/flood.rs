@@ -28,7 +28,7 @@ const BIG: &str = "big";
 
 /// What the flooders send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FloodKind {
+pub(crate) enum FloodKind {
     /// No flood: the baseline.
     None,
     /// ACK of the user's stream, position 0 (always valid).
@@ -43,7 +43,7 @@ pub enum FloodKind {
 
 /// What to run.
 #[derive(clap::Args)]
-pub struct FloodArgs {
+pub(crate) struct FloodArgs {
     /// What the flooders send.
     #[arg(long, value_enum, default_value = "ack")]
     pub kind: FloodKind,
@@ -194,7 +194,7 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 }
 
 /// Runs the scenario.
-pub async fn run(c: Common, f: FloodArgs) -> Res {
+pub(crate) async fn run(c: Common, f: FloodArgs) -> Res {
     let pid = c.server_pid;
     let mut http = http::Http::new(c.http);
     if matches!(f.kind, FloodKind::Join | FloodKind::Churn) {

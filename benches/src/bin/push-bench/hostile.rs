@@ -15,7 +15,7 @@ const ROOM: &str = "hostile-room";
 
 /// What to run.
 #[derive(clap::Args)]
-pub struct HostileArgs {
+pub(crate) struct HostileArgs {
     /// Bystanders (room members that read and record latency).
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
@@ -73,7 +73,7 @@ fn noisy(size: usize, seed: usize) -> String {
 }
 
 /// Runs the scenario.
-pub async fn run(c: Common, h: HostileArgs) -> Res {
+pub(crate) async fn run(c: Common, h: HostileArgs) -> Res {
     let pid = c.server_pid;
     let rss0 = pid.and_then(procstat::rss_bytes);
     let mut bystanders = Workers::spawn(specs(

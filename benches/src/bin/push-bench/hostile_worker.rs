@@ -15,7 +15,7 @@ use crate::spec::{Event, WorkerSpec};
 
 /// What a hostile worker does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Authenticate, announce a 60 KB frame, then send one byte a second.
     Slowloris,
     /// Authenticate with a 4 KB receive buffer, join the room, never read.
@@ -40,7 +40,7 @@ fn bump(c: &Cell<usize>) {
 }
 
 /// Runs one hostile worker until stdin says stop.
-pub async fn run(spec: WorkerSpec, kind: Kind, rate: f64, room: String) {
+pub(crate) async fn run(spec: WorkerSpec, kind: Kind, rate: f64, room: String) {
     let Ok(addr) = spec.addr.parse() else { return };
     let counts = Rc::new(Counts::default());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -36,7 +36,7 @@ struct IdleReport {
 }
 
 /// Runs the scenario.
-pub async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res {
+pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res {
     let pid = c.server_pid;
     let rss0 = pid.and_then(procstat::rss_bytes);
     let cpu0 = pid.and_then(procstat::cpu_seconds);

@@ -1,7 +1,7 @@
 //! Server resource use read from /proc: resident memory and CPU time.
 
 /// Resident set size of `pid` in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -9,7 +9,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// User + system CPU seconds consumed by `pid` so far.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -32,7 +32,7 @@ fn ticks_per_second() -> f64 {
 }
 
 /// Open file descriptors of `pid`.
-pub fn open_fds(pid: u32) -> Option<usize> {
+pub(crate) fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 

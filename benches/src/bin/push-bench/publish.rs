@@ -3,7 +3,7 @@
 /// Publishes `n` messages through `POST /api/v1/push` at `rate` per second from `t0`, the body
 /// of message `i` being `body(i)`; samples the server's RSS every 25 messages. Returns the
 /// publishes that were not answered 200 and the highest RSS seen (at least `rss_floor`).
-pub async fn publish_paced(
+pub(crate) async fn publish_paced(
     http: &mut crate::http::Http,
     token: &str,
     (n, rate, t0): (usize, f64, std::time::Instant),

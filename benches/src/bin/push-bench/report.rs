@@ -8,7 +8,7 @@ use crate::spec::Event;
 
 /// Figures gathered from every worker's Done event.
 #[derive(Debug)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// Messages received.
     pub received: u64,
     /// Out-of-order or repeated positions.
@@ -27,7 +27,7 @@ pub struct Merged {
 
 /// The delivery figures every receiving scenario reports.
 #[derive(Debug, Serialize)]
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     /// Deliveries the scenario should have seen.
     pub deliveries_expected: u64,
     /// Deliveries seen.
@@ -42,7 +42,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// The figures of `m` against `expected`.
-    pub fn of(expected: u64, m: &Merged) -> Deliveries {
+    pub(crate) fn of(expected: u64, m: &Merged) -> Deliveries {
         Deliveries {
             deliveries_expected: expected,
             deliveries_received: m.received,
@@ -54,7 +54,7 @@ impl Deliveries {
 }
 
 /// Inserts the delivery figures into a scenario's map of figures.
-pub fn deliveries(fig: &mut Map<String, Value>, expected: u64, m: &Merged) {
+pub(crate) fn deliveries(fig: &mut Map<String, Value>, expected: u64, m: &Merged) {
     if let Ok(Value::Object(d)) = serde_json::to_value(Deliveries::of(expected, m)) {
         fig.extend(d);
     }
@@ -62,7 +62,7 @@ pub fn deliveries(fig: &mut Map<String, Value>, expected: u64, m: &Merged) {
 
 /// The server's RSS and descriptors right now (when its pid is known).
 #[derive(Debug, Default, Serialize)]
-pub struct ServerNow {
+pub(crate) struct ServerNow {
     /// Resident memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_bytes: Option<u64>,
@@ -73,7 +73,7 @@ pub struct ServerNow {
 
 impl ServerNow {
     /// Reads both figures of process `pid`.
-    pub fn read(pid: Option<u32>) -> ServerNow {
+    pub(crate) fn read(pid: Option<u32>) -> ServerNow {
         ServerNow {
             server_rss_bytes: pid.and_then(crate::procstat::rss_bytes),
             server_fds: pid.and_then(crate::procstat::open_fds),
@@ -82,7 +82,7 @@ impl ServerNow {
 }
 
 /// Merges Done events.
-pub fn merge(events: &[Event]) -> Merged {
+pub(crate) fn merge(events: &[Event]) -> Merged {
     let mut m = Merged {
         received: 0,
         duplicates: 0,
@@ -121,7 +121,7 @@ pub fn merge(events: &[Event]) -> Merged {
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Observations.
     pub samples: u64,
     /// Median.
@@ -138,7 +138,7 @@ pub struct Latency {
 
 impl Latency {
     /// The percentiles of a histogram of microseconds.
-    pub fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         Latency {
             samples: h.len(),
@@ -152,12 +152,12 @@ impl Latency {
 }
 
 /// Latency percentiles in milliseconds, as a JSON value for a map of figures.
-pub fn latency(h: &Histogram<u64>) -> Value {
+pub(crate) fn latency(h: &Histogram<u64>) -> Value {
     serde_json::to_value(Latency::of(h)).unwrap_or(Value::Null)
 }
 
 /// Prints the summary and the JSON line of a scenario's figures (a struct or a map).
-pub fn print(scenario: &str, figures: impl Serialize) {
+pub(crate) fn print(scenario: &str, figures: impl Serialize) {
     let figures = match serde_json::to_value(figures) {
         Ok(Value::Object(m)) => m,
         other => panic!("figures must serialize to a JSON object, got {other:?}"),

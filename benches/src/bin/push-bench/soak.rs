@@ -16,7 +16,7 @@ const ROOM: &str = "soak";
 
 /// What to run.
 #[derive(clap::Args)]
-pub struct SoakArgs {
+pub(crate) struct SoakArgs {
     /// Receivers connected for the whole run (in the soak room, acknowledging).
     #[arg(long, default_value_t = 2000)]
     pub conns: usize,
@@ -48,7 +48,7 @@ fn dir_bytes(p: &Path) -> u64 {
 }
 
 /// Runs the soak.
-pub async fn run(c: Common, s: SoakArgs) -> Res {
+pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
     let pid = c.server_pid;
     let mut all = specs(
         &c,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What one worker does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerSpec {
+pub(crate) struct WorkerSpec {
     /// Server's binary-protocol address.
     pub addr: String,
     /// JWT secret for minting tokens.
@@ -25,7 +25,7 @@ pub struct WorkerSpec {
 
 /// The worker's role.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Hold connections, answer heartbeats.
     Idle,
     /// Hostile connections (`push-bench hostile`).
@@ -65,7 +65,7 @@ pub enum Mode {
 /// A line a worker prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event")]
-pub enum Event {
+pub(crate) enum Event {
     /// All connections attempted; `ok` are authenticated (and joined).
     Ready {
         /// Authenticated connections.
@@ -102,14 +102,14 @@ pub enum Event {
 }
 
 /// Microseconds since the Unix epoch (the clock publishers and receivers share on one machine).
-pub fn unix_micros() -> u64 {
+pub(crate) fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A payload of `size` bytes starting with the send time: `<micros>|xxxx...`.
-pub fn stamped_payload(size: usize) -> String {
+pub(crate) fn stamped_payload(size: usize) -> String {
     let mut s = format!("{}|", unix_micros());
     while s.len() < size {
         s.push('x');
@@ -118,7 +118,7 @@ pub fn stamped_payload(size: usize) -> String {
 }
 
 /// Reads the send time back out of a stamped payload.
-pub fn stamp_of(payload: &[u8]) -> Option<u64> {
+pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
     let end = payload.iter().position(|&b| b == b'|')?;
     std::str::from_utf8(&payload[..end]).ok()?.parse().ok()
 }

@@ -15,7 +15,7 @@ use tokio::task::LocalSet;
 use crate::spec::{stamp_of, unix_micros, Event, Mode, WorkerSpec};
 
 /// A connection the receive loop can read pushes from and acknowledge on.
-pub trait PushSource {
+pub(crate) trait PushSource {
     /// Joins a room and waits for the answer.
     async fn join(&mut self, room: String) -> Result<(), String>;
     /// The next frame that is not a heartbeat (heartbeats are answered).
@@ -114,11 +114,11 @@ async fn receive<S: PushSource>(
 }
 
 /// Prints one event line.
-pub fn emit(e: &Event) {
+pub(crate) fn emit(e: &Event) {
     println!("{}", serde_json::to_string(e).expect("event serializes"));
 }
 
-pub fn token(spec: &WorkerSpec, i: usize) -> String {
+pub(crate) fn token(spec: &WorkerSpec, i: usize) -> String {
     mint(
         spec.secret.as_bytes(),
         &Claims {
@@ -168,7 +168,7 @@ impl Tally {
 }
 
 /// Runs the worker described by `spec` until stdin says stop (or closes).
-pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
+pub(crate) fn run(spec: WorkerSpec) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -192,7 +192,7 @@ pub fn run(spec: WorkerSpec) -> std::io::Result<()> {
     Ok(())
 }
 
-pub async fn wait_for_stop() {
+pub(crate) async fn wait_for_stop() {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim() == "stop" {

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 /// An authenticated WebSocket connection.
-pub struct WsConn {
+pub(crate) struct WsConn {
     stream: TcpStream,
     buf: BytesMut,
     codec: FrameCodec,
@@ -30,7 +30,7 @@ const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
 
 impl WsConn {
     /// Upgrades `GET /ws?token=` and waits for AUTH_OK.
-    pub async fn connect(addr: SocketAddr, token: &str) -> io::Result<WsConn> {
+    pub(crate) async fn connect(addr: SocketAddr, token: &str) -> io::Result<WsConn> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let req = format!(

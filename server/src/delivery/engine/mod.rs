@@ -33,7 +33,7 @@ mod request;
 
 use publish::accepted_from;
 use request::prioritize;
-pub use request::{Reply, Request};
+pub(super) use request::{Reply, Request};
 
 use super::ids::IdGen;
 use super::{Accepted, DeliveryError, HistoryItem, HistoryPage, Message, Target};
@@ -92,7 +92,7 @@ struct RetryState {
 
 /// Settings the engine uses.
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+pub(super) struct EngineConfig {
     room_retention_count: u64,
     room_retention_ms: u64,
     user_max_pending: u64,
@@ -107,7 +107,7 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// Takes the delivery settings from the server config.
-    pub fn from(c: &Config) -> Self {
+    pub(super) fn from(c: &Config) -> Self {
         EngineConfig {
             room_retention_count: c.room_retention_count,
             room_retention_ms: c.room_retention_ms,
@@ -123,7 +123,7 @@ impl EngineConfig {
 }
 
 /// The engine's state; lives on its own thread.
-pub struct Engine {
+pub(super) struct Engine {
     kv: Box<dyn Kv>,
     hub: Arc<Hub>,
     stats: Arc<Stats>,
@@ -155,7 +155,7 @@ pub struct Engine {
 impl Engine {
     /// Loads stream metadata from `kv` and prepares the engine.
     #[allow(clippy::too_many_arguments)]
-    pub fn load(
+    pub(super) fn load(
         kv: Box<dyn Kv>,
         hub: Arc<Hub>,
         stats: Arc<Stats>,
@@ -217,7 +217,7 @@ impl Engine {
     }
 
     /// Serves requests until shutdown or until every sender is gone.
-    pub fn run(mut self, rx: Receiver<Request>) {
+    pub(super) fn run(mut self, rx: Receiver<Request>) {
         let mut batch = Vec::with_capacity(64);
         let mut next_tick = Instant::now() + TICK;
         loop {
@@ -440,6 +440,6 @@ impl Engine {
 }
 
 /// Maps a storage failure to the publish error the caller sees.
-pub fn storage(e: StoreError) -> DeliveryError {
+pub(super) fn storage(e: StoreError) -> DeliveryError {
     DeliveryError::Storage(e.to_string())
 }

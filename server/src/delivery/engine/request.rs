@@ -11,10 +11,10 @@ use crate::hub::Conn;
 use crate::stream::StreamKey;
 
 /// Reply channel for callers that wait.
-pub type Reply<T> = oneshot::Sender<Result<T, DeliveryError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, DeliveryError>>;
 
 /// Work for the engine.
-pub enum Request {
+pub(crate) enum Request {
     /// Accept a message from a service (HTTP, queue).
     Publish {
         /// Where to.
