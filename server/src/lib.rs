@@ -1,40 +1,40 @@
-//! The push server: long-lived TCP connections speaking the binary protocol of SPEC.md, a
-//! registry of users and rooms, message acceptance and fan-out, and an HTTP API.
+//! The push server: long-lived connections speaking the binary protocol of SPEC.md (raw TCP,
+//! optionally TLS, or the WebSocket shim), durable per-stream delivery, and an HTTP API.
 //!
-//! Layout (data flows top to bottom):
-//! - `api`: HTTP API: push, history, presence, rooms, metrics, health (axum);
-//! - `ingest`: the RabbitMQ consumer;
-//! - `push_request`: the publish request both of them receive, and its validation;
-//! - `delivery`: ids, positions, idempotency, routing a message to the hub;
-//! - `hub`: who is connected where (user, room, everyone), sharded; per-connection outboxes;
-//! - `session`: one task per connection: handshake, then the read/write event loop;
-//! - `transport`: accept loops;
-//! - `server`: lifecycle (start, heartbeat sweep, graceful shutdown);
-//! - `store`: the storage trait and its sled and redb backends;
-//! - `stream`: [`stream::StreamKey`], every form of a stream's name;
-//! - `tls`: certificate and key for TLS on every listener;
-//! - `clock`: where the delivery engine's time comes from (a manual clock in tests);
-//! - `config`, `context`, `stats`: settings, shared state, counters.
+//! The path of a message, top to bottom:
+//! - in from a service: `api` (HTTP, axum routes on the `http` accept loop) or `ingest`
+//!   (RabbitMQ), both through `push_request` (one schema, one validation); in from a client:
+//!   `transport` (accept loops: TCP, `/ws` upgrade) -> `session` (one task per connection:
+//!   handshake, decoding under flow control, PUBLISH, JOIN/LEAVE, ACK);
+//! - `delivery`: the handle to the engine thread, which assigns positions per stream
+//!   (`stream::StreamKey`), checks idempotency and commits to `store` (sled, redb or memory)
+//!   before anything is sent, then fans out; replay, retries and compaction run there too,
+//!   on time from `clock`;
+//! - `hub`: who is connected where (user, room, everyone), sharded; each `hub::Conn` has an
+//!   outbox that its session drains into vectored socket writes.
+//!
+//! Beside the path: `server` (start, heartbeat sweep, graceful shutdown), `context` (the
+//! shared state), `config`, `jwt` (client tokens), `tls`, `ratelimit`, `stats` and `metrics`.
 
-pub mod api;
+pub(crate) mod api;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod delivery;
-pub mod http;
+pub(crate) mod http;
 pub mod hub;
-pub mod ingest;
-pub mod jwt;
-pub mod metrics;
-pub mod push_request;
-pub mod ratelimit;
+pub(crate) mod ingest;
+pub(crate) mod jwt;
+pub(crate) mod metrics;
+pub(crate) mod push_request;
+pub(crate) mod ratelimit;
 pub mod server;
-pub mod session;
+pub(crate) mod session;
 pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod tls;
-pub mod transport;
+pub(crate) mod transport;
 
 pub use config::Config;
 pub use server::{start, start_with_clock, ServerHandle, StartError};

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::stats::{Histogram, Stats, SCENARIOS, TRANSPORTS};
 
 /// Content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of one sample.
 type Labels<'a> = Vec<(&'a str, &'a str)>;
@@ -358,7 +358,7 @@ impl Collector for Exporter {
 
 /// Renders every metric (OpenMetrics text, [`CONTENT_TYPE`]): the counters and histograms
 /// of `stats` and the `gauges` read for this scrape.
-pub fn render(stats: &Arc<Stats>, gauges: Gauges) -> String {
+pub(crate) fn render(stats: &Arc<Stats>, gauges: Gauges) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Exporter(stats.clone(), gauges)));
     let mut out = String::with_capacity(16 * 1024);

@@ -11,18 +11,18 @@ use crate::delivery::{Message, Target};
 use crate::stream::valid_room_name;
 
 /// Most users one request may target.
-pub const MAX_USERS_PER_REQUEST: usize = 1000;
+pub(crate) const MAX_USERS_PER_REQUEST: usize = 1000;
 /// Longest idempotency id.
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 /// Longest kind.
-pub const MAX_KIND_LEN: usize = 64;
+pub(crate) const MAX_KIND_LEN: usize = 64;
 /// Longest TTL: 30 days.
-pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+pub(crate) const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PushRequest {
+pub(crate) struct PushRequest {
     /// Target: exactly one of users, room, broadcast.
     pub to: To,
     /// Application kind, e.g. `alarm`.
@@ -53,7 +53,7 @@ pub struct PushRequest {
 /// The `to` object.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct To {
+pub(crate) struct To {
     /// User ids.
     #[serde(default)]
     pub users: Option<Vec<String>>,
@@ -67,7 +67,7 @@ pub struct To {
 
 /// A validation failure naming the offending field.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Invalid {
+pub(crate) struct Invalid {
     /// JSON path of the field.
     pub field: &'static str,
     /// What is wrong with it.
@@ -82,7 +82,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
 }
 
 /// Validates a request into a target and a message.
-pub fn validate(req: PushRequest, max_message_len: usize) -> Result<(Target, Message), Invalid> {
+pub(crate) fn validate(
+    req: PushRequest,
+    max_message_len: usize,
+) -> Result<(Target, Message), Invalid> {
     let chosen =
         req.to.users.is_some() as u8 + req.to.room.is_some() as u8 + req.to.broadcast as u8;
     if chosen != 1 {

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 /// A token bucket refilled at `rate` per second up to `burst`.
 #[derive(Debug, Clone, Copy)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Bucket {
     /// A full bucket.
-    pub fn full(burst: f64, now: Instant) -> Bucket {
+    pub(crate) fn full(burst: f64, now: Instant) -> Bucket {
         Bucket {
             tokens: burst,
             last: now,
@@ -24,7 +24,7 @@ impl Bucket {
     }
 
     /// Takes one token, or says how long until one is available.
-    pub fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.last = now;
@@ -38,7 +38,7 @@ impl Bucket {
     }
 
     /// True when at least one token is available (without taking it).
-    pub fn has_token(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+    pub(crate) fn has_token(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.last = now;

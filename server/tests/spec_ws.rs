@@ -1,13 +1,13 @@
 //! SPEC.md §12's WebSocket and JSON vectors: the server produces and parses exactly them.
 
 use bytes::BytesMut;
+use push_client::protocol::ws::frame::{encode_close, parse, WsFrame};
+use push_client::protocol::ws::json::{parse_client, server_json};
+use push_client::protocol::ws::Transport;
 use push_protocol::{
     encode_to_bytes, Frame, Hello, Level, MessageId, Notice, Packet, PayloadFormat, Push, Stream,
     StreamPos, MAX_VERSION, MIN_VERSION,
 };
-use push_server::transport::ws::frame::{encode_close, parse, WsFrame};
-use push_server::transport::ws::json::{parse_client, server_json};
-use push_server::transport::ws::Transport;
 
 /// The block after `<!-- {kind}: {name} -->`.
 fn block(kind: &str, name: &str) -> String {

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use common::*;
+use push_client::protocol::ws::frame::{encode_masked, opcode};
 use push_client::protocol::Frame;
 use push_client::{Client, ClientConfig, ClientError, ConnectOptions, Connection, TlsOptions};
 use push_server::tls::TlsConfig;
-use push_server::transport::ws::frame::{encode_masked, opcode};
 use push_server::{Config, ServerHandle};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,8 +5,8 @@ mod common;
 
 use common::ws::WsClient;
 use common::*;
+use push_client::protocol::ws::frame::{close_code, encode_masked, opcode};
 use push_protocol::{Frame, Hello, Join, Packet, Stream, StreamPos, MAX_VERSION, MIN_VERSION};
-use push_server::transport::ws::frame::{close_code, encode_masked, opcode};
 use push_server::{Config, ServerHandle};
 use serde_json::json;
 

@@ -18,13 +18,12 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::context::Ctx;
-pub use push::AcceptedJson;
 
 pub(crate) use crate::http::error;
 
 /// Builds the router of the API routes (the server merges `/ws` into it when the WebSocket
 /// shim shares the HTTP port).
-pub fn router(ctx: Arc<Ctx>) -> Router {
+pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/api/v1/push", post(push::handler))
         .route("/api/v1/poll", get(poll::poll))
@@ -52,7 +51,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 
 /// The OpenAPI document of this API (kept in `openapi.json`, checked against the routes by
 /// `server/tests/api.rs`).
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
 async fn openapi() -> Response {
     (

@@ -20,7 +20,7 @@ use crate::push_request::{validate, PushRequest};
 
 /// One accepted stream in the response.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AcceptedJson {
+pub(super) struct AcceptedJson {
     /// Message id, 32 hex digits.
     pub id: String,
     /// `user:<id>`, `room:<id>` or `broadcast`.

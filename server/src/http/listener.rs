@@ -25,7 +25,7 @@ use crate::context::Ctx;
 const MAX_REFUSING: usize = 64;
 
 /// Serves `app` on `listener` until shutdown, then waits for requests in flight.
-pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'static str) {
+pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, what: &'static str) {
     let tracker = TaskTracker::new();
     let header_timeout = ctx.config.handshake_timeout();
     // HTTP connections in flight on this listener (upgraded WebSockets leave it: they count

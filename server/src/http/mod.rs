@@ -2,7 +2,7 @@
 //! The API routes (`api`) and the WebSocket upgrade (`transport::ws`) both build on it; it
 //! depends on neither.
 
-pub mod listener;
+pub(crate) mod listener;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,11 @@ use axum::Json;
 use serde_json::json;
 
 /// A JSON error body: `{"error": reason, "field": name}`.
-pub fn error(status: StatusCode, reason: impl Into<String>, field: Option<&str>) -> Response {
+pub(crate) fn error(
+    status: StatusCode,
+    reason: impl Into<String>,
+    field: Option<&str>,
+) -> Response {
     let mut body = json!({ "error": reason.into() });
     if let Some(f) = field {
         body["field"] = json!(f);

@@ -31,7 +31,7 @@ use crate::push_request::{validate, PushRequest};
 
 /// Why one broker session ended.
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub(crate) enum IngestError {
     /// The broker or the connection failed.
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
@@ -41,7 +41,7 @@ pub enum IngestError {
 }
 
 /// Consumes until shutdown, reconnecting with backoff whenever the broker goes away.
-pub async fn run(ctx: Arc<Ctx>, cfg: AmqpConfig) {
+pub(crate) async fn run(ctx: Arc<Ctx>, cfg: AmqpConfig) {
     let mut backoff = Duration::from_millis(100);
     let mut logged_down = false;
     loop {
@@ -154,7 +154,7 @@ async fn session(ctx: &Arc<Ctx>, cfg: &AmqpConfig) -> Result<(), IngestError> {
 }
 
 /// Parses a queue message into a publish, or says why it can never be valid.
-pub fn parse(
+pub(crate) fn parse(
     body: &[u8],
     message_id: Option<&str>,
     max_message_len: usize,

@@ -19,8 +19,7 @@ use crate::config::Config;
 
 mod keys;
 
-pub use crate::config::JwtPublicKey;
-pub use keys::KeyError;
+pub(crate) use keys::KeyError;
 use keys::{Key, Material};
 
 /// `aud`: one audience or several.

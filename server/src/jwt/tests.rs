@@ -1,6 +1,7 @@
 //! Token checks with real keys: ES256 and EdDSA from PEM and JWKS, HS256, leeway, nbf, iss, aud.
 
 use super::*;
+use crate::config::JwtPublicKey;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{EncodingKey, Header};

@@ -16,7 +16,7 @@ use push_protocol::ws::Transport;
 
 /// Why a handshake did not produce a session.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// Refused with an AUTH_ERROR frame.
     #[error("refused with {code}: {reason}")]
     Refused {

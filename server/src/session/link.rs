@@ -46,7 +46,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
 /// A connection's socket. An enum rather than a socket plus an optional TLS pointer: the
 /// boxed TLS variant fits beside the socket's niche, so a plain link is exactly a `TcpStream`
 /// and the session stays in its allocation class.
-pub enum Link {
+pub(crate) enum Link {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS; boxed because a rustls connection is large.
@@ -54,7 +54,7 @@ pub enum Link {
 }
 
 /// A socket with rustls on it.
-pub struct TlsLink {
+pub(crate) struct TlsLink {
     tcp: TcpStream,
     conn: ServerConnection,
     /// Decrypted bytes rustls holds that have not been read yet. The socket may have nothing
@@ -65,12 +65,12 @@ pub struct TlsLink {
 
 impl Link {
     /// A plain TCP link.
-    pub fn plain(tcp: TcpStream) -> Link {
+    pub(crate) fn plain(tcp: TcpStream) -> Link {
         Link::Plain(tcp)
     }
 
     /// A TLS link whose handshake may still be in progress ([`Link::tls_handshake`]).
-    pub fn tls(tcp: TcpStream, conn: ServerConnection) -> Link {
+    pub(crate) fn tls(tcp: TcpStream, conn: ServerConnection) -> Link {
         Link::Tls(Box::new(TlsLink {
             tcp,
             conn,
@@ -79,7 +79,7 @@ impl Link {
     }
 
     /// The TCP socket.
-    pub fn tcp(&self) -> &TcpStream {
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Link::Plain(t) => t,
             Link::Tls(b) => &b.tcp,
@@ -99,13 +99,8 @@ impl Link {
         matches!(self, Link::Tls(b) if b.plaintext > 0)
     }
 
-    /// True when TLS is on.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Link::Tls(_))
-    }
-
     /// Completes the TLS handshake (nothing to do on a plain link).
-    pub async fn tls_handshake(&mut self) -> io::Result<()> {
+    pub(crate) async fn tls_handshake(&mut self) -> io::Result<()> {
         loop {
             let (_, Some(tls)) = self.parts() else {
                 return Ok(());
@@ -143,7 +138,7 @@ impl Link {
     }
 
     /// Socket readability (ciphertext, for TLS: plaintext is always drained on read).
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.has_plaintext() {
             return Poll::Ready(Ok(()));
         }
@@ -151,13 +146,13 @@ impl Link {
     }
 
     /// Socket writability.
-    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.tcp().poll_write_ready(cx)
     }
 
     /// Appends readable plaintext to `dst` without blocking: `Ok(0)` is the end of the stream,
     /// `WouldBlock` means nothing more now.
-    pub fn try_read_buf(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) fn try_read_buf(&mut self, dst: &mut BytesMut) -> io::Result<usize> {
         let b = match self {
             Link::Plain(t) => return t.try_read_buf(dst),
             Link::Tls(b) => b,
@@ -203,7 +198,7 @@ impl Link {
     }
 
     /// True while TLS records wait to be written.
-    pub fn wants_flush(&self) -> bool {
+    pub(crate) fn wants_flush(&self) -> bool {
         match self {
             Link::Plain(_) => false,
             Link::Tls(b) => b.conn.wants_write(),
@@ -211,7 +206,7 @@ impl Link {
     }
 
     /// Writes pending TLS records without blocking; `WouldBlock` if some remain.
-    pub fn try_flush(&mut self) -> io::Result<()> {
+    pub(crate) fn try_flush(&mut self) -> io::Result<()> {
         let (tcp, Some(tls)) = self.parts() else {
             return Ok(());
         };
@@ -224,7 +219,7 @@ impl Link {
     }
 
     /// Writes plaintext without blocking; returns how much was taken.
-    pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    pub(crate) fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if let Link::Plain(t) = self {
             return t.try_write_vectored(bufs);
         }
@@ -264,7 +259,7 @@ impl Link {
     }
 
     /// Writes all of `buf`, waiting for the socket as needed.
-    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Link::Plain(t) => t.write_all(buf).await,
             Link::Tls(b) => {
@@ -275,7 +270,7 @@ impl Link {
     }
 
     /// Waits until there is something to read (socket bytes, or decrypted bytes rustls holds).
-    pub async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         if self.has_plaintext() {
             return Ok(());
         }
@@ -283,7 +278,7 @@ impl Link {
     }
 
     /// Ends the stream: TLS close_notify, then the TCP write side.
-    pub async fn shutdown(&mut self) -> io::Result<()> {
+    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         if let Link::Tls(b) = self {
             b.conn.send_close_notify();
             self.flush_all().await?;

@@ -41,9 +41,8 @@ use push_protocol::ws::frame::WsError;
 use push_protocol::ws::inbound::{InboundError, ReadState};
 use push_protocol::ws::Transport;
 
-pub use handshake::HandshakeError;
-pub use link::Link;
-pub use push_protocol::hello::negotiate;
+pub(crate) use handshake::HandshakeError;
+pub(crate) use link::Link;
 
 /// Frames taken from the outbox per vectored write.
 const WRITE_BATCH: usize = 64;
@@ -95,7 +94,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 const _: () = assert!(std::mem::size_of::<Session>() <= 96);
 
 /// The future of one connection's task.
-pub enum ConnTask {
+pub(crate) enum ConnTask {
     /// Reading HELLO, verifying, registering.
     Handshake(BoxFuture<Option<Box<Session>>>),
     /// The long-lived event loop. Boxed so the task cell itself fits tokio's smallest
@@ -109,7 +108,7 @@ pub enum ConnTask {
 
 /// Serves one admitted TCP socket until it closes; the admission is released when the task
 /// ends, however it ends.
-pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Admission) -> ConnTask {
+pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, ctx: Admission) -> ConnTask {
     let link = match ctx.tls.as_ref() {
         Some(t) => match rustls::ServerConnection::new(t.clone()) {
             Ok(c) => Link::tls(stream, c),
@@ -126,7 +125,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: Admission) -> ConnTask {
 /// Serves a socket on any transport: `early` holds bytes already read past the HTTP upgrade,
 /// `hello` a HELLO taken from the upgrade's query string (then no HELLO frame is awaited).
 /// Admitted by the caller, like [`serve`].
-pub fn serve_on(
+pub(crate) fn serve_on(
     link: Link,
     peer: SocketAddr,
     ctx: Admission,
@@ -238,7 +237,7 @@ impl Future for ConnTask {
 }
 
 /// The long-lived state of an authenticated connection.
-pub struct Session {
+pub(crate) struct Session {
     link: Link,
     /// Present only while a partial frame or fragmented message is pending.
     pending: Option<Box<ReadState>>,

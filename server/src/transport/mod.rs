@@ -1,5 +1,5 @@
 //! Accept loops that hand sockets to sessions: raw TCP (`tcp`) and the WebSocket upgrade
 //! (`ws`). The session owns the socket from then on (`session::Link`).
 
-pub mod tcp;
-pub mod ws;
+pub(crate) mod tcp;
+pub(crate) mod ws;

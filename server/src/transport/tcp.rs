@@ -10,7 +10,7 @@ use crate::context::Ctx;
 use crate::session;
 
 /// Accepts until shutdown; every socket gets its own task, counted in `ctx.open` until it ends.
-pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+pub(crate) async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
+use push_client::protocol::ws::frame::{encode_masked, opcode, parse_from_server, WsFrame};
 use push_protocol::{encode_to_bytes, FrameCodec, Packet};
-use push_server::transport::ws::frame::{encode_masked, opcode, parse_from_server, WsFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;

@@ -4,7 +4,7 @@
 //!
 //! - `upgrade`: the HTTP handshake (`/ws` route), origin check and token in the query string.
 
-pub mod upgrade;
+pub(crate) mod upgrade;
 
 use std::sync::Arc;
 
@@ -15,12 +15,10 @@ use crate::context::Ctx;
 
 /// The `/ws` route: merged into the API's router when the shim shares the HTTP port, or
 /// served on a listener of its own (`ws_listen`).
-pub fn router(ctx: Arc<Ctx>) -> Router {
+pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/ws", get(upgrade::handler))
         .with_state(ctx)
 }
 
-pub use push_protocol::ws::{
-    frame, inbound, json, Transport, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON,
-};
+pub(crate) use push_protocol::ws::{json, Transport, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON};

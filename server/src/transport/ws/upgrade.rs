@@ -27,7 +27,7 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Query parameters of `GET /ws`, for clients that cannot send HELLO first (or prefer not to).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     /// Access token; when present, no HELLO is awaited.
     token: Option<String>,
     /// Device label.
@@ -37,7 +37,7 @@ pub struct WsQuery {
 }
 
 /// `Sec-WebSocket-Accept` for a client key.
-pub fn accept_key(key: &str) -> String {
+pub(crate) fn accept_key(key: &str) -> String {
     let mut h = Sha1::new();
     h.update(key.as_bytes());
     h.update(GUID.as_bytes());
@@ -105,7 +105,7 @@ fn parse_resume(s: &str) -> Result<Vec<StreamPos>, String> {
 }
 
 /// `GET /ws`: the WebSocket upgrade.
-pub async fn handler(
+pub(crate) async fn handler(
     State(ctx): State<Arc<Ctx>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
