@@ -4,31 +4,15 @@
 use std::net::SocketAddr;
 
 use push_server::{Config, ServerHandle};
+use push_test_support::{TestServer, API_TOKEN, SECRET};
 
-const SECRET: &str = "harness-test-secret-0123456789";
-
-fn config(listen: SocketAddr) -> Config {
-    let dir = std::env::temp_dir().join(format!(
-        "push-harness-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    Config {
+async fn start(listen: SocketAddr) -> TestServer {
+    push_test_support::start(Config {
         listen,
-        data_dir: dir,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        jwt_secret: SECRET.into(),
-        api_tokens: vec!["sdk-test-api-token".into()],
         shutdown_drain_ms: 1000,
-        ..Config::default()
-    }
-}
-
-async fn start(listen: SocketAddr) -> ServerHandle {
-    push_server::start(config(listen)).await.unwrap()
+        ..push_test_support::config()
+    })
+    .await
 }
 
 fn bench(server: &ServerHandle, args: &[&str]) -> (bool, serde_json::Value) {
@@ -36,7 +20,7 @@ fn bench(server: &ServerHandle, args: &[&str]) -> (bool, serde_json::Value) {
         .args(args)
         .args(["--addr", &server.tcp_addr.to_string()])
         .args(["--http", &server.http_addr.to_string()])
-        .args(["--secret", SECRET, "--api-token", "sdk-test-api-token"])
+        .args(["--secret", SECRET, "--api-token", API_TOKEN])
         .args([
             "--server-pid",
             &std::process::id().to_string(),

@@ -6,54 +6,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use push_client::protocol::{ErrorCode, PayloadFormat, Stream};
-use push_client::token::{mint, Claims};
 use push_client::{Client, ClientConfig, ClientError, Event};
 use push_server::delivery::{Message, Target};
-use push_server::{Config, ServerHandle};
-
-const SECRET: &str = "sdk-test-secret-0123456789";
-const WAIT: Duration = Duration::from_secs(10);
+use push_server::Config;
+use push_test_support::{pass, start_clocked, token, until, TestServer, WAIT};
 
 fn config(listen: SocketAddr) -> Config {
-    let dir = std::env::temp_dir().join(format!(
-        "push-sdk-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
     Config {
         listen,
-        data_dir: dir,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        jwt_secret: SECRET.into(),
-        api_tokens: vec!["sdk-test-api-token".into()],
         shutdown_drain_ms: 1000,
         reconnect_hint_ms: 50,
-        ..Config::default()
+        ..push_test_support::config()
     }
 }
 
-async fn start(listen: SocketAddr) -> ServerHandle {
-    push_server::start(config(listen)).await.unwrap()
-}
-
-fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    mint(
-        SECRET.as_bytes(),
-        &Claims {
-            sub: user.into(),
-            exp,
-            device: None,
-            rooms: Vec::new(),
-        },
-    )
+async fn start(listen: SocketAddr) -> TestServer {
+    push_test_support::start(config(listen)).await
 }
 
 fn client_config(addr: SocketAddr, user: &str) -> ClientConfig {
@@ -75,18 +43,6 @@ fn text(kind: &str, payload: &str) -> Message {
 }
 
 /// Polls an async condition until it is true or the wait runs out.
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Runs push-bench against `server` and returns its exit status and final JSON line.
 async fn next_message(c: &mut Client) -> push_client::Message {
     tokio::time::timeout(WAIT, c.next_message())
         .await
@@ -144,7 +100,7 @@ async fn reconnects_after_a_server_restart_and_rejoins_rooms() {
     let mut c = Client::connect(client_config(addr, "bob")).await.unwrap();
     c.join("ops").await.unwrap();
     first.shutdown();
-    first.wait().await;
+    let _data = first.wait().await;
     let second = start(addr).await;
     // The client sees the CLOSE (a shutdown, with a reconnect hint), then reconnects.
     let mut saw_shutdown = false;
@@ -182,26 +138,12 @@ async fn reconnects_after_a_server_restart_and_rejoins_rooms() {
 
 #[tokio::test]
 async fn manual_ack_and_no_duplicate_ids_when_the_server_resends() {
-    let dir = std::env::temp_dir().join(format!(
-        "push-sdk-dedupe-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let clock = std::sync::Arc::new(push_server::clock::ManualClock::new());
-    let server = push_server::start_with_clock(
-        Config {
-            retry_interval_ms: 30,
-            max_retries: 3,
-            data_dir: dir,
-            ..config("127.0.0.1:0".parse().unwrap())
-        },
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let (server, clock) = start_clocked(Config {
+        retry_interval_ms: 30,
+        max_retries: 3,
+        ..config("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
     let mut cfg = client_config(server.tcp_addr, "kim");
     cfg.auto_ack = false;
     let mut c = Client::connect(cfg).await.unwrap();
@@ -215,8 +157,7 @@ async fn manual_ack_and_no_duplicate_ids_when_the_server_resends() {
     assert_eq!(&m.payload[..], b"only once");
     // Unacknowledged, the server resends the same id; the SDK must not hand it over again.
     for _ in 0..2 {
-        clock.advance(std::time::Duration::from_secs(3600));
-        server.ctx.delivery.housekeeping().await.unwrap();
+        pass(&server, &clock, Duration::from_secs(3600)).await;
     }
     let page = server
         .ctx

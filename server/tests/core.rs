@@ -9,18 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use push_client::protocol::{
-    ErrorCode, Frame, Join, Notice, Packet, PayloadFormat, Publish, Push, Stream,
+    ErrorCode, Frame, Join, Notice, Packet, PayloadFormat, Publish, Stream,
 };
 use push_client::token::{mint, Claims};
 use push_client::ClientError;
 use push_server::delivery::{Message, Target};
-
-fn expect_push(p: Packet) -> Push {
-    match p.frame {
-        Frame::Push(push) => push,
-        other => panic!("expected PUSH, got {other:?}"),
-    }
-}
 
 fn opaque(kind: &str, payload: &[u8]) -> Message {
     Message {

@@ -49,7 +49,8 @@ async fn sigkill_loses_no_acknowledged_message_and_delivers_none_twice() {
     let publishers = env_or("CRASH_PUBLISHERS", 4);
     let store = std::env::var("CRASH_STORE").unwrap_or_else(|_| "redb".into());
     let users = ["crash-a", "crash-b", "crash-c"];
-    let dir = data_dir();
+    let tmp = temp_dir();
+    let dir = tmp.path().to_path_buf();
     let (tcp, http) = free_addrs();
 
     // Ids whose publish got a 200: these must all arrive.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use push_client::protocol::{Frame, Join, Packet, PayloadFormat, Push, Stream, StreamPos};
+use push_client::protocol::{Frame, Join, PayloadFormat, Stream, StreamPos};
 use push_client::{ConnectOptions, Connection};
 use push_server::delivery::{Message, Target};
 use push_server::store::Backend;
@@ -43,13 +43,6 @@ fn keyed(text: &str, key: &str) -> Message {
     Message {
         key: Some(key.into()),
         ..msg(text)
-    }
-}
-
-fn expect_push(p: Packet) -> Push {
-    match p.frame {
-        Frame::Push(push) => push,
-        other => panic!("expected PUSH, got {other:?}"),
     }
 }
 
@@ -226,7 +219,8 @@ async fn duplicate_publishes_are_stored_and_delivered_once_even_across_restarts(
         assert_eq!(expect_push(c.next_timeout(WAIT).await.unwrap()).id, a[0].id);
         drop(c);
         server.shutdown();
-        server.wait().await;
+        // The data directory stays until the end of the test: the restart reuses it.
+        let _data = server.wait().await;
         // After a restart the key is still known.
         let server = start(Config {
             data_dir: dir,
@@ -341,7 +335,8 @@ async fn acknowledged_messages_survive_a_restart_and_are_replayed() {
         .await;
         assert_eq!(status, 200, "{body}");
         server.shutdown();
-        server.wait().await;
+        // The data directory stays until the end of the test: the restart reuses it.
+        let _data = server.wait().await;
         let server = start(Config {
             data_dir: dir,
             ..cfg(backend)

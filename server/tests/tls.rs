@@ -12,7 +12,7 @@ use push_client::protocol::ws::frame::{encode_masked, opcode};
 use push_client::protocol::Frame;
 use push_client::{Client, ClientConfig, ClientError, ConnectOptions, Connection, TlsOptions};
 use push_server::tls::TlsConfig;
-use push_server::{Config, ServerHandle};
+use push_server::Config;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,22 +20,24 @@ use tokio::net::TcpStream;
 struct Cert {
     pem: String,
     dir: PathBuf,
+    _tmp: TempDir,
 }
 
 fn self_signed() -> Cert {
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let dir = data_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = temp_dir();
+    let dir = tmp.path().to_path_buf();
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
     Cert {
         pem: ck.cert.pem(),
         dir,
+        _tmp: tmp,
     }
 }
 
-async fn tls_server(cert: &Cert) -> ServerHandle {
+async fn tls_server(cert: &Cert) -> TestServer {
     start(Config {
         tls: Some(TlsConfig {
             cert: cert.dir.join("cert.pem"),

@@ -135,7 +135,7 @@ pub(crate) async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMe
 /// A server consuming a fresh queue, and the test's own connection to the broker.
 pub(crate) struct Consuming {
     /// The server.
-    pub server: push_server::ServerHandle,
+    pub server: super::TestServer,
     /// Broker URL.
     pub url: String,
     /// The server's queue settings.
