@@ -82,7 +82,7 @@ impl WsError {
 /// One complete frame from the client, unmasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsFrame {
-    /// A data frame (text, binary or continuation); `text` is the message's type.
+    /// A data frame (text, binary or continuation); `opcode` says which.
     Data {
         /// Opcode of the frame (TEXT, BINARY or CONTINUATION).
         opcode: u8,

@@ -212,12 +212,12 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
             .join(conn.clone(), room.clone(), Some(*after), 0);
     }
     let mut positions: BTreeMap<String, u64> = BTreeMap::new();
-    positions.insert("user".into(), after);
+    positions.insert(stream_name(&Stream::User), after);
     if let Some(b) = broadcast_after {
-        positions.insert("broadcast".into(), b);
+        positions.insert(stream_name(&Stream::Broadcast), b);
     }
     for (room, after) in &rooms {
-        positions.insert(format!("room:{room}"), *after);
+        positions.insert(stream_name(&Stream::Room(room.clone())), *after);
     }
     let mut out = Collected {
         messages: Vec::new(),
