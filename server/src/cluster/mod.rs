@@ -1,0 +1,8 @@
+//! Cluster mode on NATS JetStream (issue 14; CLUSTER.md): the pieces built so far.
+//!
+//! - `js`: the JetStream requests async-nats has no helper for (atomic batch publish with
+//!   per-subject compare-and-set, direct reads of a subject's last message), with their error
+//!   classification. The cluster engine builds on these; its tests run them against a real
+//!   three-node nats-server cluster (`server/tests/jetstream.rs`).
+
+pub mod js;
