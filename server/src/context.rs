@@ -107,13 +107,12 @@ impl Ctx {
             },
             ..EncodeOptions::default()
         };
-        let delivery = Arc::new(Delivery::start(
-            &config,
-            hub.clone(),
-            stats.clone(),
-            options,
-            clock,
-        )?);
+        let delivery = Arc::new(if config.cluster.is_some() {
+            // Connected by `server::start` before anything is served.
+            Delivery::for_cluster(&config, hub.clone(), stats.clone(), options)
+        } else {
+            Delivery::start(&config, hub.clone(), stats.clone(), options, clock)?
+        });
         let limits = Limits {
             max_frame_len: config.max_frame_len,
             max_message_len: config.max_message_len,

@@ -27,6 +27,9 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// Cluster mode: NATS cannot be reached or the streams cannot be set up.
+    #[error("cluster: {0}")]
+    Cluster(crate::delivery::DeliveryError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -102,7 +105,25 @@ pub async fn start_with_clock(
         None => None,
     };
     let ws_addr = ws.as_ref().map(|(_, a)| *a);
-    let ctx = Ctx::build(config, tls, clock)?;
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| crate::cluster::ClusterSettings {
+            urls: c.nats_urls.clone(),
+            prefix: c.prefix.clone(),
+            replicas: c.replicas,
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            user_max_pending: config.user_max_pending,
+            idempotency_window: Duration::from_millis(config.idempotency_window_ms),
+            replay_chunk: config.replay_limit.min(config.queue_max_frames / 2).max(1),
+        });
+    let ctx = Ctx::build(config, tls, clock.clone())?;
+    if let Some(settings) = cluster {
+        ctx.delivery
+            .connect_cluster(settings, clock)
+            .await
+            .map_err(StartError::Cluster)?;
+    }
     tokio::spawn(transport::tcp::accept_loop(tcp, ctx.clone()));
     tokio::spawn(heartbeat(ctx.clone()));
     let mut app = api::router(ctx.clone());

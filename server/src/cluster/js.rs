@@ -24,8 +24,9 @@ pub const BATCH_COMMIT: &str = "Nats-Batch-Commit";
 /// The server's cap on messages per atomic batch.
 pub const MAX_BATCH: usize = 1000;
 
-/// JetStream API error code of a failed `Nats-Expected-Last-Subject-Sequence` check.
-const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream API error codes of a failed sequence expectation: 10071 with the stored
+/// sequence in its text, 10164 without (the form a batch's check answers with).
+const ERR_WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
 
 /// One message to store.
 #[derive(Debug, Clone)]
@@ -114,7 +115,7 @@ enum Reply {
 
 /// Classifies a JetStream API error answer.
 fn api_error(e: ApiError) -> JsError {
-    if e.err_code == ERR_WRONG_LAST_SEQUENCE {
+    if ERR_WRONG_LAST_SEQUENCE.contains(&e.err_code) {
         return JsError::WrongLastSequence(e.description);
     }
     // 503: JetStream not ready or the stream has no leader (no quorum).

@@ -5,4 +5,9 @@
 //!   classification. The cluster engine builds on these; its tests run them against a real
 //!   three-node nats-server cluster (`server/tests/jetstream.rs`).
 
+pub mod engine;
 pub mod js;
+pub mod names;
+mod user;
+
+pub use engine::{ClusterEngine, ClusterSettings};

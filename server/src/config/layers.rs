@@ -20,7 +20,7 @@ const NOT_SETTINGS: [&str; 2] = ["config", "api_token"];
 
 /// String settings taken verbatim from the environment: parsed like TOML, a secret or a name
 /// that looks like a number or `true` would no longer be a string.
-const RAW_STRINGS: [&str; 12] = [
+const RAW_STRINGS: [&str; 14] = [
     "api_tokens",
     "data_dir",
     "jwt_secret",
@@ -33,7 +33,12 @@ const RAW_STRINGS: [&str; 12] = [
     "amqp.dead_letter_queue",
     "tls.cert",
     "tls.key",
+    "cluster.nats_urls",
+    "cluster.prefix",
 ];
+
+/// List settings that the environment may also give comma-separated.
+const LISTS: [&str; 2] = ["api_tokens", "cluster.nats_urls"];
 
 /// The settings as layered from `file` (if any) and the process environment, not yet validated.
 /// Also returns the `PUSH_*` variables that name no setting (probably typos).
@@ -84,9 +89,10 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
     });
     figment = figment.merge(env);
     for (key, value) in raw {
-        if key == "api_tokens" {
+        if LISTS.contains(&key) {
             if value.trim_start().starts_with('[') {
-                figment = figment.merge(Env::prefixed(ENV_PREFIX).only(&["api_tokens"]));
+                let only = [key];
+                figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").only(&only));
             } else {
                 // Comma-separated, as the flag takes it (and as earlier versions read it).
                 let list: Vec<&str> = value
@@ -94,7 +100,7 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Vec<String>), ConfigError> {
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
                     .collect();
-                figment = figment.merge(Serialized::default("api_tokens", list));
+                figment = figment.merge(Serialized::default(key, list));
             }
         } else {
             figment = figment.merge(Serialized::default(key, value));
@@ -113,6 +119,7 @@ pub fn all_keys() -> Vec<String> {
     for key in field_names::<Config>() {
         let nested = match *key {
             "amqp" => field_names::<AmqpConfig>(),
+            "cluster" => field_names::<super::ClusterConfig>(),
             "tls" => field_names::<TlsConfig>(),
             "api_keys" => field_names::<ApiKey>(),
             "jwt_public_keys" => field_names::<super::JwtPublicKey>(),
@@ -202,6 +209,31 @@ mod tests {
                 unknown.contains(&"PUSH_MAX_CONECTIONS".to_string()),
                 "{unknown:?}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cluster_settings_come_from_the_environment_with_comma_separated_urls() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "PUSH_CLUSTER__NATS_URLS",
+                "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+            );
+            jail.set_env("PUSH_CLUSTER__PREFIX", "123");
+            jail.set_env("PUSH_CLUSTER__REPLICAS", "5");
+            let (c, unknown) = load(None).expect("loads");
+            assert!(unknown.is_empty(), "{unknown:?}");
+            let cluster = c.cluster.expect("cluster from the environment alone");
+            assert_eq!(
+                cluster.nats_urls,
+                vec!["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+            );
+            assert_eq!((cluster.prefix.as_str(), cluster.replicas), ("123", 5));
+            assert_eq!(cluster.request_timeout_ms, 2000);
+            jail.set_env("PUSH_CLUSTER__NATS_URLS", "[\"nats://a:4222\"]");
+            let (c, _) = load(None).expect("loads");
+            assert_eq!(c.cluster.expect("cluster").nats_urls, vec!["nats://a:4222"]);
             Ok(())
         });
     }

@@ -116,6 +116,37 @@ fn default_amqp_concurrency() -> usize {
     32
 }
 
+fn default_cluster_prefix() -> String {
+    "push".into()
+}
+fn default_replicas() -> usize {
+    3
+}
+fn default_cluster_timeout_ms() -> u64 {
+    2000
+}
+
+/// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
+/// JetStream. User streams (publish, live delivery on every node, replay, acknowledgements,
+/// idempotency) work across nodes; rooms, broadcast, client PUBLISH and history are refused
+/// in this mode for now.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs; give several so a node finds the cluster while one is down.
+    pub nats_urls: Vec<String>,
+    /// Prefix of the streams and subjects, so several deployments can share one NATS.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// Replicas of each stream: 1, 3 or 5 (3 keeps a majority through one lost server).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long one JetStream request may take before it is retried (and, after several
+    /// attempts, the publish refused with 503), in ms.
+    #[serde(default = "default_cluster_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
 /// RabbitMQ (AMQP 0-9-1) ingestion: messages in the push API's JSON schema.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,6 +299,8 @@ pub struct Config {
     pub poll_max_wait_ms: u64,
     /// RabbitMQ ingestion; absent = off.
     pub amqp: Option<AmqpConfig>,
+    /// Cluster mode on NATS JetStream; absent = the embedded single node.
+    pub cluster: Option<ClusterConfig>,
     /// TLS on every listener; absent = plain TCP and HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
 }
@@ -330,6 +363,7 @@ impl Default for Config {
             ws_max_message: 1024 * 1024 + 64 * 1024,
             poll_max_wait_ms: 30_000,
             amqp: None,
+            cluster: None,
             tls: None,
         }
     }

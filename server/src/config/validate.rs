@@ -74,6 +74,21 @@ impl Config {
         if self.poll_max_wait_ms > 300_000 {
             return bad("poll_max_wait_ms", "must be at most 300000 (5 minutes)");
         }
+        if let Some(c) = &self.cluster {
+            if c.nats_urls.is_empty() {
+                return bad("cluster.nats_urls", "list at least one NATS server URL");
+            }
+            if !matches!(c.replicas, 1 | 3 | 5) {
+                return bad("cluster.replicas", "must be 1, 3 or 5");
+            }
+            let token = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            if c.prefix.is_empty() || !c.prefix.bytes().all(token) {
+                return bad("cluster.prefix", "must be letters, digits, _ or -");
+            }
+            if c.request_timeout_ms == 0 {
+                return bad("cluster.request_timeout_ms", "must be positive");
+            }
+        }
         if let Some(a) = &self.amqp {
             if a.prefetch == 0 || a.concurrency == 0 {
                 return bad("amqp", "prefetch and concurrency must be positive");

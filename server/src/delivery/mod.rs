@@ -132,6 +132,9 @@ pub enum DeliveryError {
     /// The engine has stopped (shutdown).
     #[error("the server is shutting down")]
     Stopped,
+    /// Not available in this deployment mode (yet).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl DeliveryError {
@@ -143,6 +146,7 @@ impl DeliveryError {
                 ErrorCode::STORAGE_UNAVAILABLE
             }
             DeliveryError::Stopped => ErrorCode::SHUTTING_DOWN,
+            DeliveryError::Unsupported(_) => ErrorCode::BAD_REQUEST,
         }
     }
 }
@@ -155,7 +159,10 @@ impl From<ProtocolError> for DeliveryError {
 
 /// The delivery service shared by the API, the sessions and (later) the queue consumer.
 pub struct Delivery {
-    tx: mpsc::Sender<Request>,
+    /// The single-node engine thread's queue; `None` in cluster mode.
+    tx: Option<mpsc::Sender<Request>>,
+    /// The cluster engine, once connected (cluster mode only).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterEngine>>,
     stats: Arc<Stats>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     hub: Arc<Hub>,
@@ -194,7 +201,8 @@ impl Delivery {
             .spawn(move || engine.run(rx))
             .map_err(|e| StoreError::Backend(format!("cannot start the storage thread: {e}")))?;
         Ok(Delivery {
-            tx,
+            tx: Some(tx),
+            cluster: std::sync::OnceLock::new(),
             stats,
             thread: Mutex::new(Some(thread)),
             hub,
@@ -203,6 +211,62 @@ impl Delivery {
             pending,
             max_pending: config.max_pending_publishes,
         })
+    }
+
+    /// A delivery service for cluster mode: no local store; [`Delivery::connect_cluster`]
+    /// must succeed before the server serves anyone.
+    pub fn for_cluster(
+        config: &Config,
+        hub: Arc<Hub>,
+        stats: Arc<Stats>,
+        options: EncodeOptions,
+    ) -> Delivery {
+        Delivery {
+            tx: None,
+            cluster: std::sync::OnceLock::new(),
+            stats,
+            thread: Mutex::new(None),
+            hub,
+            options,
+            seq: Arc::new(AtomicU32::new(1)),
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending: config.max_pending_publishes,
+        }
+    }
+
+    /// Connects the cluster engine (cluster mode).
+    pub async fn connect_cluster(
+        &self,
+        settings: crate::cluster::ClusterSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(), DeliveryError> {
+        let engine = crate::cluster::ClusterEngine::connect(
+            settings,
+            self.hub.clone(),
+            self.stats.clone(),
+            self.options,
+            self.seq.clone(),
+            clock,
+        )
+        .await?;
+        let _ = self.cluster.set(engine);
+        Ok(())
+    }
+
+    /// The cluster engine, in cluster mode.
+    fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterEngine>> {
+        self.cluster.get()
+    }
+
+    /// Refuses a connection's request that cluster mode does not serve yet.
+    fn refuse_in_cluster(&self, conn: &Conn, seq: u32, what: &str) {
+        let frame = Frame::Error(ErrorBody {
+            code: ErrorCode::BAD_REQUEST,
+            reason: format!("{what} is not available in cluster mode yet"),
+        });
+        if let Ok(bytes) = encode_to_bytes(&Packet::new(seq, frame), &self.options) {
+            let _ = self.hub.send_conn(conn, bytes);
+        }
     }
 
     /// Counts a publish against `max_pending_publishes` until the engine takes it; over the
@@ -217,9 +281,13 @@ impl Delivery {
         Ok(())
     }
 
-    /// Hands a request to the engine thread; `Err` when the engine has stopped.
+    /// Hands a request to the engine thread; `Err` when the engine has stopped (or, in
+    /// cluster mode, does not exist).
     fn send(&self, req: Request) -> Result<(), ()> {
-        self.tx.send(req).map_err(|_| ())
+        match &self.tx {
+            Some(tx) => tx.send(req).map_err(|_| ()),
+            None => Err(()),
+        }
     }
 
     /// Sends a request on behalf of `conn`, counted against its in-flight limit until the
@@ -254,6 +322,26 @@ impl Delivery {
         target: &Target,
         msg: Message,
     ) -> Result<Vec<Accepted>, DeliveryError> {
+        if let Some(cluster) = self.cluster() {
+            let Target::Users(users) = target else {
+                return Err(DeliveryError::Unsupported(
+                    "rooms and broadcast are not available in cluster mode yet".into(),
+                ));
+            };
+            self.reserve_pending(target.scenario())?;
+            let r = cluster.publish_users(users, &msg).await;
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            let scenario = target.scenario();
+            match &r {
+                Ok(a) => {
+                    self.stats.inc(&self.stats.messages_accepted);
+                    self.stats.inc(&self.stats.accepted_by[scenario]);
+                    let _ = a;
+                }
+                Err(_) => self.stats.inc(&self.stats.failed_by[scenario]),
+            }
+            return r;
+        }
         self.reserve_pending(target.scenario())?;
         let (reply, rx) = oneshot::channel();
         let req = Request::Publish {
@@ -271,6 +359,9 @@ impl Delivery {
     /// Upstream PUBLISH from a connection; the engine answers on the connection. Counted
     /// against `max_pending_publishes` like every other publish.
     pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
+        if self.cluster().is_some() {
+            return self.refuse_in_cluster(&conn, seq, "PUBLISH");
+        }
         if let Err(e) = self.reserve_pending(SCENARIO_ROOM) {
             let frame = Frame::Error(ErrorBody {
                 code: e.code(),
@@ -296,6 +387,13 @@ impl Delivery {
 
     /// Registers an authenticated connection and queues what it missed.
     pub async fn attach(&self, conn: Arc<Conn>, resume: Vec<StreamPos>) -> Result<(), ErrorCode> {
+        if let Some(cluster) = self.cluster() {
+            let user = resume
+                .iter()
+                .find(|p| p.stream == push_protocol::Stream::User)
+                .map(|p| p.position);
+            return cluster.attach(conn, user).await;
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Request::Attach {
             conn,
@@ -308,6 +406,9 @@ impl Delivery {
 
     /// JOIN with optional replay; answered on the connection.
     pub fn join(&self, conn: Arc<Conn>, room: String, resume_after: Option<u64>, seq: u32) {
+        if self.cluster().is_some() {
+            return self.refuse_in_cluster(&conn, seq, "JOIN");
+        }
         let req = Request::Join {
             conn: conn.clone(),
             room,
@@ -319,6 +420,9 @@ impl Delivery {
 
     /// LEAVE; answered on the connection, in order with the connection's JOINs.
     pub fn leave(&self, conn: Arc<Conn>, room: String, seq: u32) {
+        if self.cluster().is_some() {
+            return self.refuse_in_cluster(&conn, seq, "LEAVE");
+        }
         let req = Request::Leave {
             conn: conn.clone(),
             room,
@@ -335,6 +439,18 @@ impl Delivery {
     /// ACKs from a connection: per stream the highest position, with the Sequence of the
     /// frame that carried it (for INVALID_ACK).
     pub fn ack(&self, conn: Arc<Conn>, positions: Vec<(StreamPos, u32)>) {
+        if let Some(cluster) = self.cluster() {
+            let user_pos = positions
+                .iter()
+                .filter(|(p, _)| p.stream == push_protocol::Stream::User)
+                .map(|(p, _)| p.position)
+                .max();
+            if let Some(pos) = user_pos {
+                let (cluster, user) = (cluster.clone(), conn.user.to_string());
+                tokio::spawn(async move { cluster.ack(&user, pos).await });
+            }
+            return;
+        }
         let req = Request::Ack {
             conn: conn.clone(),
             positions,
@@ -349,6 +465,11 @@ impl Delivery {
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, DeliveryError> {
+        if self.cluster().is_some() {
+            return Err(DeliveryError::Unsupported(
+                "history is not available in cluster mode yet".into(),
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Request::History {
             stream: stream.clone(),
@@ -362,6 +483,9 @@ impl Delivery {
 
     /// True when the storage engine answers within `within`.
     pub async fn ready(&self, within: std::time::Duration) -> bool {
+        if let Some(cluster) = self.cluster() {
+            return cluster.ready();
+        }
         let (done, rx) = oneshot::channel();
         if self.send(Request::Ping(done)).is_err() {
             return false;
@@ -374,6 +498,9 @@ impl Delivery {
     /// engine also runs it by itself every 100 ms; tests with a manual clock call this after
     /// moving time forward instead of waiting.
     pub async fn housekeeping(&self) -> Result<(), DeliveryError> {
+        if self.cluster().is_some() {
+            return Ok(());
+        }
         let (done, rx) = oneshot::channel();
         self.send(Request::Housekeeping(done))
             .map_err(|_| DeliveryError::Stopped)?;

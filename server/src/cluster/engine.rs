@@ -1,0 +1,320 @@
+//! The cluster engine for user streams: publishes go to JetStream as one atomic batch per
+//! publish (an idempotency record that must not exist yet, and per user a message written on
+//! top of the user's last one with compare-and-set, so positions stay contiguous whichever
+//! node writes), and each node delivers what the stream's leader republishes to the users it
+//! holds connections of (`user`).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use push_protocol::{EncodeOptions, MessageId};
+use serde::{Deserialize, Serialize};
+
+use super::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use super::names::{self, Names};
+use crate::clock::Clock;
+use crate::delivery::ids::IdGen;
+use crate::delivery::{Accepted, DeliveryError, Message};
+use crate::hub::Hub;
+use crate::stats::Stats;
+use crate::stream::StreamKey;
+
+/// Attempts at one publish before it is refused (lost races and unavailable engine alike).
+const MAX_ATTEMPTS: usize = 8;
+
+/// What the cluster engine needs to know.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// NATS server URLs.
+    pub urls: Vec<String>,
+    /// Subject and stream prefix.
+    pub prefix: String,
+    /// Replicas of each stream (1, 3 or 5).
+    pub replicas: usize,
+    /// Answer wait for every JetStream request.
+    pub request_timeout: Duration,
+    /// Messages kept per user (the oldest go beyond it).
+    pub user_max_pending: u64,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+    /// Messages queued per replay step.
+    pub replay_chunk: usize,
+}
+
+/// A user's last stored message: its stream sequence and its position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tail {
+    pub(crate) seq: u64,
+    pub(crate) pos: u64,
+}
+
+/// What an idempotency record holds: the publish's result.
+#[derive(Debug, Serialize, Deserialize)]
+struct IdemRecord {
+    id: String,
+    users: Vec<(String, u64)>,
+}
+
+/// The engine of one node.
+pub struct ClusterEngine {
+    pub(crate) client: Client,
+    pub(crate) stream: stream::Stream,
+    pub(crate) names: Names,
+    pub(crate) settings: ClusterSettings,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) options: EncodeOptions,
+    pub(crate) seq: Arc<AtomicU32>,
+    pub(crate) clock: Arc<dyn Clock>,
+    ids: IdGen,
+    tails: Mutex<HashMap<String, Tail>>,
+    /// The actors of users with connections on this node.
+    pub(crate) users: Mutex<HashMap<String, super::user::Handle>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Storage(format!("cluster engine: {e}"))
+}
+
+/// A message id from its 32 hex digits.
+pub(crate) fn parse_id(hex: &str) -> Option<MessageId> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(MessageId(id))
+}
+
+pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.as_str().parse().ok()
+}
+
+impl ClusterEngine {
+    /// Connects to NATS and creates (or updates) the users stream.
+    pub async fn connect(
+        settings: ClusterSettings,
+        hub: Arc<Hub>,
+        stats: Arc<Stats>,
+        options: EncodeOptions,
+        seq: Arc<AtomicU32>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<ClusterEngine>, DeliveryError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("push-server")
+            .request_timeout(Some(settings.request_timeout))
+            .retry_on_initial_connect()
+            .connect(settings.urls.clone())
+            .await
+            .map_err(unavailable)?;
+        let js = jetstream::new(client.clone());
+        let names = Names::new(&settings.prefix);
+        let (src, dest) = names.republish();
+        let config = stream::Config {
+            name: names.users_stream.clone(),
+            subjects: names.users_subjects(),
+            num_replicas: settings.replicas,
+            storage: stream::StorageType::File,
+            max_messages_per_subject: settings.user_max_pending.min(i64::MAX as u64) as i64,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            allow_message_ttl: true,
+            allow_rollup: true,
+            republish: Some(stream::Republish {
+                source: src,
+                destination: dest,
+                headers_only: false,
+            }),
+            ..Default::default()
+        };
+        let stream = js.get_or_create_stream(config).await.map_err(unavailable)?;
+        Ok(Arc::new(ClusterEngine {
+            client,
+            stream,
+            names,
+            settings,
+            hub,
+            stats,
+            options,
+            seq,
+            clock,
+            ids: IdGen::default(),
+            tails: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// True while the node is connected to NATS.
+    pub fn ready(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The user's last stored message, from this node's cache or the stream.
+    pub(crate) async fn tail(&self, user: &str) -> Result<Tail, JsError> {
+        if let Some(t) = self.lock_tails().get(user) {
+            return Ok(*t);
+        }
+        let tail = match last_for_subject(&self.stream, &self.names.user(user)).await? {
+            Some(m) => Tail {
+                seq: m.sequence,
+                pos: header_u64(&m.headers, names::POSITION).unwrap_or(0),
+            },
+            None => Tail::default(),
+        };
+        self.note_tail(user, tail);
+        Ok(tail)
+    }
+
+    /// Records a tail seen (a commit, a live message), keeping the newest.
+    pub(crate) fn note_tail(&self, user: &str, tail: Tail) {
+        let mut tails = self.lock_tails();
+        let t = tails.entry(user.to_string()).or_default();
+        if tail.seq > t.seq {
+            *t = tail;
+        }
+    }
+
+    fn forget_tails(&self, users: &[String]) {
+        let mut tails = self.lock_tails();
+        for u in users {
+            tails.remove(u);
+        }
+    }
+
+    fn lock_tails(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tail>> {
+        self.tails.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn idem_record(&self, key: &str) -> Result<Option<IdemRecord>, JsError> {
+        let Some(m) = last_for_subject(&self.stream, &self.names.idem(key)).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&m.payload).ok())
+    }
+
+    fn accepted_of(rec: IdemRecord, duplicate: bool) -> Vec<Accepted> {
+        let id = parse_id(&rec.id).unwrap_or(MessageId([0; 16]));
+        rec.users
+            .into_iter()
+            .map(|(user, position)| Accepted {
+                id,
+                stream: StreamKey::User(user),
+                position,
+                queued: 0,
+                duplicate,
+            })
+            .collect()
+    }
+
+    /// Stores a message for `users` (sorted, deduplicated) durably on a majority of the
+    /// replicas; answers with each user's position. A key given before within the window
+    /// answers the first result with `duplicate: true`; a publish retried after an unknown
+    /// outcome (timeout, leader change) is recognised by its own record and stored once.
+    pub async fn publish_users(
+        &self,
+        users: &[String],
+        msg: &Message,
+    ) -> Result<Vec<Accepted>, DeliveryError> {
+        let id = self.ids.next();
+        let key = msg.key.clone().unwrap_or_else(|| format!("~{id}"));
+        let now = self.clock.now().unix_ms;
+        let mut last_error = String::new();
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                // The previous attempt's outcome may be unknown: our own record says.
+                match self.idem_record(&key).await {
+                    Ok(Some(rec)) => {
+                        let ours = rec.id == id.to_string();
+                        if !ours {
+                            self.stats.inc(&self.stats.duplicates);
+                        }
+                        return Ok(Self::accepted_of(rec, !ours));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!("reading idempotency record {key:?}: {e}"),
+                }
+                let backoff = Duration::from_millis(20 << attempt.min(5));
+                tokio::time::sleep(backoff).await;
+            } else if msg.key.is_some() {
+                if let Ok(Some(rec)) = self.idem_record(&key).await {
+                    self.stats.inc(&self.stats.duplicates);
+                    return Ok(Self::accepted_of(rec, true));
+                }
+            }
+            let mut tails = Vec::with_capacity(users.len());
+            let mut failed = None;
+            for u in users {
+                match self.tail(u).await {
+                    Ok(t) => tails.push(t),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                last_error = e.to_string();
+                continue;
+            }
+            let rec = IdemRecord {
+                id: id.to_string(),
+                users: users
+                    .iter()
+                    .zip(&tails)
+                    .map(|(u, t)| (u.clone(), t.pos + 1))
+                    .collect(),
+            };
+            let rec_bytes = serde_json::to_vec(&rec).map_err(unavailable)?;
+            let mut idem = Outbound::new(self.names.idem(&key), Bytes::from(rec_bytes))
+                .expect_last_subject_sequence(0);
+            let ttl = self.settings.idempotency_window.as_secs().max(1);
+            idem.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
+            let mut batch = vec![idem];
+            for (u, t) in users.iter().zip(&tails) {
+                let mut m = Outbound::new(self.names.user(u), msg.payload.clone())
+                    .expect_last_subject_sequence(t.seq);
+                let h = &mut m.headers;
+                h.insert(names::ID, id.to_string().as_str());
+                h.insert(names::POSITION, (t.pos + 1).to_string().as_str());
+                h.insert(names::KIND, msg.kind.as_str());
+                h.insert(names::FORMAT, msg.format.0.to_string().as_str());
+                h.insert(names::TIMESTAMP, now.to_string().as_str());
+                if let Some(ttl) = msg.ttl_ms {
+                    h.insert(names::EXPIRES, now.saturating_add(ttl).to_string().as_str());
+                }
+                batch.push(m);
+            }
+            match publish_atomic(&self.client, batch, self.settings.request_timeout).await {
+                Ok(ack) => {
+                    let first = ack.sequence + 1 - (users.len() as u64 + 1);
+                    for (i, (u, t)) in users.iter().zip(&tails).enumerate() {
+                        let seq = first + 1 + i as u64;
+                        self.note_tail(
+                            u,
+                            Tail {
+                                seq,
+                                pos: t.pos + 1,
+                            },
+                        );
+                    }
+                    return Ok(Self::accepted_of(rec, false));
+                }
+                Err(e @ (JsError::WrongLastSequence(_) | JsError::Unavailable(_))) => {
+                    last_error = e.to_string();
+                    self.forget_tails(users);
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(unavailable(format!(
+            "not stored after {MAX_ATTEMPTS} attempts: {last_error}"
+        )))
+    }
+}

@@ -1,0 +1,114 @@
+//! Where cluster state lives in JetStream: one stream per kind of state, subjects per user,
+//! and the headers a stored message carries. User ids become subject tokens in hex, so any id
+//! the tokens allow (dots, spaces, `*`, `>`) is a valid single token.
+
+use std::fmt::Write as _;
+
+/// Header: the message id (32 hex digits), shared by every user of one publish.
+pub const ID: &str = "Push-Id";
+/// Header: the message's position in the user's stream.
+pub const POSITION: &str = "Push-Pos";
+/// Header: application kind.
+pub const KIND: &str = "Push-Kind";
+/// Header: payload format byte.
+pub const FORMAT: &str = "Push-Format";
+/// Header: acceptance time, Unix ms.
+pub const TIMESTAMP: &str = "Push-Ts";
+/// Header: expiry time, Unix ms (absent: never).
+pub const EXPIRES: &str = "Push-Expires";
+
+/// Hex of `s`'s bytes: a subject token for any user id or key.
+pub fn token(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The user id a token was made from.
+pub fn untoken(t: &str) -> Option<String> {
+    if !t.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(t.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Subject names of one deployment (`prefix` keeps several apart on one NATS).
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// Stream holding user messages, acknowledgements and idempotency records.
+    pub users_stream: String,
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix` (e.g. `push`).
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            users_stream: format!("{}_USERS", prefix.to_uppercase()),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Every subject of the users stream.
+    pub fn users_subjects(&self) -> Vec<String> {
+        let p = &self.prefix;
+        vec![
+            format!("{p}.u.>"),
+            format!("{p}.ack.>"),
+            format!("{p}.idem.>"),
+        ]
+    }
+
+    /// A user's messages.
+    pub fn user(&self, user: &str) -> String {
+        format!("{}.u.{}", self.prefix, token(user))
+    }
+
+    /// A user's acknowledged position (only the latest is kept).
+    pub fn ack(&self, user: &str) -> String {
+        format!("{}.ack.{}", self.prefix, token(user))
+    }
+
+    /// The record of an idempotency key.
+    pub fn idem(&self, key: &str) -> String {
+        format!("{}.idem.{}", self.prefix, token(key))
+    }
+
+    /// Where the stream's leader republishes stored user messages (source pattern, then
+    /// destination pattern).
+    pub fn republish(&self) -> (String, String) {
+        let p = &self.prefix;
+        (format!("{p}.u.>"), format!("{p}.live.u.>"))
+    }
+
+    /// The live subject of a user's stored messages.
+    pub fn live_user(&self, user: &str) -> String {
+        format!("{}.live.u.{}", self.prefix, token(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_become_single_subject_tokens_and_back() {
+        for id in ["alice", "a.b c*>", "ünï", ""] {
+            let t = token(id);
+            assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(untoken(&t).as_deref(), Some(id));
+        }
+        assert_eq!(untoken("abc"), None);
+        let n = Names::new("push");
+        assert_eq!(n.users_stream, "PUSH_USERS");
+        assert_eq!(n.user("a.b"), "push.u.612e62");
+        assert_eq!(n.live_user("a.b"), "push.live.u.612e62");
+        assert_eq!(n.republish().1, "push.live.u.>");
+    }
+}

@@ -1,0 +1,401 @@
+//! One actor per user with connections on this node. It alone sends that user's messages to
+//! the node's connections, so order holds: it subscribes to the user's live subject (what the
+//! stream's leader republishes after storing), fills any gap from the stream (republish is
+//! at most once), replays a new connection's backlog before it joins the live flow, and
+//! persists the user's acknowledged position cluster-wide. It ends when the node holds no
+//! connection of the user any more.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use push_protocol::{encode_to_bytes, ErrorCode, Frame, Packet, PayloadFormat, Push, Stream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::engine::{header_u64, parse_id, ClusterEngine, Tail};
+use super::js::{last_for_subject, JsError};
+use super::names;
+use crate::hub::{Conn, Stamp};
+
+/// How often an idle actor checks that it still has connections and that it missed nothing.
+const CHECK: Duration = Duration::from_secs(2);
+
+/// Requests to a user's actor.
+pub(crate) enum Cmd {
+    /// Replay what the connection has not acknowledged, then register it.
+    Attach {
+        conn: Arc<Conn>,
+        resume: Option<u64>,
+        reply: oneshot::Sender<Result<(), ErrorCode>>,
+    },
+    /// A connection acknowledged the user's stream up to a position.
+    Ack(u64),
+}
+
+/// The way to a running actor.
+pub(crate) type Handle = mpsc::UnboundedSender<Cmd>;
+
+impl ClusterEngine {
+    /// Hands `cmd` to the user's actor, starting one when none runs.
+    pub(crate) async fn to_user(self: &Arc<Self>, user: &str, cmd: Cmd) -> Result<(), ErrorCode> {
+        let mut cmd = cmd;
+        for _ in 0..2 {
+            let handle = {
+                let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+                match users.get(user) {
+                    Some(h) if !h.is_closed() => h.clone(),
+                    _ => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        users.insert(user.to_string(), tx.clone());
+                        tokio::spawn(run(self.clone(), user.to_string(), rx));
+                        tx
+                    }
+                }
+            };
+            match handle.send(cmd) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => cmd = back,
+            }
+        }
+        Err(ErrorCode::SHUTTING_DOWN)
+    }
+
+    fn push_frame(&self, headers: &HeaderMap, payload: Bytes) -> Option<(u64, Bytes)> {
+        let position = header_u64(headers, names::POSITION)?;
+        let id = parse_id(headers.get(names::ID)?.as_str())?;
+        let frame = Frame::Push(Push {
+            id,
+            stream: Stream::User,
+            position,
+            timestamp_ms: header_u64(headers, names::TIMESTAMP).unwrap_or(0),
+            kind: headers
+                .get(names::KIND)
+                .map(|k| k.as_str().to_string())
+                .unwrap_or_default(),
+            format: PayloadFormat(header_u64(headers, names::FORMAT).unwrap_or(0) as u8),
+            payload,
+        });
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bytes = encode_to_bytes(&Packet::new(seq, frame), &self.options).ok()?;
+        Some((position, bytes))
+    }
+
+    fn expired(&self, headers: &HeaderMap) -> bool {
+        header_u64(headers, names::EXPIRES).is_some_and(|e| e <= self.clock.now().unix_ms)
+    }
+
+    /// The user's stored messages after stream sequence `after_seq` with positions up to
+    /// `upto`, at most `limit` of them, in order: (sequence, position, frame).
+    async fn read_after(
+        &self,
+        user: &str,
+        after_seq: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
+        let subject = self.names.user(user);
+        let mut out = Vec::new();
+        let mut next = after_seq + 1;
+        while out.len() < limit {
+            let m = match self
+                .stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::stream::DirectGetErrorKind::NotFound
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(JsError::Unavailable(e.to_string())),
+            };
+            next = m.sequence + 1;
+            let Some(pos) = header_u64(&m.headers, names::POSITION) else {
+                continue;
+            };
+            if pos > upto {
+                break;
+            }
+            if self.expired(&m.headers) {
+                continue;
+            }
+            if let Some((pos, frame)) = self.push_frame(&m.headers, m.payload) {
+                out.push((m.sequence, pos, frame));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sequence of the user's stored message just before position `pos` (0: none), found
+    /// by walking from the start of the subject; used to start a replay.
+    async fn seq_before(&self, user: &str, pos: u64) -> Result<u64, JsError> {
+        let subject = self.names.user(user);
+        let mut prev = 0;
+        let mut next = 1;
+        loop {
+            let m = match self
+                .stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::stream::DirectGetErrorKind::NotFound
+                    ) =>
+                {
+                    return Ok(prev)
+                }
+                Err(e) => return Err(JsError::Unavailable(e.to_string())),
+            };
+            if header_u64(&m.headers, names::POSITION).unwrap_or(0) >= pos {
+                return Ok(prev);
+            }
+            prev = m.sequence;
+            next = m.sequence + 1;
+        }
+    }
+
+    async fn stored_ack(&self, user: &str) -> Result<(u64, u64), JsError> {
+        Ok(
+            match last_for_subject(&self.stream, &self.names.ack(user)).await? {
+                Some(m) => (
+                    String::from_utf8_lossy(&m.payload).parse().unwrap_or(0),
+                    m.sequence,
+                ),
+                None => (0, 0),
+            },
+        )
+    }
+
+    /// Writes the acknowledged position, only ever forward (compare-and-set on the ack
+    /// subject; a lost race re-reads and keeps the larger). Returns the stored (position, seq).
+    async fn write_ack(&self, user: &str, pos: u64, mut known: (u64, u64)) -> (u64, u64) {
+        for _ in 0..4 {
+            if known.0 >= pos {
+                return known;
+            }
+            let mut m =
+                super::js::Outbound::new(self.names.ack(user), Bytes::from(pos.to_string()))
+                    .expect_last_subject_sequence(known.1);
+            m.headers.insert("Nats-Rollup", "sub");
+            match super::js::publish_atomic(&self.client, vec![m], self.settings.request_timeout)
+                .await
+            {
+                Ok(ack) => return (pos, ack.sequence),
+                Err(_) => match self.stored_ack(user).await {
+                    Ok(k) => known = k,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+            }
+        }
+        tracing::warn!(%user, pos, "could not store the acknowledged position; kept in memory");
+        known
+    }
+}
+
+/// Sends `frames` to one connection, waiting while its queue is more than half full so a long
+/// backlog never overflows it.
+async fn replay_to(conn: &Conn, engine: &ClusterEngine, frames: Vec<(u64, u64, Bytes)>) -> bool {
+    let half = engine.settings.replay_chunk.max(2) / 2;
+    for (_, _, f) in frames {
+        while conn.queued().0 > half {
+            if conn.is_closing() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if engine.hub.send_conn(conn, f).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let live = engine.names.live_user(&user);
+    let mut sub = match engine.client.subscribe(live).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%user, "cannot subscribe to the user's live messages: {e}");
+            engine.forget_user(&user);
+            return;
+        }
+    };
+    // Subscribed first, then the tail: anything stored later arrives live.
+    let mut delivered = loop {
+        match engine.tail(&user).await {
+            Ok(t) => break t,
+            Err(e) => {
+                tracing::warn!(%user, "reading the user's tail: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let (mut acked, mut ack_seq) = engine.stored_ack(&user).await.unwrap_or((0, 0));
+    let mut tick = tokio::time::interval(CHECK);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(Cmd::Ack(pos)) => {
+                    let mut pos = pos;
+                    while let Ok(Cmd::Ack(p)) = rx.try_recv() {
+                        pos = pos.max(p);
+                    }
+                    if pos > acked && pos <= delivered.pos {
+                        (acked, ack_seq) = engine.write_ack(&user, pos, (acked, ack_seq)).await;
+                    }
+                }
+                Some(Cmd::Attach { conn, resume, reply }) => {
+                    if let Some(r) = resume.filter(|r| *r > acked && *r <= delivered.pos) {
+                        (acked, ack_seq) = engine.write_ack(&user, r, (acked, ack_seq)).await;
+                    }
+                    let result = attach(&engine, &user, &conn, acked, delivered).await;
+                    let _ = reply.send(result);
+                }
+            },
+            msg = sub.next() => {
+                let Some(msg) = msg else { return };
+                let Some(headers) = msg.headers.as_ref() else { continue };
+                let Some(pos) = header_u64(headers, names::POSITION) else { continue };
+                let seq = header_u64(headers, "Nats-Sequence").unwrap_or(0);
+                if pos <= delivered.pos {
+                    continue;
+                }
+                if pos > delivered.pos + 1 {
+                    delivered = fill_gap(&engine, &user, delivered, pos - 1).await;
+                }
+                if pos == delivered.pos + 1 {
+                    if !engine.expired(headers) {
+                        if let Some((_, frame)) = engine.push_frame(headers, msg.payload.clone()) {
+                            engine.hub.send_user(&user, &frame, Stamp::NONE);
+                        }
+                    }
+                    delivered = Tail { seq, pos };
+                    engine.note_tail(&user, delivered);
+                }
+            }
+            _ = tick.tick() => {
+                if engine.retire_if_idle(&user, &rx) {
+                    return;
+                }
+                // Republish is at most once: catch up with the stored tail.
+                if let Ok(t) = last_for_subject(&engine.stream, &engine.names.user(&user)).await {
+                    let pos = t.as_ref().and_then(|m| header_u64(&m.headers, names::POSITION));
+                    if let Some(pos) = pos.filter(|p| *p > delivered.pos) {
+                        delivered = fill_gap(&engine, &user, delivered, pos).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends the stored messages after `from` up to position `upto` to the user's connections.
+async fn fill_gap(engine: &ClusterEngine, user: &str, from: Tail, upto: u64) -> Tail {
+    let mut at = from;
+    while at.pos < upto {
+        let Ok(batch) = engine.read_after(user, at.seq, upto, 256).await else {
+            return at;
+        };
+        if batch.is_empty() {
+            return at;
+        }
+        for (seq, pos, frame) in batch {
+            if pos > at.pos {
+                engine.hub.send_user(user, &frame, Stamp::NONE);
+                at = Tail { seq, pos };
+            }
+        }
+    }
+    engine.note_tail(user, at);
+    at
+}
+
+async fn attach(
+    engine: &ClusterEngine,
+    user: &str,
+    conn: &Arc<Conn>,
+    acked: u64,
+    delivered: Tail,
+) -> Result<(), ErrorCode> {
+    if acked < delivered.pos {
+        let mut after = engine
+            .seq_before(user, acked + 1)
+            .await
+            .map_err(|_| ErrorCode::STORAGE_UNAVAILABLE)?;
+        loop {
+            let chunk = engine
+                .read_after(
+                    user,
+                    after,
+                    delivered.pos,
+                    engine.settings.replay_chunk.max(1),
+                )
+                .await
+                .map_err(|_| ErrorCode::STORAGE_UNAVAILABLE)?;
+            let Some(last) = chunk.last().map(|c| c.0) else {
+                break;
+            };
+            after = last;
+            let chunk: Vec<_> = chunk.into_iter().filter(|c| c.1 > acked).collect();
+            if !replay_to(conn, engine, chunk).await {
+                return Err(ErrorCode::SLOW_CONSUMER);
+            }
+        }
+    }
+    engine.hub.register(conn.clone())
+}
+
+impl ClusterEngine {
+    /// Ends the user's actor when the node holds none of their connections and nothing is
+    /// waiting for it (checked under the map's lock, so no request can slip in between).
+    fn retire_if_idle(&self, user: &str, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if !rx.is_empty() || !self.hub.user_connections(user).is_empty() {
+            return false;
+        }
+        users.remove(user);
+        true
+    }
+
+    fn forget_user(&self, user: &str) {
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
+    }
+
+    /// Registers a connection of a user and replays what it has not acknowledged.
+    pub async fn attach(
+        self: &Arc<Self>,
+        conn: Arc<Conn>,
+        resume: Option<u64>,
+    ) -> Result<(), ErrorCode> {
+        let (reply, rx) = oneshot::channel();
+        let user = conn.user.to_string();
+        self.to_user(
+            &user,
+            Cmd::Attach {
+                conn,
+                resume,
+                reply,
+            },
+        )
+        .await?;
+        rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
+    }
+
+    /// A connection acknowledged its user's stream up to `pos`.
+    pub async fn ack(self: &Arc<Self>, user: &str, pos: u64) {
+        let _ = self.to_user(user, Cmd::Ack(pos)).await;
+    }
+}

@@ -1,0 +1,153 @@
+//! Cluster mode against a real three-node NATS JetStream cluster and two push-server nodes
+//! (in this process, on their own ports): a user's devices on different nodes get the same
+//! messages at the same positions whichever node accepted them; offline backlogs replay on
+//! whichever node the user reconnects to; acknowledgements and idempotency keys hold
+//! cluster-wide; concurrent publishes through both nodes keep positions contiguous.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use push_client::protocol::{Frame, Stream, StreamPos};
+use push_client::Connection;
+use push_server::config::ClusterConfig;
+use push_server::Config;
+
+async fn node(nats: &NatsCluster, prefix: &str) -> TestServer {
+    start(Config {
+        cluster: Some(ClusterConfig {
+            nats_urls: nats.urls(),
+            prefix: prefix.into(),
+            replicas: 3,
+            request_timeout_ms: 2000,
+        }),
+        ..config()
+    })
+    .await
+}
+
+async fn push_user(server: &TestServer, user: &str, text: &str) -> serde_json::Value {
+    let body = serde_json::json!({"to": {"users": [user]}, "kind": "k", "payload": text});
+    let (status, v) = push(server, &body.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+async fn next_text(c: &mut Connection) -> (u64, String) {
+    let p = expect_push(c.next_timeout(WAIT).await.expect("a PUSH in time"));
+    assert_eq!(p.stream, Stream::User);
+    (p.position, String::from_utf8_lossy(&p.payload).to_string())
+}
+
+async fn ack(c: &mut Connection, position: u64) {
+    c.send(Frame::Ack(vec![StreamPos {
+        stream: Stream::User,
+        position,
+    }]))
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_two_nodes_get_the_same_messages_at_the_same_positions() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (a, b) = (node(&nats, "t1").await, node(&nats, "t1").await);
+    let mut on_a = connect(a.tcp_addr, "ann").await;
+    let mut on_b = connect(b.tcp_addr, "ann").await;
+    push_user(&a, "ann", "via a").await;
+    push_user(&b, "ann", "via b").await;
+    for c in [&mut on_a, &mut on_b] {
+        assert_eq!(next_text(c).await, (1, "via a".into()));
+        assert_eq!(next_text(c).await, (2, "via b".into()));
+    }
+
+    // Rooms are refused in this mode, with a reason.
+    let body = r#"{"to":{"room":"lobby"},"kind":"k","payload":"p"}"#;
+    let (status, v) = push(&a, body).await;
+    assert_eq!(status, 501, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlogs_replay_on_any_node_and_acks_hold_cluster_wide() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (a, b) = (node(&nats, "t2").await, node(&nats, "t2").await);
+    for i in 1..=5 {
+        push_user(&a, "bob", &format!("m{i}")).await;
+    }
+    // Offline until now: everything, in order, on node B.
+    let mut c = connect(b.tcp_addr, "bob").await;
+    for i in 1..=5 {
+        assert_eq!(next_text(&mut c).await, (i, format!("m{i}")));
+    }
+    ack(&mut c, 5).await;
+    // The ack is stored cluster-wide before the reconnect: wait on node B's record of it.
+    until("the ack is stored", async || {
+        ack_stored(&nats, "t2", "bob").await == Some(5)
+    })
+    .await;
+    drop(c);
+    // On node A nothing acknowledged comes again; the next message is position 6.
+    let mut c = connect(a.tcp_addr, "bob").await;
+    push_user(&b, "bob", "m6").await;
+    assert_eq!(next_text(&mut c).await, (6, "m6".into()));
+
+    // An idempotency key holds across nodes.
+    let body = r#"{"to":{"users":["bob"]},"kind":"k","payload":"once","id":"order-7"}"#;
+    let (s1, v1) = push(&a, body).await;
+    let (s2, v2) = push(&b, body).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(v1["accepted"][0]["position"], 7, "{v1}");
+    assert_eq!(v2["accepted"][0]["position"], 7, "{v2}");
+    assert_eq!(v2["accepted"][0]["duplicate"], true, "{v2}");
+    assert_eq!(next_text(&mut c).await, (7, "once".into()));
+}
+
+/// The acknowledged position stored for `user` under `prefix`, read from JetStream.
+async fn ack_stored(nats: &NatsCluster, prefix: &str, user: &str) -> Option<u64> {
+    let client = async_nats::connect(nats.urls()).await.ok()?;
+    let js = async_nats::jetstream::new(client);
+    let names = push_server::cluster::names::Names::new(prefix);
+    let stream = js.get_stream(&names.users_stream).await.ok()?;
+    let m = push_server::cluster::js::last_for_subject(&stream, &names.ack(user))
+        .await
+        .ok()??;
+    String::from_utf8_lossy(&m.payload).parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_through_both_nodes_keep_positions_contiguous() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (a, b) = (node(&nats, "t3").await, node(&nats, "t3").await);
+    let mut c = connect(a.tcp_addr, "cy").await;
+    let http = [a.http_addr, b.http_addr];
+    let mut tasks = Vec::new();
+    for (n, addr) in http.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let body = serde_json::json!({"to": {"users": ["cy"]}, "kind": "k", "payload": format!("{n}-{i}")});
+                let (s, v) = http_post_push(addr, &body.to_string()).await;
+                assert_eq!(s, 200, "{v}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut texts = BTreeSet::new();
+    for want in 1..=80u64 {
+        let (pos, text) = next_text(&mut c).await;
+        assert_eq!(pos, want, "positions arrive contiguous and in order");
+        assert!(texts.insert(text), "no message twice");
+    }
+}
+
+async fn http_post_push(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
+    http(addr, "POST", "/api/v1/push", Some(API_TOKEN), body).await
+}
