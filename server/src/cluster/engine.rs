@@ -135,6 +135,11 @@ impl ClusterEngine {
             ..Default::default()
         };
         let stream = js.get_or_create_stream(config).await.map_err(unavailable)?;
+        tracing::info!(
+            stream = %names.users_stream,
+            replicas = settings.replicas,
+            "cluster mode: connected to NATS JetStream"
+        );
         Ok(Arc::new(ClusterEngine {
             client,
             stream,
