@@ -21,6 +21,9 @@ use crate::error::ClientError;
 pub struct ClientConfig {
     /// Server address.
     pub addr: SocketAddr,
+    /// Other nodes of a cluster: after a failed connect or a lost session the client tries
+    /// the next address in turn (`addr`, then these), resuming from its positions there.
+    pub fallback: Vec<SocketAddr>,
     /// Access token.
     pub token: String,
     /// Device label.
@@ -46,6 +49,7 @@ impl ClientConfig {
     pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
         ClientConfig {
             addr,
+            fallback: Vec::new(),
             token: token.into(),
             device: String::new(),
             auto_ack: true,
@@ -242,7 +246,12 @@ async fn run(
         rooms: BTreeSet::new(),
     };
     let mut failures = 0u32;
+    let addrs: Vec<SocketAddr> = std::iter::once(state.config.addr)
+        .chain(state.config.fallback.iter().copied())
+        .collect();
+    let mut next_addr = 0usize;
     loop {
+        let addr = addrs[next_addr % addrs.len()];
         let opts = ConnectOptions {
             token: state.config.token.clone(),
             device: state.config.device.clone(),
@@ -258,7 +267,7 @@ async fn run(
             timeout: Some(Duration::from_secs(10)),
             tls: state.config.tls.clone(),
         };
-        let end = match Connection::connect(state.config.addr, &opts).await {
+        let end = match Connection::connect(addr, &opts).await {
             Err(e) if e.is_auth_failure() => SessionEnd::Stop(e),
             Err(e) => SessionEnd::Retry(e),
             Ok(conn) => {
@@ -277,6 +286,7 @@ async fn run(
             }
             SessionEnd::Retry(error) => {
                 failures += 1;
+                next_addr += 1;
                 let give_up = state.config.max_attempts.is_some_and(|m| failures >= m);
                 let hint = match &error {
                     ClientError::Closed {
