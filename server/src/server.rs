@@ -116,6 +116,8 @@ pub async fn start_with_clock(
             user_max_pending: config.user_max_pending,
             idempotency_window: Duration::from_millis(config.idempotency_window_ms),
             replay_chunk: config.replay_limit.min(config.queue_max_frames / 2).max(1),
+            room_retention_count: config.room_retention_count,
+            room_retention: Duration::from_millis(config.room_retention_ms),
         });
     let ctx = Ctx::build(config, tls, clock.clone())?;
     if let Some(settings) = cluster {

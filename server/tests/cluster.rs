@@ -2,14 +2,15 @@
 //! (in this process, on their own ports): a user's devices on different nodes get the same
 //! messages at the same positions whichever node accepted them; offline backlogs replay on
 //! whichever node the user reconnects to; acknowledgements and idempotency keys hold
-//! cluster-wide; concurrent publishes through both nodes keep positions contiguous.
+//! cluster-wide; concurrent publishes through both nodes keep positions contiguous; rooms and
+//! broadcast reach members on every node, with JOIN resume, GAP and client PUBLISH.
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::*;
-use push_client::protocol::{Frame, Stream, StreamPos};
+use push_client::protocol::{Frame, Join, Publish, Stream, StreamPos};
 use push_client::Connection;
 use push_server::config::ClusterConfig;
 use push_server::Config;
@@ -63,11 +64,118 @@ async fn devices_on_two_nodes_get_the_same_messages_at_the_same_positions() {
         assert_eq!(next_text(c).await, (1, "via a".into()));
         assert_eq!(next_text(c).await, (2, "via b".into()));
     }
+}
 
-    // Rooms are refused in this mode, with a reason.
-    let body = r#"{"to":{"room":"lobby"},"kind":"k","payload":"p"}"#;
-    let (status, v) = push(&a, body).await;
-    assert_eq!(status, 501, "{v}");
+fn room_push(p: push_client::protocol::Packet) -> (Stream, u64, String) {
+    let p = expect_push(p);
+    (
+        p.stream,
+        p.position,
+        String::from_utf8_lossy(&p.payload).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_broadcast_reach_members_on_every_node_with_resume_and_gap() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let node = |retention: u64| {
+        let nats = &nats;
+        async move {
+            start(Config {
+                room_retention_count: retention,
+                allow_client_publish: true,
+                cluster: Some(ClusterConfig {
+                    nats_urls: nats.urls(),
+                    prefix: "t4".into(),
+                    replicas: 3,
+                    request_timeout_ms: 2000,
+                }),
+                ..config()
+            })
+            .await
+        }
+    };
+    let (a, b) = (node(3).await, node(3).await);
+    let lobby = Stream::Room("lobby".into());
+    let join = |after: Option<u64>| {
+        Frame::Join(Join {
+            room: "lobby".into(),
+            resume_after: after,
+        })
+    };
+    let mut on_a = connect(a.tcp_addr, "ra").await;
+    let mut on_b = connect(b.tcp_addr, "rb").await;
+    assert_eq!(
+        on_a.request(join(None)).await.unwrap().0.frame,
+        Frame::Ok(Some(0))
+    );
+    assert_eq!(
+        on_b.request(join(None)).await.unwrap().0.frame,
+        Frame::Ok(Some(0))
+    );
+
+    // Through the API of node A: members on both nodes.
+    let (s, v) = push(&a, r#"{"to":{"room":"lobby"},"kind":"k","payload":"r1"}"#).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted"][0]["stream"], "room:lobby");
+    for c in [&mut on_a, &mut on_b] {
+        let p = c.next_timeout(WAIT).await.unwrap();
+        assert_eq!(room_push(p), (lobby.clone(), 1, "r1".into()));
+    }
+    // A client PUBLISH on node B reaches the member on node A, position 2.
+    let (ack, _) = on_b
+        .request(Frame::Publish(Publish {
+            room: "lobby".into(),
+            kind: "chat".into(),
+            format: push_client::protocol::PayloadFormat::OPAQUE,
+            payload: "r2".into(),
+            key: String::new(),
+        }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(ack.frame, Frame::PublishAck(ref x) if x.position == 2),
+        "{ack:?}"
+    );
+    let p = on_a.next_timeout(WAIT).await.unwrap();
+    assert_eq!(room_push(p), (lobby.clone(), 2, "r2".into()));
+
+    // Broadcast through node B reaches every connection on both nodes.
+    let (s, _) = push(&b, r#"{"to":{"broadcast":true},"kind":"k","payload":"b1"}"#).await;
+    assert_eq!(s, 200);
+    let p = on_a.next_timeout(WAIT).await.unwrap();
+    assert_eq!(room_push(p), (Stream::Broadcast, 1, "b1".into()));
+
+    // Five more: the room keeps the last three (positions 5..7). A late joiner on node B
+    // resuming after 1 is told about the gap, then gets what is left, then OK with the tail.
+    for i in 3..=7 {
+        let body = format!(r#"{{"to":{{"room":"lobby"}},"kind":"k","payload":"r{i}"}}"#);
+        assert_eq!(push(&a, &body).await.0, 200);
+    }
+    let mut late = connect(b.tcp_addr, "late").await;
+    let (ok, before) = late.request(join(Some(1))).await.unwrap();
+    assert_eq!(ok.frame, Frame::Ok(Some(7)));
+    match &before[0].frame {
+        Frame::Gap(g) => assert_eq!((g.requested_after, g.first_available), (1, 5)),
+        other => panic!("expected GAP, got {other:?}"),
+    }
+    let got: Vec<u64> = before[1..].iter().map(|p| room_push(p.clone()).1).collect();
+    assert_eq!(got, vec![5, 6, 7]);
+
+    // A client resuming broadcast in HELLO on node A is replayed what it missed.
+    let opts = push_client::ConnectOptions {
+        token: token("back"),
+        resume: vec![StreamPos {
+            stream: Stream::Broadcast,
+            position: 0,
+        }],
+        ..push_client::ConnectOptions::default()
+    };
+    let mut back = Connection::connect(a.tcp_addr, &opts).await.unwrap();
+    let p = back.next_timeout(WAIT).await.unwrap();
+    assert_eq!(room_push(p), (Stream::Broadcast, 1, "b1".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,10 @@ pub struct ClusterSettings {
     pub idempotency_window: Duration,
     /// Messages queued per replay step.
     pub replay_chunk: usize,
+    /// Room and broadcast messages kept per stream.
+    pub room_retention_count: u64,
+    /// How long room and broadcast messages are kept.
+    pub room_retention: Duration,
 }
 
 /// A user's last stored message: its stream sequence and its position.
@@ -53,17 +57,74 @@ pub(crate) struct Tail {
     pub(crate) pos: u64,
 }
 
-/// What an idempotency record holds: the publish's result.
+/// What an idempotency record holds: the publish's result (for rooms and broadcast, one
+/// entry named by the room, or empty for broadcast).
 #[derive(Debug, Serialize, Deserialize)]
-struct IdemRecord {
-    id: String,
-    users: Vec<(String, u64)>,
+pub(crate) struct IdemRecord {
+    pub(crate) id: String,
+    pub(crate) users: Vec<(String, u64)>,
+}
+
+/// Reads an idempotency record.
+pub(crate) async fn read_record(
+    stream: &stream::Stream,
+    subject: &str,
+) -> Result<Option<IdemRecord>, JsError> {
+    let Some(m) = last_for_subject(stream, subject).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&m.payload).ok())
+}
+
+/// The acceptances a record describes, each entry's name made a stream by `key`.
+pub(crate) fn accepted(
+    rec: IdemRecord,
+    duplicate: bool,
+    key: impl Fn(String) -> StreamKey,
+) -> Vec<Accepted> {
+    let id = parse_id(&rec.id).unwrap_or(MessageId([0; 16]));
+    rec.users
+        .into_iter()
+        .map(|(name, position)| Accepted {
+            id,
+            stream: key(name),
+            position,
+            queued: 0,
+            duplicate,
+        })
+        .collect()
+}
+
+/// Adds the headers every stored message carries.
+pub(crate) fn message_headers(
+    mut m: Outbound,
+    id: MessageId,
+    position: u64,
+    msg: &Message,
+    now: u64,
+) -> Outbound {
+    let h = &mut m.headers;
+    h.insert(names::ID, id.to_string().as_str());
+    h.insert(names::POSITION, position.to_string().as_str());
+    h.insert(names::KIND, msg.kind.as_str());
+    h.insert(names::FORMAT, msg.format.0.to_string().as_str());
+    h.insert(names::TIMESTAMP, now.to_string().as_str());
+    if let Some(ttl) = msg.ttl_ms {
+        h.insert(names::EXPIRES, now.saturating_add(ttl).to_string().as_str());
+    }
+    m
 }
 
 /// The engine of one node.
 pub struct ClusterEngine {
     pub(crate) client: Client,
     pub(crate) stream: stream::Stream,
+    /// The rooms and broadcast stream.
+    pub(crate) rooms: stream::Stream,
+    /// Room tails: token -> (counter sequence, position).
+    pub(crate) room_tails: Mutex<HashMap<String, Tail>>,
+    /// The actors of rooms with members on this node, and of the broadcast stream.
+    pub(crate) room_actors: Mutex<HashMap<String, super::rooms::Handle>>,
     pub(crate) names: Names,
     pub(crate) settings: ClusterSettings,
     pub(crate) hub: Arc<Hub>,
@@ -71,13 +132,13 @@ pub struct ClusterEngine {
     pub(crate) options: EncodeOptions,
     pub(crate) seq: Arc<AtomicU32>,
     pub(crate) clock: Arc<dyn Clock>,
-    ids: IdGen,
+    pub(crate) ids: IdGen,
     tails: Mutex<HashMap<String, Tail>>,
     /// The actors of users with connections on this node.
     pub(crate) users: Mutex<HashMap<String, super::user::Handle>>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> DeliveryError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::Storage(format!("cluster engine: {e}"))
 }
 
@@ -135,14 +196,38 @@ impl ClusterEngine {
             ..Default::default()
         };
         let stream = js.get_or_create_stream(config).await.map_err(unavailable)?;
+        let (src, dest) = names.room_republish();
+        let rooms_config = stream::Config {
+            name: names.rooms_stream.clone(),
+            subjects: names.rooms_subjects(),
+            num_replicas: settings.replicas,
+            storage: stream::StorageType::File,
+            max_messages_per_subject: settings.room_retention_count.min(i64::MAX as u64) as i64,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            allow_message_ttl: true,
+            republish: Some(stream::Republish {
+                source: src,
+                destination: dest,
+                headers_only: false,
+            }),
+            ..Default::default()
+        };
+        let rooms = js
+            .get_or_create_stream(rooms_config)
+            .await
+            .map_err(unavailable)?;
         tracing::info!(
             stream = %names.users_stream,
             replicas = settings.replicas,
             "cluster mode: connected to NATS JetStream"
         );
-        Ok(Arc::new(ClusterEngine {
+        let engine = Arc::new(ClusterEngine {
             client,
             stream,
+            rooms,
+            room_tails: Mutex::new(HashMap::new()),
+            room_actors: Mutex::new(HashMap::new()),
             names,
             settings,
             hub,
@@ -153,7 +238,9 @@ impl ClusterEngine {
             ids: IdGen::default(),
             tails: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
-        }))
+        });
+        engine.start_broadcast();
+        Ok(engine)
     }
 
     /// True while the node is connected to NATS.
@@ -198,24 +285,25 @@ impl ClusterEngine {
     }
 
     async fn idem_record(&self, key: &str) -> Result<Option<IdemRecord>, JsError> {
-        let Some(m) = last_for_subject(&self.stream, &self.names.idem(key)).await? else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice(&m.payload).ok())
+        read_record(&self.stream, &self.names.idem(key)).await
+    }
+
+    /// The idempotency record of a publish: stored only if absent, forgotten after the
+    /// window.
+    pub(crate) fn idem_message(
+        &self,
+        subject: String,
+        rec: &IdemRecord,
+    ) -> Result<Outbound, DeliveryError> {
+        let bytes = serde_json::to_vec(rec).map_err(unavailable)?;
+        let mut idem = Outbound::new(subject, Bytes::from(bytes)).expect_last_subject_sequence(0);
+        let ttl = self.settings.idempotency_window.as_secs().max(1);
+        idem.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
+        Ok(idem)
     }
 
     fn accepted_of(rec: IdemRecord, duplicate: bool) -> Vec<Accepted> {
-        let id = parse_id(&rec.id).unwrap_or(MessageId([0; 16]));
-        rec.users
-            .into_iter()
-            .map(|(user, position)| Accepted {
-                id,
-                stream: StreamKey::User(user),
-                position,
-                queued: 0,
-                duplicate,
-            })
-            .collect()
+        accepted(rec, duplicate, StreamKey::User)
     }
 
     /// Stores a message for `users` (sorted, deduplicated) durably on a majority of the
@@ -276,25 +364,11 @@ impl ClusterEngine {
                     .map(|(u, t)| (u.clone(), t.pos + 1))
                     .collect(),
             };
-            let rec_bytes = serde_json::to_vec(&rec).map_err(unavailable)?;
-            let mut idem = Outbound::new(self.names.idem(&key), Bytes::from(rec_bytes))
-                .expect_last_subject_sequence(0);
-            let ttl = self.settings.idempotency_window.as_secs().max(1);
-            idem.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
-            let mut batch = vec![idem];
+            let mut batch = vec![self.idem_message(self.names.idem(&key), &rec)?];
             for (u, t) in users.iter().zip(&tails) {
-                let mut m = Outbound::new(self.names.user(u), msg.payload.clone())
+                let m = Outbound::new(self.names.user(u), msg.payload.clone())
                     .expect_last_subject_sequence(t.seq);
-                let h = &mut m.headers;
-                h.insert(names::ID, id.to_string().as_str());
-                h.insert(names::POSITION, (t.pos + 1).to_string().as_str());
-                h.insert(names::KIND, msg.kind.as_str());
-                h.insert(names::FORMAT, msg.format.0.to_string().as_str());
-                h.insert(names::TIMESTAMP, now.to_string().as_str());
-                if let Some(ttl) = msg.ttl_ms {
-                    h.insert(names::EXPIRES, now.saturating_add(ttl).to_string().as_str());
-                }
-                batch.push(m);
+                batch.push(message_headers(m, id, t.pos + 1, msg, now));
             }
             match publish_atomic(&self.client, batch, self.settings.request_timeout).await {
                 Ok(ack) => {

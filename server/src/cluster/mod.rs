@@ -1,4 +1,6 @@
-//! Cluster mode on NATS JetStream (issue 14; CLUSTER.md): the pieces built so far.
+//! Cluster mode on NATS JetStream (issue 14; CLUSTER.md): `engine` (connection, streams,
+//! publishing to users), `user` (per-user delivery actors), `rooms` (rooms and broadcast),
+//! `names` (streams, subjects, headers), `js` (below).
 //!
 //! - `js`: the JetStream requests async-nats has no helper for (atomic batch publish with
 //!   per-subject compare-and-set, direct reads of a subject's last message), with their error
@@ -8,6 +10,8 @@
 pub mod engine;
 pub mod js;
 pub mod names;
+mod rooms;
 mod user;
 
 pub use engine::{ClusterEngine, ClusterSettings};
+pub use rooms::Cmd as RoomRequest;

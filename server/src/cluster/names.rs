@@ -43,7 +43,19 @@ pub fn untoken(t: &str) -> Option<String> {
 pub struct Names {
     /// Stream holding user messages, acknowledgements and idempotency records.
     pub users_stream: String,
+    /// Stream holding room and broadcast messages, their position counters and idempotency
+    /// records.
+    pub rooms_stream: String,
     prefix: String,
+}
+
+/// The subject token of a room or of the broadcast stream (`_b`: never a hex token).
+pub fn stream_token(key: &crate::stream::StreamKey) -> String {
+    match key {
+        crate::stream::StreamKey::Broadcast => "_b".into(),
+        crate::stream::StreamKey::Room(r) => token(r),
+        crate::stream::StreamKey::User(u) => token(u),
+    }
 }
 
 impl Names {
@@ -51,6 +63,7 @@ impl Names {
     pub fn new(prefix: &str) -> Names {
         Names {
             users_stream: format!("{}_USERS", prefix.to_uppercase()),
+            rooms_stream: format!("{}_ROOMS", prefix.to_uppercase()),
             prefix: prefix.to_string(),
         }
     }
@@ -63,6 +76,42 @@ impl Names {
             format!("{p}.ack.>"),
             format!("{p}.idem.>"),
         ]
+    }
+
+    /// Every subject of the rooms stream.
+    pub fn rooms_subjects(&self) -> Vec<String> {
+        let p = &self.prefix;
+        vec![
+            format!("{p}.r.>"),
+            format!("{p}.rm.>"),
+            format!("{p}.ridem.>"),
+        ]
+    }
+
+    /// A room's (or the broadcast stream's) messages, by [`stream_token`].
+    pub fn room(&self, tok: &str) -> String {
+        format!("{}.r.{tok}", self.prefix)
+    }
+
+    /// A room's position counter.
+    pub fn room_meta(&self, tok: &str) -> String {
+        format!("{}.rm.{tok}", self.prefix)
+    }
+
+    /// The record of an idempotency key of a room or broadcast publish.
+    pub fn room_idem(&self, key: &str) -> String {
+        format!("{}.ridem.{}", self.prefix, token(key))
+    }
+
+    /// Republish pattern of room messages (source, destination).
+    pub fn room_republish(&self) -> (String, String) {
+        let p = &self.prefix;
+        (format!("{p}.r.>"), format!("{p}.live.r.>"))
+    }
+
+    /// The live subject of a room's stored messages.
+    pub fn live_room(&self, tok: &str) -> String {
+        format!("{}.live.r.{tok}", self.prefix)
     }
 
     /// A user's messages.

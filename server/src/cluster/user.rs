@@ -28,6 +28,7 @@ pub(crate) enum Cmd {
     Attach {
         conn: Arc<Conn>,
         resume: Option<u64>,
+        broadcast: Option<u64>,
         reply: oneshot::Sender<Result<(), ErrorCode>>,
     },
     /// A connection acknowledged the user's stream up to a position.
@@ -62,12 +63,18 @@ impl ClusterEngine {
         Err(ErrorCode::SHUTTING_DOWN)
     }
 
-    fn push_frame(&self, headers: &HeaderMap, payload: Bytes) -> Option<(u64, Bytes)> {
+    /// The PUSH frame of a stored message, as `stream` on the wire, with its position.
+    pub(crate) fn push_frame(
+        &self,
+        headers: &HeaderMap,
+        payload: Bytes,
+        stream: &Stream,
+    ) -> Option<(u64, Bytes)> {
         let position = header_u64(headers, names::POSITION)?;
         let id = parse_id(headers.get(names::ID)?.as_str())?;
         let frame = Frame::Push(Push {
             id,
-            stream: Stream::User,
+            stream: stream.clone(),
             position,
             timestamp_ms: header_u64(headers, names::TIMESTAMP).unwrap_or(0),
             kind: headers
@@ -82,7 +89,7 @@ impl ClusterEngine {
         Some((position, bytes))
     }
 
-    fn expired(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn expired(&self, headers: &HeaderMap) -> bool {
         header_u64(headers, names::EXPIRES).is_some_and(|e| e <= self.clock.now().unix_ms)
     }
 
@@ -96,12 +103,33 @@ impl ClusterEngine {
         limit: usize,
     ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
         let subject = self.names.user(user);
+        self.read_subject_after(
+            &self.stream,
+            &subject,
+            &Stream::User,
+            after_seq,
+            upto,
+            limit,
+        )
+        .await
+    }
+
+    /// The messages of `subject` in `js_stream` after stream sequence `after_seq` with
+    /// positions up to `upto`, at most `limit`, unexpired, as PUSH frames for `wire`.
+    pub(crate) async fn read_subject_after(
+        &self,
+        js_stream: &async_nats::jetstream::stream::Stream,
+        subject: &str,
+        wire: &Stream,
+        after_seq: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
         let mut out = Vec::new();
         let mut next = after_seq + 1;
         while out.len() < limit {
-            let m = match self
-                .stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
+            let m = match js_stream
+                .direct_get_next_for_subject(subject, Some(next))
                 .await
             {
                 Ok(m) => m,
@@ -125,7 +153,7 @@ impl ClusterEngine {
             if self.expired(&m.headers) {
                 continue;
             }
-            if let Some((pos, frame)) = self.push_frame(&m.headers, m.payload) {
+            if let Some((pos, frame)) = self.push_frame(&m.headers, m.payload, wire) {
                 out.push((m.sequence, pos, frame));
             }
         }
@@ -254,11 +282,11 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                         (acked, ack_seq) = engine.write_ack(&user, pos, (acked, ack_seq)).await;
                     }
                 }
-                Some(Cmd::Attach { conn, resume, reply }) => {
+                Some(Cmd::Attach { conn, resume, broadcast, reply }) => {
                     if let Some(r) = resume.filter(|r| *r > acked && *r <= delivered.pos) {
                         (acked, ack_seq) = engine.write_ack(&user, r, (acked, ack_seq)).await;
                     }
-                    let result = attach(&engine, &user, &conn, acked, delivered).await;
+                    let result = attach(&engine, &user, &conn, acked, delivered, broadcast).await;
                     let _ = reply.send(result);
                 }
             },
@@ -275,7 +303,7 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                 }
                 if pos == delivered.pos + 1 {
                     if !engine.expired(headers) {
-                        if let Some((_, frame)) = engine.push_frame(headers, msg.payload.clone()) {
+                        if let Some((_, frame)) = engine.push_frame(headers, msg.payload.clone(), &Stream::User) {
                             engine.hub.send_user(&user, &frame, Stamp::NONE);
                         }
                     }
@@ -321,11 +349,12 @@ async fn fill_gap(engine: &ClusterEngine, user: &str, from: Tail, upto: u64) -> 
 }
 
 async fn attach(
-    engine: &ClusterEngine,
+    engine: &Arc<ClusterEngine>,
     user: &str,
     conn: &Arc<Conn>,
     acked: u64,
     delivered: Tail,
+    broadcast: Option<u64>,
 ) -> Result<(), ErrorCode> {
     if acked < delivered.pos {
         let mut after = engine
@@ -352,7 +381,13 @@ async fn attach(
             }
         }
     }
-    engine.hub.register(conn.clone())
+    // Registered by the broadcast actor when the client resumes broadcast, so its replay and
+    // the live broadcast flow keep their order; meanwhile this actor waits, so no live user
+    // message can slip past the connection either.
+    match broadcast {
+        Some(after) => engine.resume_broadcast(conn.clone(), after).await,
+        None => engine.hub.register(conn.clone()),
+    }
 }
 
 impl ClusterEngine {
@@ -379,18 +414,17 @@ impl ClusterEngine {
         self: &Arc<Self>,
         conn: Arc<Conn>,
         resume: Option<u64>,
+        broadcast: Option<u64>,
     ) -> Result<(), ErrorCode> {
         let (reply, rx) = oneshot::channel();
         let user = conn.user.to_string();
-        self.to_user(
-            &user,
-            Cmd::Attach {
-                conn,
-                resume,
-                reply,
-            },
-        )
-        .await?;
+        let cmd = Cmd::Attach {
+            conn,
+            resume,
+            broadcast,
+            reply,
+        };
+        self.to_user(&user, cmd).await?;
         rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
     }
 

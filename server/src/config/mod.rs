@@ -127,9 +127,8 @@ fn default_cluster_timeout_ms() -> u64 {
 }
 
 /// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
-/// JetStream. User streams (publish, live delivery on every node, replay, acknowledgements,
-/// idempotency) work across nodes; rooms, broadcast, client PUBLISH and history are refused
-/// in this mode for now.
+/// JetStream. User streams, rooms and broadcast work across nodes; the history API, presence
+/// and kick across nodes, and retries of unacknowledged messages are not built yet.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {

@@ -258,17 +258,6 @@ impl Delivery {
         self.cluster.get()
     }
 
-    /// Refuses a connection's request that cluster mode does not serve yet.
-    fn refuse_in_cluster(&self, conn: &Conn, seq: u32, what: &str) {
-        let frame = Frame::Error(ErrorBody {
-            code: ErrorCode::BAD_REQUEST,
-            reason: format!("{what} is not available in cluster mode yet"),
-        });
-        if let Ok(bytes) = encode_to_bytes(&Packet::new(seq, frame), &self.options) {
-            let _ = self.hub.send_conn(conn, bytes);
-        }
-    }
-
     /// Counts a publish against `max_pending_publishes` until the engine takes it; over the
     /// limit it is refused and counted as failed for its scenario.
     fn reserve_pending(&self, scenario: usize) -> Result<(), DeliveryError> {
@@ -323,13 +312,12 @@ impl Delivery {
         msg: Message,
     ) -> Result<Vec<Accepted>, DeliveryError> {
         if let Some(cluster) = self.cluster() {
-            let Target::Users(users) = target else {
-                return Err(DeliveryError::Unsupported(
-                    "rooms and broadcast are not available in cluster mode yet".into(),
-                ));
-            };
             self.reserve_pending(target.scenario())?;
-            let r = cluster.publish_users(users, &msg).await;
+            let r = match target {
+                Target::Users(users) => cluster.publish_users(users, &msg).await,
+                Target::Room(room) => cluster.publish_stream(&StreamKey::room(room), &msg).await,
+                Target::Broadcast => cluster.publish_stream(&StreamKey::Broadcast, &msg).await,
+            };
             self.pending.fetch_sub(1, Ordering::Relaxed);
             let scenario = target.scenario();
             match &r {
@@ -359,8 +347,13 @@ impl Delivery {
     /// Upstream PUBLISH from a connection; the engine answers on the connection. Counted
     /// against `max_pending_publishes` like every other publish.
     pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
-        if self.cluster().is_some() {
-            return self.refuse_in_cluster(&conn, seq, "PUBLISH");
+        if let Some(cluster) = self.cluster() {
+            let req = crate::cluster::RoomRequest::Publish {
+                conn: conn.clone(),
+                seq,
+                msg,
+            };
+            return cluster.room_request(&room, req);
         }
         if let Err(e) = self.reserve_pending(SCENARIO_ROOM) {
             let frame = Frame::Error(ErrorBody {
@@ -388,11 +381,12 @@ impl Delivery {
     /// Registers an authenticated connection and queues what it missed.
     pub async fn attach(&self, conn: Arc<Conn>, resume: Vec<StreamPos>) -> Result<(), ErrorCode> {
         if let Some(cluster) = self.cluster() {
-            let user = resume
-                .iter()
-                .find(|p| p.stream == push_protocol::Stream::User)
-                .map(|p| p.position);
-            return cluster.attach(conn, user).await;
+            let at = |s: push_protocol::Stream| {
+                resume.iter().find(|p| p.stream == s).map(|p| p.position)
+            };
+            let user = at(push_protocol::Stream::User);
+            let broadcast = at(push_protocol::Stream::Broadcast);
+            return cluster.attach(conn, user, broadcast).await;
         }
         let (reply, rx) = oneshot::channel();
         self.send(Request::Attach {
@@ -406,8 +400,13 @@ impl Delivery {
 
     /// JOIN with optional replay; answered on the connection.
     pub fn join(&self, conn: Arc<Conn>, room: String, resume_after: Option<u64>, seq: u32) {
-        if self.cluster().is_some() {
-            return self.refuse_in_cluster(&conn, seq, "JOIN");
+        if let Some(cluster) = self.cluster() {
+            let req = crate::cluster::RoomRequest::Join {
+                conn: conn.clone(),
+                resume_after,
+                seq,
+            };
+            return cluster.room_request(&room, req);
         }
         let req = Request::Join {
             conn: conn.clone(),
@@ -420,8 +419,12 @@ impl Delivery {
 
     /// LEAVE; answered on the connection, in order with the connection's JOINs.
     pub fn leave(&self, conn: Arc<Conn>, room: String, seq: u32) {
-        if self.cluster().is_some() {
-            return self.refuse_in_cluster(&conn, seq, "LEAVE");
+        if let Some(cluster) = self.cluster() {
+            let req = crate::cluster::RoomRequest::Leave {
+                conn: conn.clone(),
+                seq,
+            };
+            return cluster.room_request(&room, req);
         }
         let req = Request::Leave {
             conn: conn.clone(),

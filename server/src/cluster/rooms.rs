@@ -1,0 +1,518 @@
+//! Rooms and broadcast across nodes. A publish is one atomic batch: its idempotency record
+//! (must be absent), the stream's position counter (compare-and-set, so positions stay
+//! contiguous whichever node writes) and the message, which carries a TTL of the room
+//! retention age; the stream keeps `room_retention_count` messages per room. Each node runs
+//! one actor per room it has members in, and one for the broadcast stream: it delivers what
+//! the leader republishes in position order, fills gaps from the stream, and serialises the
+//! room's JOIN (membership, replay after a position or an explicit GAP, then OK with the
+//! tail), LEAVE and client PUBLISH, so they take effect in the order a connection sent them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use push_protocol::{encode_to_bytes, ErrorBody, ErrorCode, Frame, Gap, Packet, PublishAck};
+use tokio::sync::{mpsc, oneshot};
+
+use super::engine::{
+    accepted, header_u64, message_headers, read_record, unavailable, ClusterEngine, IdemRecord,
+    Tail,
+};
+use super::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use super::names::{self, stream_token};
+use crate::delivery::{Accepted, DeliveryError, Message};
+use crate::hub::{Conn, Stamp};
+use crate::stream::StreamKey;
+
+/// Attempts at one publish before it is refused.
+const MAX_ATTEMPTS: usize = 8;
+/// How often an actor checks its members and the stored tail.
+const CHECK: Duration = Duration::from_secs(2);
+
+/// Requests to a room's (or the broadcast stream's) actor.
+pub enum Cmd {
+    /// JOIN with optional replay after a position; answered on the connection.
+    Join {
+        /// The joining connection.
+        conn: Arc<Conn>,
+        /// Replay the room after this position.
+        resume_after: Option<u64>,
+        /// The request's Sequence.
+        seq: u32,
+    },
+    /// LEAVE; answered on the connection.
+    Leave {
+        /// The leaving connection.
+        conn: Arc<Conn>,
+        /// The request's Sequence.
+        seq: u32,
+    },
+    /// Client PUBLISH to the room; answered on the connection.
+    Publish {
+        /// The publishing connection (must be a member).
+        conn: Arc<Conn>,
+        /// The request's Sequence.
+        seq: u32,
+        /// The message.
+        msg: Message,
+    },
+    /// Broadcast only: replay after a position to a connecting client, then register it.
+    Resume {
+        /// The connecting client.
+        conn: Arc<Conn>,
+        /// Replay after this position.
+        after: u64,
+        /// Answered once it is registered.
+        done: oneshot::Sender<Result<(), ErrorCode>>,
+    },
+}
+
+/// The way to a running room actor.
+pub(crate) type Handle = mpsc::UnboundedSender<Cmd>;
+
+impl ClusterEngine {
+    /// Stores a message in a room or the broadcast stream; answers with its position.
+    pub async fn publish_stream(
+        &self,
+        key: &StreamKey,
+        msg: &Message,
+    ) -> Result<Vec<Accepted>, DeliveryError> {
+        let tok = stream_token(key);
+        let id = self.ids.next();
+        let idem_key = msg
+            .key
+            .clone()
+            .map_or_else(|| format!("~{id}"), |k| format!("{tok}/{k}"));
+        let idem_subject = self.names.room_idem(&idem_key);
+        let name = match key {
+            StreamKey::Room(r) => r.clone(),
+            _ => String::new(),
+        };
+        let key_of = {
+            let key = key.clone();
+            move |_: String| key.clone()
+        };
+        let now = self.clock.now().unix_ms;
+        let mut last_error = String::new();
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 || msg.key.is_some() {
+                if let Ok(Some(rec)) = read_record(&self.rooms, &idem_subject).await {
+                    let ours = rec.id == id.to_string();
+                    if !ours {
+                        self.stats.inc(&self.stats.duplicates);
+                    }
+                    return Ok(accepted(rec, !ours, key_of));
+                }
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
+            }
+            let tail = match self.room_tail(&tok).await {
+                Ok(t) => t,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let position = tail.pos + 1;
+            let rec = IdemRecord {
+                id: id.to_string(),
+                users: vec![(name.clone(), position)],
+            };
+            let meta = Outbound::new(
+                self.names.room_meta(&tok),
+                Bytes::from(position.to_string()),
+            )
+            .expect_last_subject_sequence(tail.seq);
+            let mut m = message_headers(
+                Outbound::new(self.names.room(&tok), msg.payload.clone()),
+                id,
+                position,
+                msg,
+                now,
+            );
+            let ttl = self.settings.room_retention.as_secs().max(1);
+            m.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
+            let batch = vec![self.idem_message(idem_subject.clone(), &rec)?, meta, m];
+            match publish_atomic(&self.client, batch, self.settings.request_timeout).await {
+                Ok(ack) => {
+                    // The counter is the batch's second message.
+                    let meta_seq = ack.sequence - 1;
+                    self.note_room_tail(
+                        &tok,
+                        Tail {
+                            seq: meta_seq,
+                            pos: position,
+                        },
+                    );
+                    return Ok(accepted(rec, false, key_of));
+                }
+                Err(e @ (JsError::WrongLastSequence(_) | JsError::Unavailable(_))) => {
+                    last_error = e.to_string();
+                    self.lock_room_tails().remove(&tok);
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(unavailable(format!(
+            "not stored after {MAX_ATTEMPTS} attempts: {last_error}"
+        )))
+    }
+
+    fn lock_room_tails(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Tail>> {
+        self.room_tails.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A room's counter: (its sequence, the last position assigned).
+    async fn room_tail(&self, tok: &str) -> Result<Tail, JsError> {
+        if let Some(t) = self.lock_room_tails().get(tok) {
+            return Ok(*t);
+        }
+        let t = match last_for_subject(&self.rooms, &self.names.room_meta(tok)).await? {
+            Some(m) => Tail {
+                seq: m.sequence,
+                pos: String::from_utf8_lossy(&m.payload).parse().unwrap_or(0),
+            },
+            None => Tail::default(),
+        };
+        self.note_room_tail(tok, t);
+        Ok(t)
+    }
+
+    fn note_room_tail(&self, tok: &str, t: Tail) {
+        let mut tails = self.lock_room_tails();
+        let e = tails.entry(tok.to_string()).or_default();
+        if t.seq > e.seq {
+            *e = t;
+        }
+    }
+
+    /// Starts the broadcast actor (it lives as long as the engine).
+    pub(crate) fn start_broadcast(self: &Arc<Self>) {
+        let key = StreamKey::Broadcast;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock_actors().insert(stream_token(&key), tx);
+        tokio::spawn(run(self.clone(), key, rx));
+    }
+
+    fn lock_actors(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Handle>> {
+        self.room_actors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// JOIN, LEAVE or client PUBLISH of a connection, in order with its other room requests
+    /// (counted against its in-flight limit until the room's actor has handled it).
+    pub fn room_request(self: &Arc<Self>, room: &str, cmd: Cmd) {
+        let conn = match &cmd {
+            Cmd::Join { conn, .. } | Cmd::Leave { conn, .. } | Cmd::Publish { conn, .. } => {
+                conn.clone()
+            }
+            Cmd::Resume { .. } => return,
+        };
+        conn.begin_request();
+        self.to_room(&StreamKey::room(room), cmd);
+    }
+
+    /// Hands `cmd` to the stream's actor, starting one when none runs.
+    fn to_room(self: &Arc<Self>, key: &StreamKey, cmd: Cmd) {
+        let tok = stream_token(key);
+        let mut cmd = cmd;
+        for _ in 0..2 {
+            let handle = {
+                let mut actors = self.lock_actors();
+                match actors.get(&tok) {
+                    Some(h) if !h.is_closed() => h.clone(),
+                    _ => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        actors.insert(tok.clone(), tx.clone());
+                        tokio::spawn(run(self.clone(), key.clone(), rx));
+                        tx
+                    }
+                }
+            };
+            match handle.send(cmd) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => cmd = back,
+            }
+        }
+    }
+
+    /// Replays broadcast after `after` to a connecting client, then registers it, in order
+    /// with live broadcast messages.
+    pub(crate) async fn resume_broadcast(
+        self: &Arc<Self>,
+        conn: Arc<Conn>,
+        after: u64,
+    ) -> Result<(), ErrorCode> {
+        let (done, rx) = oneshot::channel();
+        self.to_room(&StreamKey::Broadcast, Cmd::Resume { conn, after, done });
+        rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
+    }
+
+    fn reply(&self, conn: &Conn, seq: u32, frame: Frame) {
+        if let Ok(bytes) = encode_to_bytes(&Packet::new(seq, frame), &self.options) {
+            let _ = self.hub.send_conn(conn, bytes);
+        }
+    }
+
+    fn refuse(&self, conn: &Conn, seq: u32, code: ErrorCode, reason: String) {
+        self.reply(conn, seq, Frame::Error(ErrorBody { code, reason }));
+    }
+
+    fn send_live(&self, key: &StreamKey, frame: &Bytes) {
+        match key {
+            StreamKey::Room(r) => {
+                self.hub.send_room(r, frame, Stamp::NONE);
+            }
+            _ => {
+                self.hub.broadcast(frame, Stamp::NONE);
+            }
+        }
+    }
+
+    /// First retained position of the stream (the oldest message still stored), if any.
+    async fn first_retained(&self, tok: &str) -> Result<Option<u64>, JsError> {
+        match self
+            .rooms
+            .direct_get_next_for_subject(self.names.room(tok), None)
+            .await
+        {
+            Ok(m) => Ok(header_u64(&m.headers, names::POSITION)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    async_nats::jetstream::stream::DirectGetErrorKind::NotFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(JsError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Queues to `conn` the stream's messages after `after` up to `upto` (at most one replay
+    /// chunk, the newest; older ones are reported with a GAP, as on one node).
+    async fn replay_stream(
+        &self,
+        key: &StreamKey,
+        conn: &Conn,
+        after: u64,
+        upto: u64,
+    ) -> Result<(), JsError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let tok = stream_token(key);
+        let window_start = upto.saturating_sub(self.settings.replay_chunk as u64) + 1;
+        let first = self
+            .first_retained(&tok)
+            .await?
+            .unwrap_or(upto + 1)
+            .max(window_start);
+        let wire = key.wire();
+        if after + 1 < first {
+            let gap = Frame::Gap(Gap {
+                stream: wire.clone(),
+                requested_after: after,
+                first_available: first,
+            });
+            self.reply(conn, 0, gap);
+        }
+        let from = (after + 1).max(first);
+        let subject = self.names.room(&tok);
+        let mut at_seq = 0;
+        loop {
+            let chunk = self
+                .read_subject_after(&self.rooms, &subject, &wire, at_seq, upto, 256)
+                .await?;
+            let Some(last) = chunk.last().map(|c| c.0) else {
+                return Ok(());
+            };
+            at_seq = last;
+            for (_, pos, frame) in chunk {
+                if pos >= from && self.hub.send_conn(conn, frame).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn start_point(engine: &ClusterEngine, key: &StreamKey) -> Tail {
+    let tok = stream_token(key);
+    loop {
+        let r = last_for_subject(&engine.rooms, &engine.names.room(&tok)).await;
+        match r {
+            Ok(Some(m)) => {
+                return Tail {
+                    seq: m.sequence,
+                    pos: header_u64(&m.headers, names::POSITION).unwrap_or(0),
+                }
+            }
+            // Nothing retained: start after the counter (stream sequence 0 reads from the
+            // start of the subject when a gap must be filled).
+            Ok(None) => match engine.room_tail(&tok).await {
+                Ok(t) => return Tail { seq: 0, pos: t.pos },
+                Err(e) => tracing::warn!(stream = %key, "reading the counter: {e}; retrying"),
+            },
+            Err(e) => tracing::warn!(stream = %key, "reading the tail: {e}; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn fill_gap(engine: &ClusterEngine, key: &StreamKey, from: Tail, upto: u64) -> Tail {
+    let tok = stream_token(key);
+    let subject = engine.names.room(&tok);
+    let wire = key.wire();
+    let mut at = from;
+    while at.pos < upto {
+        let Ok(batch) = engine
+            .read_subject_after(&engine.rooms, &subject, &wire, at.seq, upto, 256)
+            .await
+        else {
+            return at;
+        };
+        let Some(last) = batch.last() else {
+            return Tail {
+                seq: at.seq,
+                pos: upto.max(at.pos),
+            };
+        };
+        let last_seq = last.0;
+        for (seq, pos, frame) in batch {
+            if pos > at.pos {
+                engine.send_live(key, &frame);
+                at = Tail { seq, pos };
+            }
+        }
+        at.seq = at.seq.max(last_seq);
+    }
+    at
+}
+
+async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let tok = stream_token(&key);
+    let mut sub = match engine.client.subscribe(engine.names.live_room(&tok)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(stream = %key, "cannot subscribe to live messages: {e}");
+            engine.lock_actors().remove(&tok);
+            return;
+        }
+    };
+    let mut delivered = start_point(&engine, &key).await;
+    let mut tick = tokio::time::interval(CHECK);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(cmd) => handle(&engine, &key, cmd, delivered).await,
+            },
+            msg = sub.next() => {
+                let Some(msg) = msg else { return };
+                let Some(h) = msg.headers.as_ref() else { continue };
+                let Some(pos) = header_u64(h, names::POSITION) else { continue };
+                let seq = header_u64(h, "Nats-Sequence").unwrap_or(0);
+                if pos <= delivered.pos {
+                    continue;
+                }
+                if pos > delivered.pos + 1 {
+                    delivered = fill_gap(&engine, &key, delivered, pos - 1).await;
+                }
+                if pos == delivered.pos + 1 {
+                    if !engine.expired(h) {
+                        if let Some((_, frame)) = engine.push_frame(h, msg.payload.clone(), &key.wire()) {
+                            engine.send_live(&key, &frame);
+                        }
+                    }
+                    delivered = Tail { seq, pos };
+                }
+            }
+            _ = tick.tick() => {
+                if let StreamKey::Room(room) = &key {
+                    let mut actors = engine.lock_actors();
+                    if rx.is_empty() && engine.hub.room_size(room) == 0 {
+                        actors.remove(&tok);
+                        return;
+                    }
+                }
+                if let Ok(Some(m)) = last_for_subject(&engine.rooms, &engine.names.room(&tok)).await {
+                    if let Some(pos) = header_u64(&m.headers, names::POSITION).filter(|p| *p > delivered.pos) {
+                        delivered = fill_gap(&engine, &key, delivered, pos).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivered: Tail) {
+    let room = match key {
+        StreamKey::Room(r) => r.as_str(),
+        _ => "",
+    };
+    match cmd {
+        Cmd::Join {
+            conn,
+            resume_after,
+            seq,
+        } => {
+            match engine.hub.join(room, &conn) {
+                Ok(true) => {
+                    if let Some(after) = resume_after {
+                        if let Err(e) = engine.replay_stream(key, &conn, after, delivered.pos).await
+                        {
+                            tracing::warn!(%room, "replay on JOIN failed: {e}");
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(code) => {
+                    let reason = if code == ErrorCode::TOO_MANY_ROOMS {
+                        "this connection has joined the maximum number of rooms".to_string()
+                    } else {
+                        format!("cannot join {room}")
+                    };
+                    conn.end_request();
+                    return engine.refuse(&conn, seq, code, reason);
+                }
+            }
+            engine.reply(&conn, seq, Frame::Ok(Some(delivered.pos)));
+            conn.end_request();
+        }
+        Cmd::Leave { conn, seq } => {
+            engine.hub.leave(room, &conn);
+            engine.reply(&conn, seq, Frame::Ok(None));
+            conn.end_request();
+        }
+        Cmd::Publish { conn, seq, msg } => {
+            conn.end_request();
+            if !conn.in_room(room) {
+                let reason = format!("join room {room} before publishing to it");
+                return engine.refuse(&conn, seq, ErrorCode::FORBIDDEN, reason);
+            }
+            match engine.publish_stream(key, &msg).await {
+                Ok(a) => {
+                    if let Some(a) = a.first() {
+                        let ack = PublishAck {
+                            id: a.id,
+                            position: a.position,
+                            duplicate: a.duplicate,
+                        };
+                        engine.reply(&conn, seq, Frame::PublishAck(ack));
+                    }
+                }
+                Err(e) => engine.refuse(&conn, seq, e.code(), e.to_string()),
+            }
+        }
+        Cmd::Resume { conn, after, done } => {
+            if let Err(e) = engine.replay_stream(key, &conn, after, delivered.pos).await {
+                tracing::warn!("broadcast replay on connect failed: {e}");
+            }
+            let _ = done.send(engine.hub.register(conn));
+        }
+    }
+}
