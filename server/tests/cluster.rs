@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::*;
 use push_client::protocol::{Frame, Join, Publish, Stream, StreamPos};
@@ -258,4 +259,103 @@ async fn concurrent_publishes_through_both_nodes_keep_positions_contiguous() {
 
 async fn http_post_push(addr: std::net::SocketAddr, body: &str) -> (u16, String) {
     http(addr, "POST", "/api/v1/push", Some(API_TOKEN), body).await
+}
+
+/// Publishes `text` to `user` through `server`, retrying with the same id until accepted;
+/// returns how long it took.
+async fn publish_until_accepted(server: &TestServer, user: &str, id: &str, text: &str) -> Duration {
+    let body = serde_json::json!({"to": {"users": [user]}, "kind": "k", "payload": text, "id": id})
+        .to_string();
+    let started = std::time::Instant::now();
+    loop {
+        let r = try_http(
+            server.http_addr,
+            "POST",
+            "/api/v1/push",
+            Some(API_TOKEN),
+            &body,
+            WAIT,
+        )
+        .await;
+        if r.is_some_and(|(s, _, _)| s == 200) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_leader_dies_and_nothing_acknowledged_is_lost() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (a, b) = (node(&nats, "t5").await, node(&nats, "t5").await);
+    let mut c = connect(a.tcp_addr, "lee").await;
+    // The users stream's leader, as JetStream reports it.
+    let client = async_nats::connect(nats.urls()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let names = push_server::cluster::names::Names::new("t5");
+    let mut stream = js.get_stream(&names.users_stream).await.unwrap();
+    let leader = stream
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .unwrap()
+        .leader
+        .unwrap();
+    let leader = nats.index_of(&leader).unwrap();
+    let mut longest = Duration::ZERO;
+    for i in 1..=60u64 {
+        if i == 20 {
+            nats.kill(leader);
+        }
+        let took = publish_until_accepted(&b, "lee", &format!("lee-{i}"), &format!("m{i}")).await;
+        longest = longest.max(took);
+    }
+    for i in 1..=60u64 {
+        assert_eq!(next_text(&mut c).await, (i, format!("m{i}")));
+    }
+    eprintln!("longest publish (retries included) around the leader kill: {longest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_publishes_get_503_and_connections_stay() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let a = start(Config {
+        cluster: Some(ClusterConfig {
+            nats_urls: nats.urls(),
+            prefix: "t6".into(),
+            replicas: 3,
+            request_timeout_ms: 500,
+        }),
+        ..config()
+    })
+    .await;
+    let mut c = connect(a.tcp_addr, "maj").await;
+    push_user(&a, "maj", "before").await;
+    assert_eq!(next_text(&mut c).await, (1, "before".into()));
+    nats.kill(1);
+    nats.kill(2);
+    let body = r#"{"to":{"users":["maj"]},"kind":"k","payload":"lost?","id":"maj-2"}"#;
+    let (status, v) = push(&a, body).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cluster engine"),
+        "{v}"
+    );
+    nats.restart(1).await;
+    // The same connection (never dropped) gets what is published once the majority is back;
+    // retried with the same id, the refused publish is stored once, whatever became of it.
+    publish_until_accepted(&a, "maj", "maj-2", "lost?").await;
+    assert_eq!(next_text(&mut c).await, (2, "lost?".into()));
+    push_user(&a, "maj", "after").await;
+    assert_eq!(next_text(&mut c).await, (3, "after".into()));
 }
