@@ -118,6 +118,7 @@ pub async fn start_with_clock(
             replay_chunk: config.replay_limit.min(config.queue_max_frames / 2).max(1),
             room_retention_count: config.room_retention_count,
             room_retention: Duration::from_millis(config.room_retention_ms),
+            max_inflight_batches: c.max_inflight_batches,
         });
     let ctx = Ctx::build(config, tls, clock.clone())?;
     if let Some(settings) = cluster {

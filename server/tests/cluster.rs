@@ -16,14 +16,20 @@ use push_client::Connection;
 use push_server::config::ClusterConfig;
 use push_server::Config;
 
+/// Cluster settings on `nats` under `prefix` (one deployment per test).
+fn cluster_config(nats: &NatsCluster, prefix: &str, timeout_ms: u64) -> ClusterConfig {
+    ClusterConfig {
+        nats_urls: nats.urls(),
+        prefix: prefix.into(),
+        replicas: 3,
+        request_timeout_ms: timeout_ms,
+        max_inflight_batches: 16,
+    }
+}
+
 async fn node(nats: &NatsCluster, prefix: &str) -> TestServer {
     start(Config {
-        cluster: Some(ClusterConfig {
-            nats_urls: nats.urls(),
-            prefix: prefix.into(),
-            replicas: 3,
-            request_timeout_ms: 2000,
-        }),
+        cluster: Some(cluster_config(nats, prefix, 2000)),
         ..config()
     })
     .await
@@ -87,12 +93,7 @@ async fn rooms_and_broadcast_reach_members_on_every_node_with_resume_and_gap() {
             start(Config {
                 room_retention_count: retention,
                 allow_client_publish: true,
-                cluster: Some(ClusterConfig {
-                    nats_urls: nats.urls(),
-                    prefix: "t4".into(),
-                    replicas: 3,
-                    request_timeout_ms: 2000,
-                }),
+                cluster: Some(cluster_config(nats, "t4", 2000)),
                 ..config()
             })
             .await
@@ -330,12 +331,7 @@ async fn without_a_majority_publishes_get_503_and_connections_stay() {
         return;
     };
     let a = start(Config {
-        cluster: Some(ClusterConfig {
-            nats_urls: nats.urls(),
-            prefix: "t6".into(),
-            replicas: 3,
-            request_timeout_ms: 500,
-        }),
+        cluster: Some(cluster_config(&nats, "t6", 500)),
         ..config()
     })
     .await;

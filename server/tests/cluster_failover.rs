@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{free_addrs, spawn, wait_up};
+use common::process::{free_addrs, spawn, wait_up_logged};
 use common::*;
 use push_client::{Client, ClientConfig};
 
@@ -25,8 +25,8 @@ async fn a_push_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
     let (tcp_b, http_b) = free_addrs();
     let mut node_a = spawn(tcp_a, http_a, &tmp.path().join("a"), "sled", &toml);
     let mut node_b = spawn(tcp_b, http_b, &tmp.path().join("b"), "sled", &toml);
-    wait_up(http_a).await;
-    wait_up(http_b).await;
+    wait_up_logged(http_a, &tmp.path().join("a")).await;
+    wait_up_logged(http_b, &tmp.path().join("b")).await;
 
     let mut cfg = ClientConfig::new(tcp_a, token("fo-user"));
     cfg.fallback = vec![tcp_b];

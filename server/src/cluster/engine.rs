@@ -48,6 +48,9 @@ pub struct ClusterSettings {
     pub room_retention_count: u64,
     /// How long room and broadcast messages are kept.
     pub room_retention: Duration,
+    /// Atomic batches this node has in flight at once (JetStream allows 50 per stream, for
+    /// all nodes together).
+    pub max_inflight_batches: usize,
 }
 
 /// A user's last stored message: its stream sequence and its position.
@@ -134,12 +137,39 @@ pub struct ClusterEngine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: IdGen,
     tails: Mutex<HashMap<String, Tail>>,
+    /// Bounds this node's atomic batches in flight.
+    pub(crate) batches: tokio::sync::Semaphore,
+    /// One writer per user (and room) on this node at a time: publishes from one node never
+    /// race each other, only other nodes'.
+    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The actors of users with connections on this node.
     pub(crate) users: Mutex<HashMap<String, super::user::Handle>>,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::Storage(format!("cluster engine: {e}"))
+}
+
+/// How long a starting node waits for JetStream to accept its streams.
+const SETUP_WAIT: Duration = Duration::from_secs(60);
+
+/// Creates the stream or finds it, waiting while JetStream is not ready yet (a cluster that
+/// is still electing its meta leader answers 503), so nodes and NATS can start in any order.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, DeliveryError> {
+    let started = std::time::Instant::now();
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) if started.elapsed() < SETUP_WAIT => {
+                tracing::warn!(stream = %config.name, "JetStream not ready ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(unavailable(format!("stream {}: {e}", config.name))),
+        }
+    }
 }
 
 /// A message id from its 32 hex digits.
@@ -177,6 +207,7 @@ impl ClusterEngine {
             .map_err(unavailable)?;
         let js = jetstream::new(client.clone());
         let names = Names::new(&settings.prefix);
+        let settings_batches = settings.max_inflight_batches.max(1);
         let (src, dest) = names.republish();
         let config = stream::Config {
             name: names.users_stream.clone(),
@@ -195,7 +226,7 @@ impl ClusterEngine {
             }),
             ..Default::default()
         };
-        let stream = js.get_or_create_stream(config).await.map_err(unavailable)?;
+        let stream = ensure_stream(&js, config).await?;
         let (src, dest) = names.room_republish();
         let rooms_config = stream::Config {
             name: names.rooms_stream.clone(),
@@ -213,10 +244,7 @@ impl ClusterEngine {
             }),
             ..Default::default()
         };
-        let rooms = js
-            .get_or_create_stream(rooms_config)
-            .await
-            .map_err(unavailable)?;
+        let rooms = ensure_stream(&js, rooms_config).await?;
         tracing::info!(
             stream = %names.users_stream,
             replicas = settings.replicas,
@@ -237,6 +265,8 @@ impl ClusterEngine {
             clock,
             ids: IdGen::default(),
             tails: Mutex::new(HashMap::new()),
+            batches: tokio::sync::Semaphore::new(settings_batches),
+            writers: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
         });
         engine.start_broadcast();
@@ -248,12 +278,61 @@ impl ClusterEngine {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// The user's last stored message, from this node's cache or the stream.
+    /// Locks the writers of `keys` (sorted, so two publishes never wait on each other in a
+    /// circle); held until the publish is answered.
+    pub(crate) async fn lock_writers(
+        &self,
+        keys: &[String],
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut sorted: Vec<&String> = keys.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let locks: Vec<_> = {
+            let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+            sorted
+                .into_iter()
+                .map(|k| w.entry(k.clone()).or_default().clone())
+                .collect()
+        };
+        let mut guards = Vec::with_capacity(locks.len());
+        for l in locks {
+            guards.push(l.lock_owned().await);
+        }
+        guards
+    }
+
+    /// Releases `guards` and forgets writer locks nobody else holds or waits for.
+    pub(crate) fn unlock_writers(
+        &self,
+        keys: &[String],
+        guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+    ) {
+        drop(guards);
+        let mut w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if w.get(k).is_some_and(|l| Arc::strong_count(l) == 1) {
+                w.remove(k);
+            }
+        }
+    }
+
+    /// The user's last stored message, from this node's cache or the stream (through the
+    /// leader when `fresh`: after a lost race a replica may still be behind).
     pub(crate) async fn tail(&self, user: &str) -> Result<Tail, JsError> {
+        self.tail_from(user, false).await
+    }
+
+    pub(crate) async fn tail_from(&self, user: &str, fresh: bool) -> Result<Tail, JsError> {
         if let Some(t) = self.lock_tails().get(user) {
             return Ok(*t);
         }
-        let tail = match last_for_subject(&self.stream, &self.names.user(user)).await? {
+        let subject = self.names.user(user);
+        let last = if fresh {
+            super::js::last_for_subject_from_leader(&self.stream, &subject).await?
+        } else {
+            last_for_subject(&self.stream, &subject).await?
+        };
+        let tail = match last {
             Some(m) => Tail {
                 seq: m.sequence,
                 pos: header_u64(&m.headers, names::POSITION).unwrap_or(0),
@@ -315,6 +394,18 @@ impl ClusterEngine {
         users: &[String],
         msg: &Message,
     ) -> Result<Vec<Accepted>, DeliveryError> {
+        let keys: Vec<String> = users.iter().map(|u| format!("u/{u}")).collect();
+        let guards = self.lock_writers(&keys).await;
+        let r = self.publish_users_locked(users, msg).await;
+        self.unlock_writers(&keys, guards);
+        r
+    }
+
+    async fn publish_users_locked(
+        &self,
+        users: &[String],
+        msg: &Message,
+    ) -> Result<Vec<Accepted>, DeliveryError> {
         let id = self.ids.next();
         let key = msg.key.clone().unwrap_or_else(|| format!("~{id}"));
         let now = self.clock.now().unix_ms;
@@ -344,7 +435,7 @@ impl ClusterEngine {
             let mut tails = Vec::with_capacity(users.len());
             let mut failed = None;
             for u in users {
-                match self.tail(u).await {
+                match self.tail_from(u, attempt > 0).await {
                     Ok(t) => tails.push(t),
                     Err(e) => {
                         failed = Some(e);
@@ -370,7 +461,10 @@ impl ClusterEngine {
                     .expect_last_subject_sequence(t.seq);
                 batch.push(message_headers(m, id, t.pos + 1, msg, now));
             }
-            match publish_atomic(&self.client, batch, self.settings.request_timeout).await {
+            let permit = self.batches.acquire().await.map_err(unavailable)?;
+            let result = publish_atomic(&self.client, batch, self.settings.request_timeout).await;
+            drop(permit);
+            match result {
                 Ok(ack) => {
                     let first = ack.sequence + 1 - (users.len() as u64 + 1);
                     for (i, (u, t)) in users.iter().zip(&tails).enumerate() {

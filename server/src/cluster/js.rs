@@ -27,6 +27,9 @@ pub const MAX_BATCH: usize = 1000;
 /// JetStream API error codes of a failed sequence expectation: 10071 with the stored
 /// sequence in its text, 10164 without (the form a batch's check answers with).
 const ERR_WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
+/// JetStream API error code of a batch refused because too many are in flight on the stream
+/// (the server allows 50 per stream): retry shortly.
+const ERR_TOO_MANY_INFLIGHT: u64 = 10210;
 
 /// One message to store.
 #[derive(Debug, Clone)]
@@ -119,7 +122,7 @@ fn api_error(e: ApiError) -> JsError {
         return JsError::WrongLastSequence(e.description);
     }
     // 503: JetStream not ready or the stream has no leader (no quorum).
-    if e.code == 503 {
+    if e.code == 503 || e.err_code == ERR_TOO_MANY_INFLIGHT {
         return JsError::Unavailable(e.description);
     }
     JsError::Api {
@@ -224,6 +227,27 @@ pub async fn publish_atomic(
     unreachable!("the last message commits")
 }
 
+/// The last message stored under `subject`, read through the stream's leader (a consistent
+/// read, unlike a direct get that any replica may answer from behind): for after a lost race.
+pub async fn last_for_subject_from_leader(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+) -> Result<Option<Stored>, JsError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some(Stored {
+            subject: m.subject.to_string(),
+            sequence: m.sequence,
+            headers: m.headers,
+            payload: m.payload,
+        })),
+        Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(e) => Err(JsError::Unavailable(format!(
+            "read from the leader failed: {e}"
+        ))),
+    }
+}
+
 /// A stored message as a direct read returns it.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -297,6 +321,8 @@ mod tests {
         ));
         let down = br#"{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}"#;
         assert!(matches!(parse_reply(down), Err(JsError::Unavailable(_))));
+        let busy = br#"{"error":{"code":400,"err_code":10210,"description":"atomic publish too many inflight"}}"#;
+        assert!(matches!(parse_reply(busy), Err(JsError::Unavailable(_))));
         let other = br#"{"error":{"code":400,"err_code":10174,"description":"atomic publish is disabled"}}"#;
         assert!(matches!(
             parse_reply(other),

@@ -78,6 +78,18 @@ impl ClusterEngine {
         key: &StreamKey,
         msg: &Message,
     ) -> Result<Vec<Accepted>, DeliveryError> {
+        let keys = [format!("r/{}", stream_token(key))];
+        let guards = self.lock_writers(&keys).await;
+        let r = self.publish_stream_locked(key, msg).await;
+        self.unlock_writers(&keys, guards);
+        r
+    }
+
+    async fn publish_stream_locked(
+        &self,
+        key: &StreamKey,
+        msg: &Message,
+    ) -> Result<Vec<Accepted>, DeliveryError> {
         let tok = stream_token(key);
         let id = self.ids.next();
         let idem_key = msg
@@ -108,7 +120,7 @@ impl ClusterEngine {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(20 << attempt.min(5))).await;
             }
-            let tail = match self.room_tail(&tok).await {
+            let tail = match self.room_tail(&tok, attempt > 0).await {
                 Ok(t) => t,
                 Err(e) => {
                     last_error = e.to_string();
@@ -135,7 +147,10 @@ impl ClusterEngine {
             let ttl = self.settings.room_retention.as_secs().max(1);
             m.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
             let batch = vec![self.idem_message(idem_subject.clone(), &rec)?, meta, m];
-            match publish_atomic(&self.client, batch, self.settings.request_timeout).await {
+            let permit = self.batches.acquire().await.map_err(unavailable)?;
+            let result = publish_atomic(&self.client, batch, self.settings.request_timeout).await;
+            drop(permit);
+            match result {
                 Ok(ack) => {
                     // The counter is the batch's second message.
                     let meta_seq = ack.sequence - 1;
@@ -167,11 +182,17 @@ impl ClusterEngine {
     }
 
     /// A room's counter: (its sequence, the last position assigned).
-    async fn room_tail(&self, tok: &str) -> Result<Tail, JsError> {
+    async fn room_tail(&self, tok: &str, fresh: bool) -> Result<Tail, JsError> {
         if let Some(t) = self.lock_room_tails().get(tok) {
             return Ok(*t);
         }
-        let t = match last_for_subject(&self.rooms, &self.names.room_meta(tok)).await? {
+        let subject = self.names.room_meta(tok);
+        let last = if fresh {
+            super::js::last_for_subject_from_leader(&self.rooms, &subject).await?
+        } else {
+            last_for_subject(&self.rooms, &subject).await?
+        };
+        let t = match last {
             Some(m) => Tail {
                 seq: m.sequence,
                 pos: String::from_utf8_lossy(&m.payload).parse().unwrap_or(0),
@@ -353,7 +374,7 @@ async fn start_point(engine: &ClusterEngine, key: &StreamKey) -> Tail {
             }
             // Nothing retained: start after the counter (stream sequence 0 reads from the
             // start of the subject when a gap must be filled).
-            Ok(None) => match engine.room_tail(&tok).await {
+            Ok(None) => match engine.room_tail(&tok, false).await {
                 Ok(t) => return Tail { seq: 0, pos: t.pos },
                 Err(e) => tracing::warn!(stream = %key, "reading the counter: {e}; retrying"),
             },

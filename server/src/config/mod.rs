@@ -125,6 +125,9 @@ fn default_replicas() -> usize {
 fn default_cluster_timeout_ms() -> u64 {
     2000
 }
+fn default_inflight_batches() -> usize {
+    16
+}
 
 /// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
 /// JetStream. User streams, rooms and broadcast work across nodes; the history API, presence
@@ -144,6 +147,10 @@ pub struct ClusterConfig {
     /// attempts, the publish refused with 503), in ms.
     #[serde(default = "default_cluster_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Atomic batches (publishes) this node has in flight at once. JetStream allows 50 per
+    /// stream for all nodes together: keep nodes x this under 50.
+    #[serde(default = "default_inflight_batches")]
+    pub max_inflight_batches: usize,
 }
 
 /// RabbitMQ (AMQP 0-9-1) ingestion: messages in the push API's JSON schema.

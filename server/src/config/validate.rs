@@ -88,6 +88,9 @@ impl Config {
             if c.request_timeout_ms == 0 {
                 return bad("cluster.request_timeout_ms", "must be positive");
             }
+            if !(1..=50).contains(&c.max_inflight_batches) {
+                return bad("cluster.max_inflight_batches", "must be 1 to 50");
+            }
         }
         if let Some(a) = &self.amqp {
             if a.prefetch == 0 || a.concurrency == 0 {

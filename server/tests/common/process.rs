@@ -48,9 +48,27 @@ pub(crate) fn spawn(
         .env("PUSH_JWT_SECRET", SECRET)
         .env("PUSH_API_TOKENS", API_TOKEN)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.with_extension("log")).expect("server log file"))
         .spawn()
         .expect("server binary starts")
+}
+
+/// Waits until `/healthz` answers 200; on failure the panic shows the server's log (written
+/// next to its data directory by [`spawn`]).
+pub(crate) async fn wait_up_logged(http: SocketAddr, dir: &Path) {
+    let up = async {
+        loop {
+            let r = super::try_http(http, "GET", "/healthz", None, "", Duration::from_secs(1));
+            if r.await.is_some_and(|(s, _, _)| s == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(WAIT * 3, up).await.is_err() {
+        let log = std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default();
+        panic!("server on {http} did not come up; its log:\n{log}");
+    }
 }
 
 /// Waits until `/healthz` answers 200.
