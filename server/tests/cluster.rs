@@ -355,3 +355,63 @@ async fn without_a_majority_publishes_get_503_and_connections_stay() {
     push_user(&a, "maj", "after").await;
     assert_eq!(next_text(&mut c).await, (3, "after".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_room_counts_membership_and_kick_work_from_any_node() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (a, b) = (node(&nats, "t7").await, node(&nats, "t7").await);
+    let api = |s: &TestServer, method: &'static str, path: String| {
+        let addr = s.http_addr;
+        async move {
+            let (status, body) = http(addr, method, &path, Some(API_TOKEN), "").await;
+            assert_eq!(status, 200, "{method} {path}: {body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let mut pat_a = connect(a.tcp_addr, "pat").await;
+    let mut pat_b = connect(b.tcp_addr, "pat").await;
+    let mut quinn_b = connect(b.tcp_addr, "quinn").await;
+    let v = api(&a, "GET", "/api/v1/users/pat/presence".into()).await;
+    assert_eq!(
+        (v["online"].clone(), v["connections"].clone()),
+        (true.into(), 2.into()),
+        "{v}"
+    );
+
+    let join = Frame::Join(Join {
+        room: "ops".into(),
+        resume_after: None,
+    });
+    quinn_b.request(join).await.unwrap();
+    let v = api(&a, "GET", "/api/v1/rooms/ops".into()).await;
+    assert_eq!(v["members"], 1, "{v}");
+    // Server-side membership through node A reaches pat's connections on both nodes.
+    let v = api(&a, "PUT", "/api/v1/rooms/ops/members/pat".into()).await;
+    assert_eq!(v["joined"], 2, "{v}");
+    let v = api(&b, "GET", "/api/v1/rooms/ops".into()).await;
+    assert_eq!(v["members"], 3, "{v}");
+    let (s, _) = push(&b, r#"{"to":{"room":"ops"},"kind":"k","payload":"o1"}"#).await;
+    assert_eq!(s, 200);
+    for c in [&mut pat_a, &mut pat_b, &mut quinn_b] {
+        let p = c.next_timeout(WAIT).await.unwrap();
+        assert_eq!(room_push(p), (Stream::Room("ops".into()), 1, "o1".into()));
+    }
+
+    // Kick through node B closes pat's connections on both nodes.
+    let v = api(&b, "DELETE", "/api/v1/users/pat/connections".into()).await;
+    assert_eq!(v["closed"], 2, "{v}");
+    for c in [&mut pat_a, &mut pat_b] {
+        match c.next_timeout(WAIT).await {
+            Err(push_client::ClientError::Closed { code, .. }) => {
+                assert_eq!(code, push_client::protocol::ErrorCode::KICKED)
+            }
+            other => panic!("expected CLOSE KICKED, got {other:?}"),
+        }
+    }
+    until("pat is offline everywhere", async || {
+        api(&b, "GET", "/api/v1/users/pat/presence".into()).await["connections"] == 0
+    })
+    .await;
+}

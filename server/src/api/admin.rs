@@ -12,10 +12,26 @@ use serde_json::json;
 
 use super::auth::{Caller, Denied};
 use super::error;
+use crate::cluster::control::{Answer, Control};
 use crate::config::Scope;
 use crate::context::Ctx;
 use crate::hub::CloseOrder;
 use crate::stream::valid_room_name;
+
+/// In cluster mode every node's answer to `q`, added up; otherwise this node's `local` one.
+async fn across(ctx: &Ctx, q: Control, local: impl FnOnce() -> Answer) -> Result<Answer, Response> {
+    let Some(cluster) = ctx.delivery.cluster() else {
+        return Ok(local());
+    };
+    match cluster.ask_all(&q).await {
+        Ok(answers) => Ok(answers.into_iter().fold(Answer::default(), |mut sum, a| {
+            sum.count += a.count;
+            sum.devices.extend(a.devices);
+            sum
+        })),
+        Err(reason) => Err(error(StatusCode::SERVICE_UNAVAILABLE, reason, None)),
+    }
+}
 
 /// `GET /api/v1/users/{id}/presence`: online, connection count, devices.
 pub(super) async fn presence(
@@ -24,13 +40,27 @@ pub(super) async fn presence(
     Path(id): Path<String>,
 ) -> Result<Response, Denied> {
     caller.require(Scope::Read)?;
-    let conns = ctx.hub.user_connections(&id);
-    let devices: Vec<&str> = conns.iter().filter_map(|c| c.device()).collect();
+    let q = Control::Presence { user: id.clone() };
+    let a = match across(&ctx, q, || {
+        let conns = ctx.hub.user_connections(&id);
+        Answer {
+            count: conns.len(),
+            devices: conns
+                .iter()
+                .filter_map(|c| c.device().map(str::to_string))
+                .collect(),
+        }
+    })
+    .await
+    {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
     Ok(Json(json!({
         "user": id,
-        "online": !conns.is_empty(),
-        "connections": conns.len(),
-        "devices": devices,
+        "online": a.count > 0,
+        "connections": a.count,
+        "devices": a.devices,
     }))
     .into_response())
 }
@@ -43,13 +73,25 @@ pub(super) async fn kick(
     Path(id): Path<String>,
 ) -> Result<Response, Denied> {
     caller.require(Scope::Admin)?;
-    let order = CloseOrder::new(
-        ErrorCode::KICKED,
-        None,
-        "disconnected by the server operator",
-    );
-    let n = ctx.hub.close_user(&id, &order);
-    ctx.stats.add(&ctx.stats.kicked, n as u64);
+    let q = Control::Kick { user: id.clone() };
+    let n = match across(&ctx, q, || {
+        let order = CloseOrder::new(
+            ErrorCode::KICKED,
+            None,
+            "disconnected by the server operator",
+        );
+        let n = ctx.hub.close_user(&id, &order);
+        ctx.stats.add(&ctx.stats.kicked, n as u64);
+        Answer {
+            count: n,
+            devices: Vec::new(),
+        }
+    })
+    .await
+    {
+        Ok(a) => a.count,
+        Err(resp) => return Ok(resp),
+    };
     tracing::info!(user = %id, connections = n, "user disconnected through the API");
     Ok(Json(json!({ "user": id, "closed": n })).into_response())
 }
@@ -64,7 +106,15 @@ pub(super) async fn room(
     if let Err(reason) = valid_room_name(&id) {
         return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
-    Ok(Json(json!({ "room": id, "members": ctx.hub.room_size(&id) })).into_response())
+    let q = Control::RoomSize { room: id.clone() };
+    let local = || Answer {
+        count: ctx.hub.room_size(&id),
+        devices: Vec::new(),
+    };
+    Ok(match across(&ctx, q, local).await {
+        Ok(a) => Json(json!({ "room": id, "members": a.count })).into_response(),
+        Err(resp) => resp,
+    })
 }
 
 /// `PUT /api/v1/rooms/{id}/members/{user}`: every current connection of the user joins.
@@ -77,8 +127,18 @@ pub(super) async fn add_member(
     if let Err(reason) = valid_room_name(&room) {
         return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
-    let joined = ctx.hub.join_user(&user, &room);
-    Ok(Json(json!({ "room": room, "user": user, "joined": joined })).into_response())
+    let q = Control::JoinUser {
+        user: user.clone(),
+        room: room.clone(),
+    };
+    let local = || Answer {
+        count: ctx.hub.join_user(&user, &room),
+        devices: Vec::new(),
+    };
+    Ok(match across(&ctx, q, local).await {
+        Ok(a) => Json(json!({ "room": room, "user": user, "joined": a.count })).into_response(),
+        Err(resp) => resp,
+    })
 }
 
 /// `DELETE /api/v1/rooms/{id}/members/{user}`: every connection of the user leaves.
@@ -88,8 +148,18 @@ pub(super) async fn remove_member(
     Path((room, user)): Path<(String, String)>,
 ) -> Result<Response, Denied> {
     caller.require(Scope::Admin)?;
-    let left = ctx.hub.leave_user(&user, &room);
-    Ok(Json(json!({ "room": room, "user": user, "left": left })).into_response())
+    let q = Control::LeaveUser {
+        user: user.clone(),
+        room: room.clone(),
+    };
+    let local = || Answer {
+        count: ctx.hub.leave_user(&user, &room),
+        devices: Vec::new(),
+    };
+    Ok(match across(&ctx, q, local).await {
+        Ok(a) => Json(json!({ "room": room, "user": user, "left": a.count })).into_response(),
+        Err(resp) => resp,
+    })
 }
 
 /// `GET /metrics`: OpenMetrics text, which Prometheus reads (no authentication, like most

@@ -270,6 +270,7 @@ impl ClusterEngine {
             users: Mutex::new(HashMap::new()),
         });
         engine.start_broadcast();
+        engine.start_control().await.map_err(unavailable)?;
         Ok(engine)
     }
 

@@ -7,6 +7,7 @@
 //!   classification. The cluster engine builds on these; its tests run them against a real
 //!   three-node nats-server cluster (`server/tests/jetstream.rs`).
 
+pub mod control;
 pub mod engine;
 pub mod js;
 pub mod names;

@@ -114,6 +114,11 @@ impl Names {
         format!("{}.live.r.{tok}", self.prefix)
     }
 
+    /// The control subject every node answers admin requests on.
+    pub fn control(&self) -> String {
+        format!("{}.ctl", self.prefix)
+    }
+
     /// A user's messages.
     pub fn user(&self, user: &str) -> String {
         format!("{}.u.{}", self.prefix, token(user))

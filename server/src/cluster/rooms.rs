@@ -57,6 +57,8 @@ pub enum Cmd {
         /// The message.
         msg: Message,
     },
+    /// Start the room's actor if none runs (members were added through the API).
+    Watch,
     /// Broadcast only: replay after a position to a connecting client, then register it.
     Resume {
         /// The connecting client.
@@ -230,10 +232,15 @@ impl ClusterEngine {
             Cmd::Join { conn, .. } | Cmd::Leave { conn, .. } | Cmd::Publish { conn, .. } => {
                 conn.clone()
             }
-            Cmd::Resume { .. } => return,
+            Cmd::Resume { .. } | Cmd::Watch => return,
         };
         conn.begin_request();
         self.to_room(&StreamKey::room(room), cmd);
+    }
+
+    /// Makes sure the room's actor runs on this node.
+    pub(crate) fn watch_room(self: &Arc<Self>, key: &StreamKey) {
+        self.to_room(key, Cmd::Watch);
     }
 
     /// Hands `cmd` to the stream's actor, starting one when none runs.
@@ -529,6 +536,7 @@ async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivere
                 Err(e) => engine.refuse(&conn, seq, e.code(), e.to_string()),
             }
         }
+        Cmd::Watch => {}
         Cmd::Resume { conn, after, done } => {
             if let Err(e) = engine.replay_stream(key, &conn, after, delivered.pos).await {
                 tracing::warn!("broadcast replay on connect failed: {e}");

@@ -254,7 +254,7 @@ impl Delivery {
     }
 
     /// The cluster engine, in cluster mode.
-    fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterEngine>> {
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterEngine>> {
         self.cluster.get()
     }
 

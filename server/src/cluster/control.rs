@@ -1,0 +1,175 @@
+//! The admin API across nodes: presence, room member counts, server-side room membership and
+//! disconnecting a user act on every node's connections. The asking node publishes the
+//! request on the deployment's control subject with a reply inbox; every node (itself
+//! included) answers for the connections it holds, and the asker adds the answers up. Nodes
+//! are not registered anywhere, so the asker collects answers until none has come for a
+//! short while (bounded by a total wait).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use push_protocol::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use super::engine::ClusterEngine;
+use crate::hub::CloseOrder;
+use crate::stream::StreamKey;
+
+/// The longest the asker waits for answers.
+const TOTAL_WAIT: Duration = Duration::from_secs(1);
+/// Answers are complete once none has arrived for this long.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// A question every node answers for its own connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    /// The user's connections.
+    Presence {
+        /// User id.
+        user: String,
+    },
+    /// Close every connection of the user with KICKED.
+    Kick {
+        /// User id.
+        user: String,
+    },
+    /// Members of a room.
+    RoomSize {
+        /// Room name.
+        room: String,
+    },
+    /// Every connection of the user joins the room.
+    JoinUser {
+        /// User id.
+        user: String,
+        /// Room name.
+        room: String,
+    },
+    /// Every connection of the user leaves the room.
+    LeaveUser {
+        /// User id.
+        user: String,
+        /// Room name.
+        room: String,
+    },
+}
+
+/// One node's answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Answer {
+    /// Connections counted (or acted on) on that node.
+    pub count: usize,
+    /// Device labels of the user's connections (presence).
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+impl ClusterEngine {
+    fn control_subject(&self) -> String {
+        self.names.control()
+    }
+
+    /// Answers control requests for this node's connections until the connection closes.
+    pub(crate) async fn start_control(self: &Arc<Self>) -> Result<(), async_nats::SubscribeError> {
+        let mut sub = self.client.subscribe(self.control_subject()).await?;
+        let engine = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(reply) = msg.reply.clone() else {
+                    continue;
+                };
+                let Ok(q) = serde_json::from_slice::<Control>(&msg.payload) else {
+                    continue;
+                };
+                let answer = engine.answer(&q);
+                if let Ok(bytes) = serde_json::to_vec(&answer) {
+                    let _ = engine.client.publish(reply, Bytes::from(bytes)).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn answer(self: &Arc<Self>, q: &Control) -> Answer {
+        let hub = &self.hub;
+        match q {
+            Control::Presence { user } => {
+                let conns = hub.user_connections(user);
+                Answer {
+                    count: conns.len(),
+                    devices: conns
+                        .iter()
+                        .filter_map(|c| c.device().map(str::to_string))
+                        .collect(),
+                }
+            }
+            Control::Kick { user } => {
+                let order = CloseOrder::new(
+                    ErrorCode::KICKED,
+                    None,
+                    "disconnected by the server operator",
+                );
+                let n = hub.close_user(user, &order);
+                self.stats.add(&self.stats.kicked, n as u64);
+                Answer {
+                    count: n,
+                    devices: Vec::new(),
+                }
+            }
+            Control::RoomSize { room } => Answer {
+                count: hub.room_size(room),
+                devices: Vec::new(),
+            },
+            Control::JoinUser { user, room } => {
+                let n = hub.join_user(user, room);
+                if n > 0 {
+                    // The room's actor delivers to the new members from now on.
+                    self.watch_room(&StreamKey::room(room));
+                }
+                Answer {
+                    count: n,
+                    devices: Vec::new(),
+                }
+            }
+            Control::LeaveUser { user, room } => Answer {
+                count: hub.leave_user(user, room),
+                devices: Vec::new(),
+            },
+        }
+    }
+
+    /// Asks every node and returns their answers.
+    pub async fn ask_all(&self, q: &Control) -> Result<Vec<Answer>, String> {
+        let payload = serde_json::to_vec(q).map_err(|e| e.to_string())?;
+        let inbox = self.client.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.client
+            .publish_with_reply(self.control_subject(), inbox, Bytes::from(payload))
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + TOTAL_WAIT;
+        let mut answers = Vec::new();
+        loop {
+            let wait = QUIET.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, sub.next()).await {
+                Ok(Some(m)) => {
+                    if let Ok(a) = serde_json::from_slice::<Answer>(&m.payload) {
+                        answers.push(a);
+                    }
+                }
+                _ => break,
+            }
+        }
+        if answers.is_empty() {
+            return Err("no node answered (is NATS reachable?)".into());
+        }
+        Ok(answers)
+    }
+}
