@@ -165,6 +165,16 @@ async fn rooms_and_broadcast_reach_members_on_every_node_with_resume_and_gap() {
     }
     let got: Vec<u64> = before[1..].iter().map(|p| room_push(p.clone()).1).collect();
     assert_eq!(got, vec![5, 6, 7]);
+    let path = "/api/v1/history/rooms/lobby";
+    let (s, body) = http(a.http_addr, "GET", path, Some(API_TOKEN), "").await;
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        (h["first_retained"].clone(), h["tail"].clone()),
+        (5.into(), 7.into()),
+        "{h}"
+    );
+    assert_eq!(h["messages"][0]["state"], "stored", "{h}");
 
     // A client resuming broadcast in HELLO on node A is replayed what it missed.
     let opts = push_client::ConnectOptions {
@@ -215,6 +225,26 @@ async fn backlogs_replay_on_any_node_and_acks_hold_cluster_wide() {
     assert_eq!(v2["accepted"][0]["position"], 7, "{v2}");
     assert_eq!(v2["accepted"][0]["duplicate"], true, "{v2}");
     assert_eq!(next_text(&mut c).await, (7, "once".into()));
+
+    // History from either node: acknowledged messages are sent, the rest pending.
+    let h = user_history(b.http_addr, "bob", "").await;
+    assert_eq!(
+        (h["acked"].clone(), h["tail"].clone()),
+        (5.into(), 7.into()),
+        "{h}"
+    );
+    let states: Vec<&str> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["sent", "sent", "sent", "sent", "sent", "pending", "pending"]
+    );
+    let h = user_history(a.http_addr, "bob", "after=5&limit=1").await;
+    assert_eq!(h["messages"][0]["payload"], "m6", "{h}");
 }
 
 /// The acknowledged position stored for `user` under `prefix`, read from JetStream.

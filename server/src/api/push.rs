@@ -77,9 +77,6 @@ pub(super) async fn handler(
             (StatusCode::OK, Json(json!({ "accepted": list }))).into_response()
         }
         Err(e @ DeliveryError::Encode(_)) => error(StatusCode::BAD_REQUEST, e.to_string(), None),
-        Err(e @ DeliveryError::Unsupported(_)) => {
-            error(StatusCode::NOT_IMPLEMENTED, e.to_string(), None)
-        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     })
 }

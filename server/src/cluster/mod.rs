@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod engine;
+mod history;
 pub mod js;
 pub mod names;
 mod rooms;

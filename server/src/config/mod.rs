@@ -130,8 +130,8 @@ fn default_inflight_batches() -> usize {
 }
 
 /// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
-/// JetStream. User streams, rooms, broadcast and the admin API work across nodes; the history
-/// API and retries of unacknowledged messages are not built yet.
+/// JetStream. User streams, rooms, broadcast, history and the admin API work across nodes;
+/// retries of unacknowledged messages while online are not built yet.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {

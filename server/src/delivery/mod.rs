@@ -132,9 +132,6 @@ pub enum DeliveryError {
     /// The engine has stopped (shutdown).
     #[error("the server is shutting down")]
     Stopped,
-    /// Not available in this deployment mode (yet).
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl DeliveryError {
@@ -146,7 +143,6 @@ impl DeliveryError {
                 ErrorCode::STORAGE_UNAVAILABLE
             }
             DeliveryError::Stopped => ErrorCode::SHUTTING_DOWN,
-            DeliveryError::Unsupported(_) => ErrorCode::BAD_REQUEST,
         }
     }
 }
@@ -468,10 +464,8 @@ impl Delivery {
         after: u64,
         limit: usize,
     ) -> Result<HistoryPage, DeliveryError> {
-        if self.cluster().is_some() {
-            return Err(DeliveryError::Unsupported(
-                "history is not available in cluster mode yet".into(),
-            ));
+        if let Some(cluster) = self.cluster() {
+            return cluster.history(stream, after, limit).await;
         }
         let (reply, rx) = oneshot::channel();
         self.send(Request::History {

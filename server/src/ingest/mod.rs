@@ -190,7 +190,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
         Err(reason) => Err(reason),
         Ok((target, msg)) => match ctx.delivery.publish(&target, msg).await {
             Ok(accepted) => Ok(accepted.first().is_some_and(|a| a.duplicate)),
-            Err(DeliveryError::Encode(reason) | DeliveryError::Unsupported(reason)) => Err(reason),
+            Err(DeliveryError::Encode(reason)) => Err(reason),
             Err(temporary) => {
                 ctx.stats.inc(&ctx.stats.ingest_requeued);
                 tracing::warn!("queue message not accepted yet ({temporary}); requeueing");

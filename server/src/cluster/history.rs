@@ -1,0 +1,116 @@
+//! Pages of a stream's stored messages in cluster mode, read from JetStream with their state:
+//! for a user stream `sent` (acknowledged), `expired` or `pending`; for rooms and broadcast
+//! `stored`.
+
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::HeaderMap;
+use push_protocol::{MessageId, PayloadFormat};
+
+use super::engine::{header_u64, parse_id, unavailable, ClusterEngine};
+use super::js::last_for_subject;
+use super::names::{self, stream_token};
+use crate::delivery::{DeliveryError, HistoryItem, HistoryPage};
+use crate::store::Record;
+use crate::stream::StreamKey;
+
+fn record(h: &HeaderMap, payload: bytes::Bytes) -> Record {
+    let ts = header_u64(h, names::TIMESTAMP).unwrap_or(0);
+    Record {
+        id: h
+            .get(names::ID)
+            .and_then(|v| parse_id(v.as_str()))
+            .unwrap_or(MessageId([0; 16])),
+        timestamp_ms: ts,
+        failed: false,
+        retries: 0,
+        updated_ms: ts,
+        expires_ms: header_u64(h, names::EXPIRES).unwrap_or(0),
+        kind: h
+            .get(names::KIND)
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_default(),
+        format: PayloadFormat(header_u64(h, names::FORMAT).unwrap_or(0) as u8),
+        payload,
+    }
+}
+
+impl ClusterEngine {
+    /// Up to `limit` stored messages of `key` after position `after`.
+    pub async fn history(
+        &self,
+        key: &StreamKey,
+        after: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, DeliveryError> {
+        let (js_stream, subject) = match key {
+            StreamKey::User(u) => (&self.stream, self.names.user(u)),
+            _ => (&self.rooms, self.names.room(&stream_token(key))),
+        };
+        let acked = match key {
+            StreamKey::User(u) => {
+                match last_for_subject(&self.stream, &self.names.ack(u))
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Some(m) => String::from_utf8_lossy(&m.payload).parse().unwrap_or(0),
+                    None => 0,
+                }
+            }
+            _ => 0,
+        };
+        let tail = match last_for_subject(js_stream, &subject)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(m) => header_u64(&m.headers, names::POSITION).unwrap_or(0),
+            None => 0,
+        };
+        let now = self.clock.now().unix_ms;
+        let mut items = Vec::new();
+        let mut first_retained = tail + 1;
+        let mut next = 1u64;
+        loop {
+            let m = match js_stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
+                Err(e) => return Err(unavailable(e)),
+            };
+            next = m.sequence + 1;
+            let Some(position) = header_u64(&m.headers, names::POSITION) else {
+                continue;
+            };
+            first_retained = first_retained.min(position);
+            if position <= after {
+                continue;
+            }
+            let rec = record(&m.headers, m.payload);
+            let state = if key.as_user().is_none() {
+                "stored"
+            } else if position <= acked {
+                "sent"
+            } else if rec.expired(now) {
+                "expired"
+            } else {
+                "pending"
+            };
+            items.push(HistoryItem {
+                position,
+                record: rec,
+                state,
+            });
+            if items.len() >= limit {
+                break;
+            }
+        }
+        Ok(HistoryPage {
+            stream: key.clone(),
+            first_retained,
+            tail,
+            acked,
+            items,
+        })
+    }
+}
