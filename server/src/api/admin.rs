@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use push_protocol::ErrorCode;
 use serde_json::json;
 
 use super::auth::{Caller, Denied};
@@ -15,7 +14,6 @@ use super::error;
 use crate::cluster::control::{Answer, Control};
 use crate::config::Scope;
 use crate::context::Ctx;
-use crate::hub::CloseOrder;
 use crate::stream::valid_room_name;
 
 /// In cluster mode every node's answer to `q`, added up; otherwise this node's `local` one.
@@ -75,12 +73,7 @@ pub(super) async fn kick(
     caller.require(Scope::Admin)?;
     let q = Control::Kick { user: id.clone() };
     let n = match across(&ctx, q, || {
-        let order = CloseOrder::new(
-            ErrorCode::KICKED,
-            None,
-            "disconnected by the server operator",
-        );
-        let n = ctx.hub.close_user(&id, &order);
+        let n = ctx.hub.kick(&id);
         ctx.stats.add(&ctx.stats.kicked, n as u64);
         Answer {
             count: n,

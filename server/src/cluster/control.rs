@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::StreamExt;
-use push_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use super::engine::ClusterEngine;
-use crate::hub::CloseOrder;
 use crate::stream::StreamKey;
 
 /// The longest the asker waits for answers.
@@ -107,12 +105,7 @@ impl ClusterEngine {
                 }
             }
             Control::Kick { user } => {
-                let order = CloseOrder::new(
-                    ErrorCode::KICKED,
-                    None,
-                    "disconnected by the server operator",
-                );
-                let n = hub.close_user(user, &order);
+                let n = hub.kick(user);
                 self.stats.add(&self.stats.kicked, n as u64);
                 Answer {
                     count: n,

@@ -2,12 +2,11 @@
 //! for a user stream `sent` (acknowledged), `expired` or `pending`; for rooms and broadcast
 //! `stored`.
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::HeaderMap;
 use push_protocol::{MessageId, PayloadFormat};
 
 use super::engine::{header_u64, parse_id, unavailable, ClusterEngine};
-use super::js::last_for_subject;
+use super::js::{last_for_subject, next_for_subject};
 use super::names::{self, stream_token};
 use crate::delivery::{DeliveryError, HistoryItem, HistoryPage};
 use crate::store::Record;
@@ -70,13 +69,11 @@ impl ClusterEngine {
         let mut first_retained = tail + 1;
         let mut next = 1u64;
         loop {
-            let m = match js_stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
+            let Some(m) = next_for_subject(js_stream, &subject, Some(next))
                 .await
-            {
-                Ok(m) => m,
-                Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
-                Err(e) => return Err(unavailable(e)),
+                .map_err(unavailable)?
+            else {
+                break;
             };
             next = m.sequence + 1;
             let Some(position) = header_u64(&m.headers, names::POSITION) else {

@@ -227,6 +227,25 @@ pub async fn publish_atomic(
     unreachable!("the last message commits")
 }
 
+/// The first message stored under `subject` at stream sequence `from` or later (a direct
+/// read), or `None` when there is none.
+pub async fn next_for_subject(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+    from: Option<u64>,
+) -> Result<Option<Stored>, JsError> {
+    match stream.direct_get_next_for_subject(subject, from).await {
+        Ok(m) => Ok(Some(Stored {
+            subject: m.subject.to_string(),
+            sequence: m.sequence,
+            headers: m.headers,
+            payload: m.payload,
+        })),
+        Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(JsError::Unavailable(format!("direct get failed: {e}"))),
+    }
+}
+
 /// The last message stored under `subject`, read through the stream's leader (a consistent
 /// read, unlike a direct get that any replica may answer from behind): for after a lost race.
 pub async fn last_for_subject_from_leader(

@@ -19,7 +19,7 @@ use super::engine::{
     accepted, header_u64, message_headers, read_record, unavailable, ClusterEngine, IdemRecord,
     Tail,
 };
-use super::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use super::js::{last_for_subject, next_for_subject, publish_atomic, JsError, Outbound};
 use super::names::{self, stream_token};
 use crate::delivery::{Accepted, DeliveryError, Message};
 use crate::hub::{Conn, Stamp};
@@ -302,22 +302,8 @@ impl ClusterEngine {
 
     /// First retained position of the stream (the oldest message still stored), if any.
     async fn first_retained(&self, tok: &str) -> Result<Option<u64>, JsError> {
-        match self
-            .rooms
-            .direct_get_next_for_subject(self.names.room(tok), None)
-            .await
-        {
-            Ok(m) => Ok(header_u64(&m.headers, names::POSITION)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    async_nats::jetstream::stream::DirectGetErrorKind::NotFound
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(JsError::Unavailable(e.to_string())),
-        }
+        let first = next_for_subject(&self.rooms, &self.names.room(tok), None).await?;
+        Ok(first.and_then(|m| header_u64(&m.headers, names::POSITION)))
     }
 
     /// Queues to `conn` the stream's messages after `after` up to `upto` (at most one replay

@@ -15,7 +15,7 @@ use push_protocol::{encode_to_bytes, ErrorCode, Frame, Packet, PayloadFormat, Pu
 use tokio::sync::{mpsc, oneshot};
 
 use super::engine::{header_u64, parse_id, ClusterEngine, Tail};
-use super::js::{last_for_subject, JsError};
+use super::js::{last_for_subject, next_for_subject, JsError};
 use super::names;
 use crate::hub::{Conn, Stamp};
 
@@ -128,20 +128,8 @@ impl ClusterEngine {
         let mut out = Vec::new();
         let mut next = after_seq + 1;
         while out.len() < limit {
-            let m = match js_stream
-                .direct_get_next_for_subject(subject, Some(next))
-                .await
-            {
-                Ok(m) => m,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::stream::DirectGetErrorKind::NotFound
-                    ) =>
-                {
-                    break
-                }
-                Err(e) => return Err(JsError::Unavailable(e.to_string())),
+            let Some(m) = next_for_subject(js_stream, subject, Some(next)).await? else {
+                break;
             };
             next = m.sequence + 1;
             let Some(pos) = header_u64(&m.headers, names::POSITION) else {
@@ -167,21 +155,8 @@ impl ClusterEngine {
         let mut prev = 0;
         let mut next = 1;
         loop {
-            let m = match self
-                .stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
-                .await
-            {
-                Ok(m) => m,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::stream::DirectGetErrorKind::NotFound
-                    ) =>
-                {
-                    return Ok(prev)
-                }
-                Err(e) => return Err(JsError::Unavailable(e.to_string())),
+            let Some(m) = next_for_subject(&self.stream, &subject, Some(next)).await? else {
+                return Ok(prev);
             };
             if header_u64(&m.headers, names::POSITION).unwrap_or(0) >= pos {
                 return Ok(prev);

@@ -312,6 +312,17 @@ impl Hub {
         out
     }
 
+    /// Closes every connection of `user` with KICKED and no reconnect hint (the operator
+    /// disconnected them); returns how many.
+    pub fn kick(&self, user: &str) -> usize {
+        let order = CloseOrder::new(
+            ErrorCode::KICKED,
+            None,
+            "disconnected by the server operator",
+        );
+        self.close_user(user, &order)
+    }
+
     /// Orders every connection of `user` closed; returns how many.
     pub fn close_user(&self, user: &str, order: &CloseOrder) -> usize {
         let list = self.user_connections(user);
