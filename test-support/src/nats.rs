@@ -54,9 +54,22 @@ pub fn nats_server() -> Option<String> {
     None
 }
 
+/// A free port below Linux's ephemeral range (32768 and up): a port taken from that range and
+/// released could be handed to another test's listener before nats-server binds it (seen:
+/// a NATS route port answered by a push server's HTTP listener).
 fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local address")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1000) as u16 * 12;
+    for _ in 0..12_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port in 20000-31999 for nats-server")
 }
 
 impl NatsCluster {

@@ -235,12 +235,7 @@ pub async fn next_for_subject(
     from: Option<u64>,
 ) -> Result<Option<Stored>, JsError> {
     match stream.direct_get_next_for_subject(subject, from).await {
-        Ok(m) => Ok(Some(Stored {
-            subject: m.subject.to_string(),
-            sequence: m.sequence,
-            headers: m.headers,
-            payload: m.payload,
-        })),
+        Ok(m) => Ok(Some(Stored::from(m))),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) => Err(JsError::Unavailable(format!("direct get failed: {e}"))),
     }
@@ -254,12 +249,7 @@ pub async fn last_for_subject_from_leader(
 ) -> Result<Option<Stored>, JsError> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(Some(Stored {
-            subject: m.subject.to_string(),
-            sequence: m.sequence,
-            headers: m.headers,
-            payload: m.payload,
-        })),
+        Ok(m) => Ok(Some(Stored::from(m))),
         Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
         Err(e) => Err(JsError::Unavailable(format!(
             "read from the leader failed: {e}"
@@ -280,6 +270,17 @@ pub struct Stored {
     pub payload: Bytes,
 }
 
+impl From<async_nats::jetstream::message::StreamMessage> for Stored {
+    fn from(m: async_nats::jetstream::message::StreamMessage) -> Stored {
+        Stored {
+            subject: m.subject.to_string(),
+            sequence: m.sequence,
+            headers: m.headers,
+            payload: m.payload,
+        }
+    }
+}
+
 /// The last message stored under `subject` in `stream` (a direct read, answered by any
 /// replica; needs `allow_direct`), or `None` when the subject has none.
 pub async fn last_for_subject(
@@ -287,12 +288,7 @@ pub async fn last_for_subject(
     subject: &str,
 ) -> Result<Option<Stored>, JsError> {
     match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => Ok(Some(Stored {
-            subject: m.subject.to_string(),
-            sequence: m.sequence,
-            headers: m.headers,
-            payload: m.payload,
-        })),
+        Ok(m) => Ok(Some(Stored::from(m))),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
         Err(e) if matches!(e.kind(), DirectGetErrorKind::TimedOut) => {
             Err(JsError::Unavailable(e.to_string()))
