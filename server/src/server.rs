@@ -119,6 +119,8 @@ pub async fn start_with_clock(
             room_retention_count: config.room_retention_count,
             room_retention: Duration::from_millis(config.room_retention_ms),
             max_inflight_batches: c.max_inflight_batches,
+            retry_interval: Duration::from_millis(config.retry_interval_ms),
+            max_retries: config.max_retries,
         });
     let ctx = Ctx::build(config, tls, clock.clone())?;
     if let Some(settings) = cluster {

@@ -256,7 +256,9 @@ async fn ack_stored(nats: &NatsCluster, prefix: &str, user: &str) -> Option<u64>
     let m = push_server::cluster::js::last_for_subject(&stream, &names.ack(user))
         .await
         .ok()??;
-    String::from_utf8_lossy(&m.payload).parse().ok()
+    // The record is "acked" or "acked failed-up-to".
+    let text = String::from_utf8_lossy(&m.payload).to_string();
+    text.split_whitespace().next()?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +370,7 @@ async fn without_a_majority_publishes_get_503_and_connections_stay() {
     let mut c = connect(a.tcp_addr, "maj").await;
     push_user(&a, "maj", "before").await;
     assert_eq!(next_text(&mut c).await, (1, "before".into()));
+    ack(&mut c, 1).await;
     nats.kill(1);
     nats.kill(2);
     let body = r#"{"to":{"users":["maj"]},"kind":"k","payload":"lost?","id":"maj-2"}"#;
@@ -442,6 +445,41 @@ async fn presence_room_counts_membership_and_kick_work_from_any_node() {
     }
     until("pat is offline everywhere", async || {
         api(&b, "GET", "/api/v1/users/pat/presence".into()).await["connections"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_messages_are_resent_then_failed_then_delivered_on_reconnect() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let a = start(Config {
+        retry_interval_ms: 200,
+        max_retries: 2,
+        cluster: Some(cluster_config(&nats, "t8", 2000)),
+        ..config()
+    })
+    .await;
+    let b = node(&nats, "t8").await;
+    let mut c = connect(a.tcp_addr, "rita").await;
+    push_user(&b, "rita", "important").await;
+    assert_eq!(next_text(&mut c).await, (1, "important".into()));
+    // Never acknowledged: node A sends it again, twice, then marks it failed.
+    for _ in 0..2 {
+        assert_eq!(next_text(&mut c).await, (1, "important".into()));
+    }
+    until("marked failed, as node B's history shows", async || {
+        user_history(b.http_addr, "rita", "").await["messages"][0]["state"] == "failed"
+    })
+    .await;
+    drop(c);
+    // Failed messages are still delivered on the next connect, on any node.
+    let mut c = connect(b.tcp_addr, "rita").await;
+    assert_eq!(next_text(&mut c).await, (1, "important".into()));
+    ack(&mut c, 1).await;
+    until("acknowledged", async || {
+        user_history(a.http_addr, "rita", "").await["messages"][0]["state"] == "sent"
     })
     .await;
 }

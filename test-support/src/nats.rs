@@ -25,6 +25,16 @@ struct Node {
 pub struct NatsCluster {
     nodes: Vec<Node>,
     dir: TempDir,
+    /// Held while the cluster lives: the tests of one binary run their clusters one at a
+    /// time (three nats-servers and their fsyncs per test, on two cores, would otherwise
+    /// turn every timeout into a coin toss).
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+fn turns() -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static TURNS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+        std::sync::OnceLock::new();
+    TURNS.get_or_init(Default::default).clone()
 }
 
 /// The `nats-server` binary: `PUSH_TEST_NATS_SERVER`, or `nats-server` on the PATH. `None`
@@ -77,6 +87,7 @@ impl NatsCluster {
     /// with JetStream; `None` when no `nats-server` is available (see [`nats_server`]).
     pub async fn start(n: usize) -> Option<NatsCluster> {
         let bin = nats_server()?;
+        let turn = turns().lock_owned().await;
         let dir = temp_dir();
         let routes: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
         let route_list = routes
@@ -105,7 +116,11 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut cluster = NatsCluster { nodes, dir };
+        let mut cluster = NatsCluster {
+            nodes,
+            dir,
+            _turn: turn,
+        };
         for i in 0..n {
             cluster.spawn(i, &bin);
         }

@@ -51,6 +51,10 @@ pub struct ClusterSettings {
     /// Atomic batches this node has in flight at once (JetStream allows 50 per stream, for
     /// all nodes together).
     pub max_inflight_batches: usize,
+    /// First resend of unacknowledged messages to a connected user.
+    pub retry_interval: Duration,
+    /// Resends before the messages are marked failed.
+    pub max_retries: u8,
 }
 
 /// A user's last stored message: its stream sequence and its position.

@@ -45,18 +45,11 @@ impl ClusterEngine {
             StreamKey::User(u) => (&self.stream, self.names.user(u)),
             _ => (&self.rooms, self.names.room(&stream_token(key))),
         };
-        let acked = match key {
-            StreamKey::User(u) => {
-                match last_for_subject(&self.stream, &self.names.ack(u))
-                    .await
-                    .map_err(unavailable)?
-                {
-                    Some(m) => String::from_utf8_lossy(&m.payload).parse().unwrap_or(0),
-                    None => 0,
-                }
-            }
-            _ => 0,
+        let ack = match key {
+            StreamKey::User(u) => self.stored_ack(u).await.map_err(unavailable)?,
+            _ => Default::default(),
         };
+        let acked = ack.acked;
         let tail = match last_for_subject(js_stream, &subject)
             .await
             .map_err(unavailable)?
@@ -90,6 +83,8 @@ impl ClusterEngine {
                 "sent"
             } else if rec.expired(now) {
                 "expired"
+            } else if position <= ack.failed {
+                "failed"
             } else {
                 "pending"
             };

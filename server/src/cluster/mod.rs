@@ -12,6 +12,7 @@ pub mod engine;
 mod history;
 pub mod js;
 pub mod names;
+mod retry;
 mod rooms;
 mod user;
 

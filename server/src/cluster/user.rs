@@ -17,10 +17,50 @@ use tokio::sync::{mpsc, oneshot};
 use super::engine::{header_u64, parse_id, ClusterEngine, Tail};
 use super::js::{last_for_subject, next_for_subject, JsError};
 use super::names;
+use super::retry::{Retry, Step};
 use crate::hub::{Conn, Stamp};
 
 /// How often an idle actor checks that it still has connections and that it missed nothing.
 const CHECK: Duration = Duration::from_secs(2);
+
+/// `AckState::seq` of a record kept in memory that could not be stored yet.
+const UNSTORED: u64 = u64::MAX;
+
+/// A user's acknowledgement record, stored on the ack subject as `acked` or `acked failed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AckState {
+    /// Last acknowledged position.
+    pub(crate) acked: u64,
+    /// Unacknowledged messages up to this position exhausted their retries (failed).
+    pub(crate) failed: u64,
+    /// Stream sequence of the record (for compare-and-set).
+    pub(crate) seq: u64,
+}
+
+impl AckState {
+    fn parse(payload: &[u8], seq: u64) -> AckState {
+        let text = String::from_utf8_lossy(payload);
+        let mut parts = text.split_whitespace().map(|p| p.parse().unwrap_or(0));
+        AckState {
+            acked: parts.next().unwrap_or(0),
+            failed: parts.next().unwrap_or(0),
+            seq,
+        }
+    }
+
+    fn payload(&self) -> Bytes {
+        Bytes::from(format!("{} {}", self.acked, self.failed))
+    }
+
+    /// Both positions only move forward.
+    fn merged(self, other: AckState) -> AckState {
+        AckState {
+            acked: self.acked.max(other.acked),
+            failed: self.failed.max(other.failed),
+            seq: self.seq,
+        }
+    }
+}
 
 /// Requests to a user's actor.
 pub(crate) enum Cmd {
@@ -166,41 +206,69 @@ impl ClusterEngine {
         }
     }
 
-    async fn stored_ack(&self, user: &str) -> Result<(u64, u64), JsError> {
+    /// The user's stored acknowledgement record.
+    pub(crate) async fn stored_ack(&self, user: &str) -> Result<AckState, JsError> {
         Ok(
             match last_for_subject(&self.stream, &self.names.ack(user)).await? {
-                Some(m) => (
-                    String::from_utf8_lossy(&m.payload).parse().unwrap_or(0),
-                    m.sequence,
-                ),
-                None => (0, 0),
+                Some(m) => AckState::parse(&m.payload, m.sequence),
+                None => AckState::default(),
             },
         )
     }
 
-    /// Writes the acknowledged position, only ever forward (compare-and-set on the ack
-    /// subject; a lost race re-reads and keeps the larger). Returns the stored (position, seq).
-    async fn write_ack(&self, user: &str, pos: u64, mut known: (u64, u64)) -> (u64, u64) {
+    /// Stores `want` (acknowledged position, failed-up-to position), each only ever forward
+    /// (compare-and-set on the ack subject; a lost race re-reads and keeps the larger).
+    /// Returns the record, with `seq` 0 when it could not be stored yet (the actor tries
+    /// again on its next check).
+    async fn write_ack(&self, user: &str, want: AckState, mut known: AckState) -> AckState {
         for _ in 0..4 {
-            if known.0 >= pos {
+            let next = known.merged(want);
+            if (next.acked, next.failed) == (known.acked, known.failed) {
                 return known;
             }
-            let mut m =
-                super::js::Outbound::new(self.names.ack(user), Bytes::from(pos.to_string()))
-                    .expect_last_subject_sequence(known.1);
+            let mut m = super::js::Outbound::new(self.names.ack(user), next.payload())
+                .expect_last_subject_sequence(known.seq);
             m.headers.insert("Nats-Rollup", "sub");
             match super::js::publish_atomic(&self.client, vec![m], self.settings.request_timeout)
                 .await
             {
-                Ok(ack) => return (pos, ack.sequence),
+                Ok(ack) => {
+                    return AckState {
+                        seq: ack.sequence,
+                        ..next
+                    }
+                }
                 Err(_) => match self.stored_ack(user).await {
                     Ok(k) => known = k,
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 },
             }
         }
-        tracing::warn!(%user, pos, "could not store the acknowledged position; kept in memory");
-        known
+        tracing::warn!(%user, acked = want.acked, "could not store the acknowledgement record yet; retrying");
+        AckState {
+            seq: UNSTORED,
+            ..known.merged(want)
+        }
+    }
+
+    /// Resends the user's unacknowledged messages (after `acked`, up to `upto`, one replay
+    /// chunk) to the user's connections on this node; returns how many.
+    async fn resend(&self, user: &str, acked: u64, upto: u64) -> usize {
+        let Ok(after) = self.seq_before(user, acked + 1).await else {
+            return 0;
+        };
+        let chunk = self.settings.replay_chunk.max(1);
+        let Ok(frames) = self.read_after(user, after, upto, chunk).await else {
+            return 0;
+        };
+        let mut n = 0;
+        for (_, pos, frame) in frames {
+            if pos > acked {
+                self.hub.send_user(user, &frame, Stamp::NONE);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -242,9 +310,11 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
             }
         }
     };
-    let (mut acked, mut ack_seq) = engine.stored_ack(&user).await.unwrap_or((0, 0));
+    let mut ack = engine.stored_ack(&user).await.unwrap_or_default();
+    let mut retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
     let mut tick = tokio::time::interval(CHECK);
     loop {
+        let retry_wait = retry.wait(engine.clock.now().at).unwrap_or(CHECK);
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 None => return,
@@ -253,16 +323,41 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                     while let Ok(Cmd::Ack(p)) = rx.try_recv() {
                         pos = pos.max(p);
                     }
-                    if pos > acked && pos <= delivered.pos {
-                        (acked, ack_seq) = engine.write_ack(&user, pos, (acked, ack_seq)).await;
+                    if pos > ack.acked && pos <= delivered.pos {
+                        let want = AckState { acked: pos, ..ack };
+                        ack = engine.write_ack(&user, want, ack).await;
+                    }
+                    if ack.acked >= delivered.pos {
+                        retry.stop();
                     }
                 }
                 Some(Cmd::Attach { conn, resume, broadcast, reply }) => {
-                    if let Some(r) = resume.filter(|r| *r > acked && *r <= delivered.pos) {
-                        (acked, ack_seq) = engine.write_ack(&user, r, (acked, ack_seq)).await;
+                    if let Some(r) = resume.filter(|r| *r > ack.acked && *r <= delivered.pos) {
+                        ack = engine.write_ack(&user, AckState { acked: r, ..ack }, ack).await;
                     }
-                    let result = attach(&engine, &user, &conn, acked, delivered, broadcast).await;
+                    let result = attach(&engine, &user, &conn, ack.acked, delivered, broadcast).await;
+                    if ack.acked < delivered.pos {
+                        retry.start(engine.clock.now().at);
+                    }
                     let _ = reply.send(result);
+                }
+            },
+            _ = tokio::time::sleep(retry_wait) => {
+                match retry.due(engine.clock.now().at) {
+                    None => {}
+                    Some(_) if ack.acked >= delivered.pos
+                        || engine.hub.user_connections(&user).is_empty() => retry.stop(),
+                    Some(Step::Resend(attempt)) => {
+                        let n = engine.resend(&user, ack.acked, delivered.pos).await;
+                        engine.stats.add(&engine.stats.retries, n as u64);
+                        tracing::debug!(%user, resent = n, retry = attempt, "resent unacknowledged messages");
+                    }
+                    Some(Step::Fail) => {
+                        let want = AckState { failed: delivered.pos, ..ack };
+                        ack = engine.write_ack(&user, want, ack).await;
+                        engine.stats.inc(&engine.stats.messages_failed);
+                        tracing::warn!(%user, "retries exhausted: unacknowledged messages marked failed until the user reconnects");
+                    }
                 }
             },
             msg = sub.next() => {
@@ -284,9 +379,15 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                     }
                     delivered = Tail { seq, pos };
                     engine.note_tail(&user, delivered);
+                    retry.start(engine.clock.now().at);
                 }
             }
             _ = tick.tick() => {
+                if ack.seq == UNSTORED {
+                    if let Ok(stored) = engine.stored_ack(&user).await {
+                        ack = engine.write_ack(&user, ack, stored).await;
+                    }
+                }
                 if engine.retire_if_idle(&user, &rx) {
                     return;
                 }

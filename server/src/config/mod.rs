@@ -130,8 +130,8 @@ fn default_inflight_batches() -> usize {
 }
 
 /// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
-/// JetStream. User streams, rooms, broadcast, history and the admin API work across nodes;
-/// retries of unacknowledged messages while online are not built yet.
+/// JetStream. User streams (with retries and the failed state), rooms, broadcast, history and
+/// the admin API work across nodes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
