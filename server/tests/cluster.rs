@@ -30,6 +30,9 @@ fn cluster_config(nats: &NatsCluster, prefix: &str, timeout_ms: u64) -> ClusterC
 async fn node(nats: &NatsCluster, prefix: &str) -> TestServer {
     start(Config {
         cluster: Some(cluster_config(nats, prefix, 2000)),
+        // These tests read what arrives without acknowledging every message at once; resends
+        // (tested on their own below) would show up as repeats on the raw connection.
+        retry_interval_ms: 600_000,
         ..config()
     })
     .await
@@ -93,6 +96,7 @@ async fn rooms_and_broadcast_reach_members_on_every_node_with_resume_and_gap() {
             start(Config {
                 room_retention_count: retention,
                 allow_client_publish: true,
+                retry_interval_ms: 600_000,
                 cluster: Some(cluster_config(nats, "t4", 2000)),
                 ..config()
             })
@@ -363,6 +367,7 @@ async fn without_a_majority_publishes_get_503_and_connections_stay() {
         return;
     };
     let a = start(Config {
+        retry_interval_ms: 600_000,
         cluster: Some(cluster_config(&nats, "t6", 500)),
         ..config()
     })
