@@ -57,15 +57,23 @@ async fn a_push_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
     });
 
     let mut got = Vec::new();
+    let mut killed = None;
     while (got.len() as u64) < N {
         let m = tokio::time::timeout(Duration::from_secs(30), client.next_message())
             .await
             .unwrap_or_else(|_| panic!("stalled after {} messages", got.len()))
             .expect("client running");
         got.push((m.position, String::from_utf8_lossy(&m.payload).to_string()));
+        if got.len() == 61 {
+            if let Some(at) = killed {
+                let at: std::time::Instant = at;
+                eprintln!("first message after the node kill: {:?}", at.elapsed());
+            }
+        }
         if got.len() == 60 {
             let _ = node_a.kill();
             let _ = node_a.wait();
+            killed = Some(std::time::Instant::now());
         }
     }
     publisher.await.unwrap();
