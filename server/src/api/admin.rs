@@ -11,15 +11,15 @@ use serde_json::json;
 
 use super::auth::{Caller, Denied};
 use super::error;
-use crate::cluster::control::{Answer, Control};
+use crate::cluster::control::{answer_local, Answer, Control};
 use crate::config::Scope;
 use crate::context::Ctx;
 use crate::stream::valid_room_name;
 
-/// In cluster mode every node's answer to `q`, added up; otherwise this node's `local` one.
-async fn across(ctx: &Ctx, q: Control, local: impl FnOnce() -> Answer) -> Result<Answer, Response> {
+/// In cluster mode every node's answer to `q`, added up; otherwise this node's.
+async fn across(ctx: &Ctx, q: Control) -> Result<Answer, Response> {
     let Some(cluster) = ctx.delivery.cluster() else {
-        return Ok(local());
+        return Ok(answer_local(&ctx.hub, &ctx.stats, &q));
     };
     match cluster.ask_all(&q).await {
         Ok(answers) => Ok(answers.into_iter().fold(Answer::default(), |mut sum, a| {
@@ -39,18 +39,7 @@ pub(super) async fn presence(
 ) -> Result<Response, Denied> {
     caller.require(Scope::Read)?;
     let q = Control::Presence { user: id.clone() };
-    let a = match across(&ctx, q, || {
-        let conns = ctx.hub.user_connections(&id);
-        Answer {
-            count: conns.len(),
-            devices: conns
-                .iter()
-                .filter_map(|c| c.device().map(str::to_string))
-                .collect(),
-        }
-    })
-    .await
-    {
+    let a = match across(&ctx, q).await {
         Ok(a) => a,
         Err(resp) => return Ok(resp),
     };
@@ -72,16 +61,7 @@ pub(super) async fn kick(
 ) -> Result<Response, Denied> {
     caller.require(Scope::Admin)?;
     let q = Control::Kick { user: id.clone() };
-    let n = match across(&ctx, q, || {
-        let n = ctx.hub.kick(&id);
-        ctx.stats.add(&ctx.stats.kicked, n as u64);
-        Answer {
-            count: n,
-            devices: Vec::new(),
-        }
-    })
-    .await
-    {
+    let n = match across(&ctx, q).await {
         Ok(a) => a.count,
         Err(resp) => return Ok(resp),
     };
@@ -100,11 +80,7 @@ pub(super) async fn room(
         return Ok(error(StatusCode::BAD_REQUEST, reason, Some("room")));
     }
     let q = Control::RoomSize { room: id.clone() };
-    let local = || Answer {
-        count: ctx.hub.room_size(&id),
-        devices: Vec::new(),
-    };
-    Ok(match across(&ctx, q, local).await {
+    Ok(match across(&ctx, q).await {
         Ok(a) => Json(json!({ "room": id, "members": a.count })).into_response(),
         Err(resp) => resp,
     })
@@ -124,11 +100,7 @@ pub(super) async fn add_member(
         user: user.clone(),
         room: room.clone(),
     };
-    let local = || Answer {
-        count: ctx.hub.join_user(&user, &room),
-        devices: Vec::new(),
-    };
-    Ok(match across(&ctx, q, local).await {
+    Ok(match across(&ctx, q).await {
         Ok(a) => Json(json!({ "room": room, "user": user, "joined": a.count })).into_response(),
         Err(resp) => resp,
     })
@@ -145,11 +117,7 @@ pub(super) async fn remove_member(
         user: user.clone(),
         room: room.clone(),
     };
-    let local = || Answer {
-        count: ctx.hub.leave_user(&user, &room),
-        devices: Vec::new(),
-    };
-    Ok(match across(&ctx, q, local).await {
+    Ok(match across(&ctx, q).await {
         Ok(a) => Json(json!({ "room": room, "user": user, "left": a.count })).into_response(),
         Err(resp) => resp,
     })

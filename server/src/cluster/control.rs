@@ -1,4 +1,5 @@
-//! The admin API across nodes: presence, room member counts, server-side room membership and
+//! The admin API's questions about connections, answered by one node (`answer_local`) or
+//! across nodes: presence, room member counts, server-side room membership and
 //! disconnecting a user act on every node's connections. The asking node publishes the
 //! request on the deployment's control subject with a reply inbox; every node (itself
 //! included) answers for the connections it holds, and the asker adds the answers up. Nodes
@@ -13,6 +14,8 @@ use futures_lite::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::engine::ClusterEngine;
+use crate::hub::Hub;
+use crate::stats::Stats;
 use crate::stream::StreamKey;
 
 /// The longest the asker waits for answers.
@@ -65,6 +68,36 @@ pub struct Answer {
     pub devices: Vec<String>,
 }
 
+/// This node's answer to `q` for the connections it holds (the whole answer on a single
+/// node; one node's share in a cluster).
+pub fn answer_local(hub: &Hub, stats: &Stats, q: &Control) -> Answer {
+    let count = match q {
+        Control::Presence { user } => {
+            let conns = hub.user_connections(user);
+            let devices = conns
+                .iter()
+                .filter_map(|c| c.device().map(str::to_string))
+                .collect();
+            return Answer {
+                count: conns.len(),
+                devices,
+            };
+        }
+        Control::Kick { user } => {
+            let n = hub.kick(user);
+            stats.add(&stats.kicked, n as u64);
+            n
+        }
+        Control::RoomSize { room } => hub.room_size(room),
+        Control::JoinUser { user, room } => hub.join_user(user, room),
+        Control::LeaveUser { user, room } => hub.leave_user(user, room),
+    };
+    Answer {
+        count,
+        devices: Vec::new(),
+    }
+}
+
 impl ClusterEngine {
     fn control_subject(&self) -> String {
         self.names.control()
@@ -92,46 +125,14 @@ impl ClusterEngine {
     }
 
     fn answer(self: &Arc<Self>, q: &Control) -> Answer {
-        let hub = &self.hub;
-        match q {
-            Control::Presence { user } => {
-                let conns = hub.user_connections(user);
-                Answer {
-                    count: conns.len(),
-                    devices: conns
-                        .iter()
-                        .filter_map(|c| c.device().map(str::to_string))
-                        .collect(),
-                }
+        let answer = answer_local(&self.hub, &self.stats, q);
+        if let Control::JoinUser { room, .. } = q {
+            if answer.count > 0 {
+                // The room's actor delivers to the new members from now on.
+                self.watch_room(&StreamKey::room(room));
             }
-            Control::Kick { user } => {
-                let n = hub.kick(user);
-                self.stats.add(&self.stats.kicked, n as u64);
-                Answer {
-                    count: n,
-                    devices: Vec::new(),
-                }
-            }
-            Control::RoomSize { room } => Answer {
-                count: hub.room_size(room),
-                devices: Vec::new(),
-            },
-            Control::JoinUser { user, room } => {
-                let n = hub.join_user(user, room);
-                if n > 0 {
-                    // The room's actor delivers to the new members from now on.
-                    self.watch_room(&StreamKey::room(room));
-                }
-                Answer {
-                    count: n,
-                    devices: Vec::new(),
-                }
-            }
-            Control::LeaveUser { user, room } => Answer {
-                count: hub.leave_user(user, room),
-                devices: Vec::new(),
-            },
         }
+        answer
     }
 
     /// Asks every node and returns their answers.
