@@ -25,7 +25,7 @@ use crate::stats::Stats;
 use crate::stream::StreamKey;
 
 /// Attempts at one publish before it is refused (lost races and unavailable engine alike).
-const MAX_ATTEMPTS: usize = 8;
+pub(crate) const MAX_ATTEMPTS: usize = 8;
 
 /// What the cluster engine needs to know.
 #[derive(Debug, Clone)]

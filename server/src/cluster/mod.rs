@@ -1,18 +1,23 @@
-//! Cluster mode on NATS JetStream (issue 14; CLUSTER.md): `engine` (connection, streams,
-//! publishing to users), `user` (per-user delivery actors), `rooms` (rooms and broadcast),
-//! `names` (streams, subjects, headers), `js` (below).
-//!
-//! - `js`: the JetStream requests async-nats has no helper for (atomic batch publish with
-//!   per-subject compare-and-set, direct reads of a subject's last message), with their error
-//!   classification. The cluster engine builds on these; its tests run them against a real
-//!   three-node nats-server cluster (`server/tests/jetstream.rs`).
+//! Cluster mode on NATS JetStream (issue 14; CLUSTER.md), one concept per file:
+//! - `engine`: connection, streams, publishing to users (idempotent atomic batches);
+//! - `room_publish`: publishing to rooms and broadcast;
+//! - `user`: per-user actors (live delivery, replay on connect, retries); `acks` their
+//!   acknowledgement record; `retry` the resend schedule;
+//! - `rooms`: per-room and broadcast actors (live delivery, JOIN/LEAVE/PUBLISH in order);
+//! - `read`: stored messages read back as PUSH frames; `history`: history pages;
+//! - `control`: the admin API's questions answered by every node;
+//! - `names`: streams, subjects, headers; `js`: the JetStream requests async-nats has no
+//!   helper for (atomic batches with compare-and-set, direct reads) and their errors.
 
+mod acks;
 pub mod control;
 pub mod engine;
 mod history;
 pub mod js;
 pub mod names;
+mod read;
 mod retry;
+mod room_publish;
 mod rooms;
 mod user;
 

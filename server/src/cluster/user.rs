@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_lite::StreamExt;
-use push_protocol::{encode_to_bytes, ErrorCode, Frame, Packet, PayloadFormat, Push, Stream};
+use push_protocol::{ErrorCode, Stream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{header_u64, parse_id, ClusterEngine, Tail};
+use super::acks::{AckState, UNSTORED};
+use super::engine::{header_u64, ClusterEngine, Tail};
 use super::js::{last_for_subject, next_for_subject, JsError};
 use super::names;
 use super::retry::{Retry, Step};
@@ -22,45 +22,6 @@ use crate::hub::{Conn, Stamp};
 
 /// How often an idle actor checks that it still has connections and that it missed nothing.
 const CHECK: Duration = Duration::from_secs(2);
-
-/// `AckState::seq` of a record kept in memory that could not be stored yet.
-const UNSTORED: u64 = u64::MAX;
-
-/// A user's acknowledgement record, stored on the ack subject as `acked` or `acked failed`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct AckState {
-    /// Last acknowledged position.
-    pub(crate) acked: u64,
-    /// Unacknowledged messages up to this position exhausted their retries (failed).
-    pub(crate) failed: u64,
-    /// Stream sequence of the record (for compare-and-set).
-    pub(crate) seq: u64,
-}
-
-impl AckState {
-    fn parse(payload: &[u8], seq: u64) -> AckState {
-        let text = String::from_utf8_lossy(payload);
-        let mut parts = text.split_whitespace().map(|p| p.parse().unwrap_or(0));
-        AckState {
-            acked: parts.next().unwrap_or(0),
-            failed: parts.next().unwrap_or(0),
-            seq,
-        }
-    }
-
-    fn payload(&self) -> Bytes {
-        Bytes::from(format!("{} {}", self.acked, self.failed))
-    }
-
-    /// Both positions only move forward.
-    fn merged(self, other: AckState) -> AckState {
-        AckState {
-            acked: self.acked.max(other.acked),
-            failed: self.failed.max(other.failed),
-            seq: self.seq,
-        }
-    }
-}
 
 /// Requests to a user's actor.
 pub(crate) enum Cmd {
@@ -103,36 +64,6 @@ impl ClusterEngine {
         Err(ErrorCode::SHUTTING_DOWN)
     }
 
-    /// The PUSH frame of a stored message, as `stream` on the wire, with its position.
-    pub(crate) fn push_frame(
-        &self,
-        headers: &HeaderMap,
-        payload: Bytes,
-        stream: &Stream,
-    ) -> Option<(u64, Bytes)> {
-        let position = header_u64(headers, names::POSITION)?;
-        let id = parse_id(headers.get(names::ID)?.as_str())?;
-        let frame = Frame::Push(Push {
-            id,
-            stream: stream.clone(),
-            position,
-            timestamp_ms: header_u64(headers, names::TIMESTAMP).unwrap_or(0),
-            kind: headers
-                .get(names::KIND)
-                .map(|k| k.as_str().to_string())
-                .unwrap_or_default(),
-            format: PayloadFormat(header_u64(headers, names::FORMAT).unwrap_or(0) as u8),
-            payload,
-        });
-        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let bytes = encode_to_bytes(&Packet::new(seq, frame), &self.options).ok()?;
-        Some((position, bytes))
-    }
-
-    pub(crate) fn expired(&self, headers: &HeaderMap) -> bool {
-        header_u64(headers, names::EXPIRES).is_some_and(|e| e <= self.clock.now().unix_ms)
-    }
-
     /// The user's stored messages after stream sequence `after_seq` with positions up to
     /// `upto`, at most `limit` of them, in order: (sequence, position, frame).
     async fn read_after(
@@ -154,40 +85,6 @@ impl ClusterEngine {
         .await
     }
 
-    /// The messages of `subject` in `js_stream` after stream sequence `after_seq` with
-    /// positions up to `upto`, at most `limit`, unexpired, as PUSH frames for `wire`.
-    pub(crate) async fn read_subject_after(
-        &self,
-        js_stream: &async_nats::jetstream::stream::Stream,
-        subject: &str,
-        wire: &Stream,
-        after_seq: u64,
-        upto: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
-        let mut out = Vec::new();
-        let mut next = after_seq + 1;
-        while out.len() < limit {
-            let Some(m) = next_for_subject(js_stream, subject, Some(next)).await? else {
-                break;
-            };
-            next = m.sequence + 1;
-            let Some(pos) = header_u64(&m.headers, names::POSITION) else {
-                continue;
-            };
-            if pos > upto {
-                break;
-            }
-            if self.expired(&m.headers) {
-                continue;
-            }
-            if let Some((pos, frame)) = self.push_frame(&m.headers, m.payload, wire) {
-                out.push((m.sequence, pos, frame));
-            }
-        }
-        Ok(out)
-    }
-
     /// The sequence of the user's stored message just before position `pos` (0: none), found
     /// by walking from the start of the subject; used to start a replay.
     async fn seq_before(&self, user: &str, pos: u64) -> Result<u64, JsError> {
@@ -203,51 +100,6 @@ impl ClusterEngine {
             }
             prev = m.sequence;
             next = m.sequence + 1;
-        }
-    }
-
-    /// The user's stored acknowledgement record.
-    pub(crate) async fn stored_ack(&self, user: &str) -> Result<AckState, JsError> {
-        Ok(
-            match last_for_subject(&self.stream, &self.names.ack(user)).await? {
-                Some(m) => AckState::parse(&m.payload, m.sequence),
-                None => AckState::default(),
-            },
-        )
-    }
-
-    /// Stores `want` (acknowledged position, failed-up-to position), each only ever forward
-    /// (compare-and-set on the ack subject; a lost race re-reads and keeps the larger).
-    /// Returns the record, with `seq` 0 when it could not be stored yet (the actor tries
-    /// again on its next check).
-    async fn write_ack(&self, user: &str, want: AckState, mut known: AckState) -> AckState {
-        for _ in 0..4 {
-            let next = known.merged(want);
-            if (next.acked, next.failed) == (known.acked, known.failed) {
-                return known;
-            }
-            let mut m = super::js::Outbound::new(self.names.ack(user), next.payload())
-                .expect_last_subject_sequence(known.seq);
-            m.headers.insert("Nats-Rollup", "sub");
-            match super::js::publish_atomic(&self.client, vec![m], self.settings.request_timeout)
-                .await
-            {
-                Ok(ack) => {
-                    return AckState {
-                        seq: ack.sequence,
-                        ..next
-                    }
-                }
-                Err(_) => match self.stored_ack(user).await {
-                    Ok(k) => known = k,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                },
-            }
-        }
-        tracing::warn!(%user, acked = want.acked, "could not store the acknowledgement record yet; retrying");
-        AckState {
-            seq: UNSTORED,
-            ..known.merged(want)
         }
     }
 

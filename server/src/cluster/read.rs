@@ -1,0 +1,76 @@
+//! Stored messages read back as PUSH frames: the replay, gap filling and resends of user,
+//! room and broadcast streams all go through here.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use push_protocol::{encode_to_bytes, Frame, Packet, PayloadFormat, Push, Stream};
+
+use super::engine::{header_u64, parse_id, ClusterEngine};
+use super::js::{next_for_subject, JsError};
+use super::names;
+
+impl ClusterEngine {
+    /// The PUSH frame of a stored message, as `stream` on the wire, with its position.
+    pub(crate) fn push_frame(
+        &self,
+        headers: &HeaderMap,
+        payload: Bytes,
+        stream: &Stream,
+    ) -> Option<(u64, Bytes)> {
+        let position = header_u64(headers, names::POSITION)?;
+        let id = parse_id(headers.get(names::ID)?.as_str())?;
+        let frame = Frame::Push(Push {
+            id,
+            stream: stream.clone(),
+            position,
+            timestamp_ms: header_u64(headers, names::TIMESTAMP).unwrap_or(0),
+            kind: headers
+                .get(names::KIND)
+                .map(|k| k.as_str().to_string())
+                .unwrap_or_default(),
+            format: PayloadFormat(header_u64(headers, names::FORMAT).unwrap_or(0) as u8),
+            payload,
+        });
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bytes = encode_to_bytes(&Packet::new(seq, frame), &self.options).ok()?;
+        Some((position, bytes))
+    }
+
+    pub(crate) fn expired(&self, headers: &HeaderMap) -> bool {
+        header_u64(headers, names::EXPIRES).is_some_and(|e| e <= self.clock.now().unix_ms)
+    }
+
+    /// The messages of `subject` in `js_stream` after stream sequence `after_seq` with
+    /// positions up to `upto`, at most `limit`, unexpired, as PUSH frames for `wire`.
+    pub(crate) async fn read_subject_after(
+        &self,
+        js_stream: &async_nats::jetstream::stream::Stream,
+        subject: &str,
+        wire: &Stream,
+        after_seq: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
+        let mut out = Vec::new();
+        let mut next = after_seq + 1;
+        while out.len() < limit {
+            let Some(m) = next_for_subject(js_stream, subject, Some(next)).await? else {
+                break;
+            };
+            next = m.sequence + 1;
+            let Some(pos) = header_u64(&m.headers, names::POSITION) else {
+                continue;
+            };
+            if pos > upto {
+                break;
+            }
+            if self.expired(&m.headers) {
+                continue;
+            }
+            if let Some((pos, frame)) = self.push_frame(&m.headers, m.payload, wire) {
+                out.push((m.sequence, pos, frame));
+            }
+        }
+        Ok(out)
+    }
+}
