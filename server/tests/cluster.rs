@@ -337,16 +337,7 @@ async fn the_stream_leader_dies_and_nothing_acknowledged_is_lost() {
     let js = async_nats::jetstream::new(client);
     let names = push_server::cluster::names::Names::new("t5");
     let mut stream = js.get_stream(&names.users_stream).await.unwrap();
-    let leader = stream
-        .info()
-        .await
-        .unwrap()
-        .cluster
-        .clone()
-        .unwrap()
-        .leader
-        .unwrap();
-    let leader = nats.index_of(&leader).unwrap();
+    let leader = nats.leader_of(&mut stream).await;
     let mut longest = Duration::ZERO;
     for i in 1..=60u64 {
         if i == 20 {

@@ -170,16 +170,7 @@ async fn acknowledged_writes_survive_a_sigkill_of_the_stream_leader() {
     let c = client(&cluster).await;
     let js = jetstream::new(c.clone());
     let mut s = create(&js, "KILL", "kill.>").await;
-    let leader = s
-        .info()
-        .await
-        .unwrap()
-        .cluster
-        .clone()
-        .unwrap()
-        .leader
-        .unwrap();
-    let leader = cluster.index_of(&leader).expect("leader is one of ours");
+    let leader = cluster.leader_of(&mut s).await;
     let killed = std::sync::Mutex::new(None);
     let (acked, longest) = append(&c, &s, "kill.a", 300, |pos| {
         if pos == 100 {

@@ -186,6 +186,15 @@ impl NatsCluster {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// Index of the server that leads `stream` now, as JetStream reports it.
+    pub async fn leader_of(&self, stream: &mut async_nats::jetstream::stream::Stream) -> usize {
+        let info = stream.info().await.expect("stream info");
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        let leader = leader.expect("the stream has a leader");
+        self.index_of(&leader)
+            .expect("the leader is one of this cluster's servers")
+    }
+
     /// SIGKILLs server `i` (its store stays for a restart).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {

@@ -192,11 +192,12 @@ impl Delivery {
             };
             self.pending.fetch_sub(1, Ordering::Relaxed);
             let scenario = target.scenario();
+            // Counted as the engine counts them: the message once, each stream it reached.
             match &r {
-                Ok(a) => {
+                Ok(accepted) => {
                     self.stats.inc(&self.stats.messages_accepted);
-                    self.stats.inc(&self.stats.accepted_by[scenario]);
-                    let _ = a;
+                    let streams = accepted.len() as u64;
+                    self.stats.add(&self.stats.accepted_by[scenario], streams);
                 }
                 Err(_) => self.stats.inc(&self.stats.failed_by[scenario]),
             }
