@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use common::*;
-use push_server::cluster::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use push_server::cluster::commit::Committer;
+use push_server::cluster::js::{last_for_subject, publish_atomic, BatchAck, JsError, Outbound};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -247,4 +248,94 @@ async fn stored_texts(s: &stream::Stream, upto_seq: u64) -> Vec<String> {
         }
     }
     out
+}
+
+/// Submits one part per entry of `parts` while the committer's only slot is held, waits until
+/// every part but the first is queued behind it (the first is taken and waits for the
+/// slot), then frees the slot: the parts leave together.
+async fn commit_together(
+    committer: &std::sync::Arc<Committer>,
+    slots: &std::sync::Arc<tokio::sync::Semaphore>,
+    parts: Vec<Vec<Outbound>>,
+) -> Vec<Result<BatchAck, JsError>> {
+    let held = slots.clone().acquire_owned().await.unwrap();
+    let n = parts.len();
+    let mut tasks = Vec::new();
+    for part in parts {
+        let c = committer.clone();
+        tasks.push(tokio::spawn(async move { c.commit(part).await }));
+        // Queued in submission order, so the batch order is known.
+        eventually("the part is queued", || {
+            committer_has(committer, tasks.len())
+        })
+        .await;
+    }
+    eventually("all but the first wait", || committer.queued() == n - 1).await;
+    drop(held);
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn committer_has(c: &Committer, submitted: usize) -> bool {
+    // The first part is taken out of the queue at once (it then waits for the slot).
+    c.queued() == submitted - 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_stores_waiting_parts_in_one_batch_and_only_a_racing_part_loses() {
+    let Some(cluster) = NatsCluster::start(3).await else {
+        return;
+    };
+    let c = client(&cluster).await;
+    let js = jetstream::new(c.clone());
+    let s = create(&js, "GRP", "grp.>").await;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let committer = std::sync::Arc::new(Committer::start(c.clone(), TIMEOUT, slots.clone()));
+    let part = |i: usize| {
+        ["a", "b"]
+            .iter()
+            .map(|x| {
+                Outbound::new(format!("grp.{i}.{x}"), Bytes::from(format!("{i}{x}")))
+                    .expect_last_subject_sequence(0)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let acks = commit_together(&committer, &slots, (0..40).map(part).collect()).await;
+    let acks: Vec<BatchAck> = acks.into_iter().map(|r| r.unwrap()).collect();
+    assert!(
+        acks.iter().all(|a| a.batch_id == acks[0].batch_id),
+        "one batch"
+    );
+    for (i, ack) in acks.iter().enumerate() {
+        assert_eq!(ack.count, 2);
+        for (seq, x) in [(ack.sequence - 1, "a"), (ack.sequence, "b")] {
+            let m = s.direct_get(seq).await.unwrap();
+            assert_eq!(m.subject.as_str(), format!("grp.{i}.{x}"));
+        }
+    }
+
+    // Part 3 expects grp.3.a to be empty but it was written above: it loses its race, which
+    // refuses the shared batch; the others are sent again alone and stored.
+    let acks = commit_together(
+        &committer,
+        &slots,
+        (1..=5).map(|i| part(i + 100)).chain([part(3)]).collect(),
+    )
+    .await;
+    let lost = acks.last().unwrap();
+    assert!(
+        matches!(lost, Err(JsError::WrongLastSequence(_))),
+        "{lost:?}"
+    );
+    for (i, ack) in acks[..5].iter().enumerate() {
+        let ack = ack.as_ref().expect("the others are stored");
+        let m = s.direct_get(ack.sequence).await.unwrap();
+        assert_eq!(m.subject.as_str(), format!("grp.{}.b", i + 101));
+    }
+    let m = last_for_subject(&s, "grp.3.a").await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"3a", "the loser stored nothing");
 }

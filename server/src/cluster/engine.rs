@@ -15,7 +15,8 @@ use bytes::Bytes;
 use push_protocol::{EncodeOptions, MessageId};
 use serde::{Deserialize, Serialize};
 
-use super::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use super::commit::Committer;
+use super::js::{last_for_subject, JsError, Outbound};
 use super::names::{self, Names};
 use crate::clock::Clock;
 use crate::delivery::ids::IdGen;
@@ -141,8 +142,10 @@ pub struct ClusterEngine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: IdGen,
     tails: Mutex<HashMap<String, Tail>>,
-    /// Bounds this node's atomic batches in flight.
-    pub(crate) batches: tokio::sync::Semaphore,
+    /// Stores user publishes, grouping those that wait together.
+    commit_users: Committer,
+    /// Stores room and broadcast publishes the same way.
+    pub(crate) commit_rooms: Committer,
     /// One writer per user (and room) on this node at a time: publishes from one node never
     /// race each other, only other nodes'.
     writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -211,7 +214,9 @@ impl ClusterEngine {
             .map_err(unavailable)?;
         let js = jetstream::new(client.clone());
         let names = Names::new(&settings.prefix);
-        let settings_batches = settings.max_inflight_batches.max(1);
+        let inflight = settings.max_inflight_batches;
+        let slots = |n: usize| Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        let timeout = settings.request_timeout;
         let (src, dest) = names.republish();
         let config = stream::Config {
             name: names.users_stream.clone(),
@@ -255,7 +260,6 @@ impl ClusterEngine {
             "cluster mode: connected to NATS JetStream"
         );
         let engine = Arc::new(ClusterEngine {
-            client,
             stream,
             rooms,
             room_tails: Mutex::new(HashMap::new()),
@@ -269,7 +273,9 @@ impl ClusterEngine {
             clock,
             ids: IdGen::default(),
             tails: Mutex::new(HashMap::new()),
-            batches: tokio::sync::Semaphore::new(settings_batches),
+            commit_users: Committer::start(client.clone(), timeout, slots(inflight)),
+            commit_rooms: Committer::start(client.clone(), timeout, slots(inflight)),
+            client,
             writers: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
         });
@@ -466,9 +472,7 @@ impl ClusterEngine {
                     .expect_last_subject_sequence(t.seq);
                 batch.push(message_headers(m, id, t.pos + 1, msg, now));
             }
-            let permit = self.batches.acquire().await.map_err(unavailable)?;
-            let result = publish_atomic(&self.client, batch, self.settings.request_timeout).await;
-            drop(permit);
+            let result = self.commit_users.commit(batch).await;
             match result {
                 Ok(ack) => {
                     let first = ack.sequence + 1 - (users.len() as u64 + 1);

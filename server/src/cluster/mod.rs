@@ -1,5 +1,6 @@
 //! Cluster mode on NATS JetStream (issue 14; CLUSTER.md), one concept per file:
 //! - `engine`: connection, streams, publishing to users (idempotent atomic batches);
+//! - `commit`: group commit (publishes waiting together stored as one batch);
 //! - `room_publish`: publishing to rooms and broadcast;
 //! - `user`: per-user actors (live delivery, replay on connect, retries); `acks` their
 //!   acknowledgement record; `retry` the resend schedule;
@@ -10,6 +11,7 @@
 //!   helper for (atomic batches with compare-and-set, direct reads) and their errors.
 
 mod acks;
+pub mod commit;
 pub mod control;
 pub mod engine;
 mod history;

@@ -12,7 +12,7 @@ use super::engine::{
     accepted, message_headers, read_record, unavailable, ClusterEngine, IdemRecord, Tail,
     MAX_ATTEMPTS,
 };
-use super::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use super::js::{last_for_subject, JsError, Outbound};
 use super::names::stream_token;
 use crate::delivery::{Accepted, DeliveryError, Message};
 use crate::stream::StreamKey;
@@ -93,9 +93,7 @@ impl ClusterEngine {
             let ttl = self.settings.room_retention.as_secs().max(1);
             m.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
             let batch = vec![self.idem_message(idem_subject.clone(), &rec)?, meta, m];
-            let permit = self.batches.acquire().await.map_err(unavailable)?;
-            let result = publish_atomic(&self.client, batch, self.settings.request_timeout).await;
-            drop(permit);
+            let result = self.commit_rooms.commit(batch).await;
             match result {
                 Ok(ack) => {
                     // The counter is the batch's second message.
