@@ -119,6 +119,7 @@ pub async fn start_with_clock(
             room_retention_count: config.room_retention_count,
             room_retention: Duration::from_millis(config.room_retention_ms),
             max_inflight_batches: c.max_inflight_batches,
+            tail_check: Duration::from_millis(c.tail_check_ms),
             retry_interval: Duration::from_millis(config.retry_interval_ms),
             max_retries: config.max_retries,
         });

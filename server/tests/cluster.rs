@@ -3,7 +3,8 @@
 //! messages at the same positions whichever node accepted them; offline backlogs replay on
 //! whichever node the user reconnects to; acknowledgements and idempotency keys hold
 //! cluster-wide; concurrent publishes through both nodes keep positions contiguous; rooms and
-//! broadcast reach members on every node, with JOIN resume, GAP and client PUBLISH.
+//! broadcast reach members on every node, with JOIN resume, GAP and client PUBLISH; a node
+//! cut off from NATS stops claiming presence and repairs what it missed when it returns.
 
 mod common;
 
@@ -24,6 +25,7 @@ fn cluster_config(nats: &NatsCluster, prefix: &str, timeout_ms: u64) -> ClusterC
         replicas: 3,
         request_timeout_ms: timeout_ms,
         max_inflight_batches: 16,
+        tail_check_ms: 30_000,
     }
 }
 
@@ -478,4 +480,63 @@ async fn unacknowledged_messages_are_resent_then_failed_then_delivered_on_reconn
         user_history(a.http_addr, "rita", "").await["messages"][0]["state"] == "sent"
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_stops_claiming_presence_and_repairs_its_gap_on_return() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        proxies.push(Proxy::start(nats.addr(i)).await);
+    }
+    // Node A reaches NATS only through the proxies. Its periodic tail check is far away: what
+    // repairs the gap below is the reconnect itself.
+    let a = start(Config {
+        cluster: Some(ClusterConfig {
+            nats_urls: proxies.iter().map(Proxy::url).collect(),
+            tail_check_ms: 600_000,
+            ..cluster_config(&nats, "t9", 2000)
+        }),
+        retry_interval_ms: 600_000,
+        ..config()
+    })
+    .await;
+    let b = node(&nats, "t9").await;
+    let presence = async |s: &TestServer| {
+        let path = "/api/v1/users/ray/presence";
+        let (status, body) = http(s.http_addr, "GET", path, Some(API_TOKEN), "").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["connections"].clone()
+    };
+    let mut ray = connect(a.tcp_addr, "ray").await;
+    push_user(&b, "ray", "before").await;
+    assert_eq!(next_text(&mut ray).await, (1, "before".into()));
+    assert_eq!(presence(&b).await, 1);
+
+    for p in &proxies {
+        p.cut();
+    }
+    until("node A reports not ready", async || {
+        http(a.http_addr, "GET", "/readyz", None, "").await.0 == 503
+    })
+    .await;
+    until("node B no longer sees ray", async || {
+        presence(&b).await == 0
+    })
+    .await;
+    push_user(&b, "ray", "while cut 1").await;
+    push_user(&b, "ray", "while cut 2").await;
+
+    for p in &proxies {
+        p.heal();
+    }
+    // Republished while A was away, so never received live: the reconnect's catch-up sends
+    // them, in order, and the connection never noticed the outage.
+    assert_eq!(next_text(&mut ray).await, (2, "while cut 1".into()));
+    assert_eq!(next_text(&mut ray).await, (3, "while cut 2".into()));
+    until("node B sees ray again", async || presence(&b).await == 1).await;
+    push_user(&b, "ray", "after").await;
+    assert_eq!(next_text(&mut ray).await, (4, "after".into()));
 }

@@ -1,9 +1,11 @@
 //! What the integration tests of every crate share: a real server on ephemeral ports whose
 //! data directory is removed after the test, client tokens, waiting on a condition, the
-//! first PUSH of a packet, and an HTTP client built on hyper.
+//! first PUSH of a packet, an HTTP client built on hyper, a NATS cluster and a TCP proxy a
+//! test can cut.
 
 mod http;
 mod nats;
+mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use push_server::{Config, ServerHandle};
 
 pub use http::{http, http_full, try_http};
 pub use nats::{nats_server, NatsCluster};
+pub use proxy::Proxy;
 pub use tempfile::TempDir;
 
 /// HS256 secret of the test servers.

@@ -104,7 +104,7 @@ impl NatsCluster {
             let text = format!(
                 "server_name: {name}\nlisten: \"{client}\"\nhttp: \"{monitor}\"\n\
                  jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
-                 cluster {{\n  name: push-test\n  listen: \"{route}\"\n  routes: [{route_list}]\n}}\n",
+                 cluster {{\n  name: push-test\n  listen: \"{route}\"\n  routes: [{route_list}]\n  no_advertise: true\n}}\n",
                 store.display()
             );
             std::fs::write(&conf, text).expect("write the NATS config");
@@ -169,6 +169,11 @@ impl NatsCluster {
     pub fn log(&self, i: usize) -> String {
         let path = self.dir.path().join(format!("{}.log", self.nodes[i].name));
         std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Client address of server `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].client
     }
 
     /// Client URL of server `i`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::engine::ClusterEngine;
-use super::js::{last_for_subject, publish_atomic, JsError, Outbound};
+use super::js::{last_for_subject, JsError, Outbound};
 
 /// `AckState::seq` of a record kept in memory that could not be stored yet.
 pub(crate) const UNSTORED: u64 = u64::MAX;
@@ -77,7 +77,7 @@ impl ClusterEngine {
             let mut m = Outbound::new(self.names.ack(user), next.payload())
                 .expect_last_subject_sequence(known.seq);
             m.headers.insert("Nats-Rollup", "sub");
-            match publish_atomic(&self.client, vec![m], self.settings.request_timeout).await {
+            match self.commit_users.commit(vec![m]).await {
                 Ok(ack) => {
                     return AckState {
                         seq: ack.sequence,

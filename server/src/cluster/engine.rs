@@ -56,6 +56,8 @@ pub struct ClusterSettings {
     pub retry_interval: Duration,
     /// Resends before the messages are marked failed.
     pub max_retries: u8,
+    /// How often each user's actor checks the stored tail for missed live messages.
+    pub tail_check: Duration,
 }
 
 /// A user's last stored message: its stream sequence and its position.
@@ -143,7 +145,7 @@ pub struct ClusterEngine {
     pub(crate) ids: IdGen,
     tails: Mutex<HashMap<String, Tail>>,
     /// Stores user publishes, grouping those that wait together.
-    commit_users: Committer,
+    pub(crate) commit_users: Committer,
     /// Stores room and broadcast publishes the same way.
     pub(crate) commit_rooms: Committer,
     /// One writer per user (and room) on this node at a time: publishes from one node never
@@ -151,6 +153,9 @@ pub struct ClusterEngine {
     writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The actors of users with connections on this node.
     pub(crate) users: Mutex<HashMap<String, super::user::Handle>>,
+    /// Bumped when live messages may have been missed (the NATS connection came back, or a
+    /// subscription overflowed): every actor then checks the stored tail.
+    pub(crate) resync: tokio::sync::watch::Sender<u64>,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> DeliveryError {
@@ -176,6 +181,26 @@ async fn ensure_stream(
             }
             Err(e) => return Err(unavailable(format!("stream {}: {e}", config.name))),
         }
+    }
+}
+
+/// Logs a NATS connection event and asks every actor to resync when live messages may
+/// have been missed.
+fn on_event(resync: &tokio::sync::watch::Sender<u64>, event: async_nats::Event) {
+    use async_nats::Event;
+    match event {
+        Event::Connected => {
+            tracing::info!("cluster mode: connected to NATS; checking every user's tail");
+            resync.send_modify(|n| *n += 1);
+        }
+        Event::SlowConsumer(sid) => {
+            tracing::warn!(sid, "cluster mode: live messages dropped (slow subscription); checking every user's tail");
+            resync.send_modify(|n| *n += 1);
+        }
+        Event::Disconnected => {
+            tracing::warn!("cluster mode: lost the NATS connection; reconnecting")
+        }
+        other => tracing::info!("cluster mode: NATS {other}"),
     }
 }
 
@@ -205,8 +230,14 @@ impl ClusterEngine {
         seq: Arc<AtomicU32>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<ClusterEngine>, DeliveryError> {
+        let resync = tokio::sync::watch::Sender::new(0u64);
+        let events = resync.clone();
         let client = async_nats::ConnectOptions::new()
             .name("push-server")
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move { on_event(&events, event) }
+            })
             .request_timeout(Some(settings.request_timeout))
             .retry_on_initial_connect()
             .connect(settings.urls.clone())
@@ -278,6 +309,7 @@ impl ClusterEngine {
             client,
             writers: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            resync,
         });
         engine.start_broadcast();
         engine.start_control().await.map_err(unavailable)?;

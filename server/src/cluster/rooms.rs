@@ -19,7 +19,7 @@ use crate::delivery::Message;
 use crate::hub::{Conn, Stamp};
 use crate::stream::StreamKey;
 
-/// How often an actor checks its members and the stored tail.
+/// How often an actor checks that its room still has members here.
 const CHECK: Duration = Duration::from_secs(2);
 
 /// Requests to a room's (or the broadcast stream's) actor.
@@ -260,6 +260,18 @@ async fn fill_gap(engine: &ClusterEngine, key: &StreamKey, from: Tail, upto: u64
     at
 }
 
+/// Sends what was stored after `delivered` and not received live.
+async fn catch_up(engine: &ClusterEngine, key: &StreamKey, delivered: Tail) -> Tail {
+    let tok = stream_token(key);
+    let Ok(Some(m)) = last_for_subject(&engine.rooms, &engine.names.room(&tok)).await else {
+        return delivered;
+    };
+    match header_u64(&m.headers, names::POSITION) {
+        Some(pos) if pos > delivered.pos => fill_gap(engine, key, delivered, pos).await,
+        _ => delivered,
+    }
+}
+
 async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let tok = stream_token(&key);
     let mut sub = match engine.client.subscribe(engine.names.live_room(&tok)).await {
@@ -272,6 +284,11 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
     };
     let mut delivered = start_point(&engine, &key).await;
     let mut tick = tokio::time::interval(CHECK);
+    let mut resync = engine.resync.subscribe();
+    let mut tail_check = tokio::time::interval_at(
+        tokio::time::Instant::now() + engine.settings.tail_check,
+        engine.settings.tail_check,
+    );
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -306,12 +323,10 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
                         return;
                     }
                 }
-                if let Ok(Some(m)) = last_for_subject(&engine.rooms, &engine.names.room(&tok)).await {
-                    if let Some(pos) = header_u64(&m.headers, names::POSITION).filter(|p| *p > delivered.pos) {
-                        delivered = fill_gap(&engine, &key, delivered, pos).await;
-                    }
-                }
             }
+            // Republish is at most once: catch up with the stored tail.
+            _ = tail_check.tick() => delivered = catch_up(&engine, &key, delivered).await,
+            Ok(()) = resync.changed() => delivered = catch_up(&engine, &key, delivered).await,
         }
     }
 }

@@ -20,7 +20,8 @@ use super::names;
 use super::retry::{Retry, Step};
 use crate::hub::{Conn, Stamp};
 
-/// How often an idle actor checks that it still has connections and that it missed nothing.
+/// How often an actor checks that it still has connections (and retries storing an ack
+/// record it could not store).
 const CHECK: Duration = Duration::from_secs(2);
 
 /// Requests to a user's actor.
@@ -165,6 +166,11 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
     let mut ack = engine.stored_ack(&user).await.unwrap_or_default();
     let mut retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
     let mut tick = tokio::time::interval(CHECK);
+    let mut resync = engine.resync.subscribe();
+    let mut tail_check = tokio::time::interval_at(
+        tokio::time::Instant::now() + engine.settings.tail_check,
+        engine.settings.tail_check,
+    );
     loop {
         let retry_wait = retry.wait(engine.clock.now().at).unwrap_or(CHECK);
         tokio::select! {
@@ -243,15 +249,22 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                 if engine.retire_if_idle(&user, &rx) {
                     return;
                 }
-                // Republish is at most once: catch up with the stored tail.
-                if let Ok(t) = last_for_subject(&engine.stream, &engine.names.user(&user)).await {
-                    let pos = t.as_ref().and_then(|m| header_u64(&m.headers, names::POSITION));
-                    if let Some(pos) = pos.filter(|p| *p > delivered.pos) {
-                        delivered = fill_gap(&engine, &user, delivered, pos).await;
-                    }
-                }
             }
+            // Republish is at most once: catch up with the stored tail.
+            _ = tail_check.tick() => delivered = catch_up(&engine, &user, delivered).await,
+            Ok(()) = resync.changed() => delivered = catch_up(&engine, &user, delivered).await,
         }
+    }
+}
+
+/// Sends what was stored after `delivered` and not received live.
+async fn catch_up(engine: &ClusterEngine, user: &str, delivered: Tail) -> Tail {
+    let Ok(t) = last_for_subject(&engine.stream, &engine.names.user(user)).await else {
+        return delivered;
+    };
+    match t.and_then(|m| header_u64(&m.headers, names::POSITION)) {
+        Some(pos) if pos > delivered.pos => fill_gap(engine, user, delivered, pos).await,
+        _ => delivered,
     }
 }
 

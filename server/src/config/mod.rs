@@ -128,6 +128,9 @@ fn default_cluster_timeout_ms() -> u64 {
 fn default_inflight_batches() -> usize {
     16
 }
+fn default_tail_check_ms() -> u64 {
+    30_000
+}
 
 /// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
 /// JetStream. User streams (with retries and the failed state), rooms, broadcast, history and
@@ -151,6 +154,11 @@ pub struct ClusterConfig {
     /// stream for all nodes together: keep nodes x this under 50.
     #[serde(default = "default_inflight_batches")]
     pub max_inflight_batches: usize,
+    /// How often each user's actor compares what it delivered with the stored tail, in ms
+    /// (a safety net: a reconnect to NATS or a dropped live message triggers the check at
+    /// once; each check is one read per connected user).
+    #[serde(default = "default_tail_check_ms")]
+    pub tail_check_ms: u64,
 }
 
 /// RabbitMQ (AMQP 0-9-1) ingestion: messages in the push API's JSON schema.

@@ -88,6 +88,9 @@ impl Config {
             if c.request_timeout_ms == 0 {
                 return bad("cluster.request_timeout_ms", "must be positive");
             }
+            if c.tail_check_ms < 100 {
+                return bad("cluster.tail_check_ms", "must be at least 100");
+            }
             if !(1..=50).contains(&c.max_inflight_batches) {
                 return bad("cluster.max_inflight_batches", "must be 1 to 50");
             }
