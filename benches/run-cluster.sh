@@ -48,12 +48,21 @@ node a 7100 7180
 A_PID=${pids[-1]}
 node b 7101 7181
 
+names=(nats0 nats1 nats2 node-a node-b)
+cpu() { # CPU seconds used so far by each of the cluster's processes
+  local tck; tck=$(getconf CLK_TCK)
+  for p in "${pids[@]}"; do awk -v t="$tck" '{printf "%.2f ", ($14 + $15) / t}' "/proc/$p/stat"; done
+}
 run() { # name, then push-bench arguments
   local name=$1; shift
   echo "== $name: push-bench $*" >&2
+  local before; before=$(cpu)
   "$BENCH" "$@" --addr 127.0.0.1:7100 --http 127.0.0.1:7181 --server-pid "$A_PID" \
     >"$OUT/$name.txt" 2>&1 || true
   tail -1 "$OUT/$name.txt"
+  # Where the machine's two cores went during the run (the harness takes the rest).
+  paste -d' ' <(echo "${names[*]}" | tr ' ' '\n') <(echo "$before" | tr ' ' '\n' | head -5) \
+    <(cpu | tr ' ' '\n' | head -5) | awk '{printf "%s %.1f s  ", $1, $3 - $2} END {print "(CPU during the run)"}'
 }
 
 if [ "${1:-}" = small ]; then
@@ -61,5 +70,5 @@ if [ "${1:-}" = small ]; then
   exit 0
 fi
 run unicast-1000 unicast --conns 1000 --messages 10000 --size 100 --rate 1000 --publishers 32
-run unicast-10000 unicast --conns 10000 --messages 50000 --size 100 --rate 10000 --publishers 64
+run unicast-10000 unicast --conns 10000 --messages 50000 --size 100 --rate 10000 --publishers 256
 run unicast-max unicast --conns 1000 --messages 200 --batch 100 --size 100 --rate 0 --publishers 16

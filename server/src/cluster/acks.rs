@@ -1,6 +1,7 @@
 //! A user's acknowledgement record in cluster mode: the acknowledged position and the
 //! position up to which unacknowledged messages exhausted their retries, stored on the user's
-//! ack subject as `acked failed` and only ever moved forward (compare-and-set).
+//! ack subject as `acked failed` and only ever moved forward (compare-and-set), and the purge
+//! of acknowledged messages.
 
 use std::time::Duration;
 
@@ -48,7 +49,45 @@ impl AckState {
     }
 }
 
+/// Acknowledged messages a connected user's actor lets gather before it purges them (it also
+/// purges at its tail check and when it retires).
+const PURGE_EVERY: u64 = 64;
+
+/// What of a user's stream an actor has purged: positions up to `.0` are gone.
+#[derive(Debug, Default)]
+pub(crate) struct Purged(u64);
+
 impl ClusterEngine {
+    /// Deletes the user's acknowledged messages once every message delivered is acknowledged
+    /// and the record says so, keeping the last (the next publish's compare-and-set stands on
+    /// it): as the single node's compaction does. `now` purges whatever there is; otherwise
+    /// only once [`PURGE_EVERY`] have gathered.
+    pub(crate) async fn purge_acked(
+        &self,
+        user: &str,
+        ack: AckState,
+        delivered: super::engine::Tail,
+        purged: &mut Purged,
+        now: bool,
+    ) {
+        let gathered = delivered.pos.saturating_sub(purged.0);
+        if ack.seq == UNSTORED || ack.acked < delivered.pos || gathered <= 1 {
+            return;
+        }
+        if !now && gathered < PURGE_EVERY {
+            return;
+        }
+        let purge = self
+            .stream
+            .purge()
+            .filter(self.names.user(user))
+            .sequence(delivered.seq);
+        match purge.await {
+            Ok(_) => purged.0 = delivered.pos,
+            Err(e) => tracing::debug!(%user, "purging acknowledged messages: {e}"),
+        }
+    }
+
     /// The user's stored acknowledgement record.
     pub(crate) async fn stored_ack(&self, user: &str) -> Result<AckState, JsError> {
         Ok(

@@ -13,7 +13,7 @@ use futures_lite::StreamExt;
 use push_protocol::{ErrorCode, Stream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::acks::{AckState, UNSTORED};
+use super::acks::{AckState, Purged, UNSTORED};
 use super::engine::{header_u64, ClusterEngine, Tail};
 use super::js::{last_for_subject, next_for_subject, JsError};
 use super::names;
@@ -165,6 +165,7 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
     };
     let mut ack = engine.stored_ack(&user).await.unwrap_or_default();
     let mut retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
+    let mut purged = Purged::default();
     let mut tick = tokio::time::interval(CHECK);
     let mut resync = engine.resync.subscribe();
     let mut tail_check = tokio::time::interval_at(
@@ -187,6 +188,7 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                     }
                     if ack.acked >= delivered.pos {
                         retry.stop();
+                        engine.purge_acked(&user, ack, delivered, &mut purged, false).await;
                     }
                 }
                 Some(Cmd::Attach { conn, resume, broadcast, reply }) => {
@@ -247,11 +249,15 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                     }
                 }
                 if engine.retire_if_idle(&user, &rx) {
+                    engine.purge_acked(&user, ack, delivered, &mut purged, true).await;
                     return;
                 }
             }
             // Republish is at most once: catch up with the stored tail.
-            _ = tail_check.tick() => delivered = catch_up(&engine, &user, delivered).await,
+            _ = tail_check.tick() => {
+                delivered = catch_up(&engine, &user, delivered).await;
+                engine.purge_acked(&user, ack, delivered, &mut purged, true).await;
+            }
             Ok(()) = resync.changed() => delivered = catch_up(&engine, &user, delivered).await,
         }
     }
