@@ -69,6 +69,7 @@ if [ "${1:-}" = small ]; then
   run unicast-100 unicast --conns 100 --messages 500 --size 100 --rate 100 --publishers 8
   exit 0
 fi
+run unicast-50 unicast --conns 100 --messages 1000 --size 100 --rate 50 --publishers 1
 run unicast-1000 unicast --conns 1000 --messages 10000 --size 100 --rate 1000 --publishers 32
 run unicast-10000 unicast --conns 10000 --messages 50000 --size 100 --rate 10000 --publishers 256
 run unicast-max unicast --conns 1000 --messages 200 --batch 100 --size 100 --rate 0 --publishers 16
