@@ -1,34 +1,101 @@
-//! A push node dies (SIGKILL) in a cluster while messages flow: its client reconnects to the
-//! other node and resumes, and the application gets every message exactly once, in order.
-//! Real processes: three nats-server nodes and two push-server binaries.
+//! Failures while messages flow through a cluster (real processes: three nats-server nodes and
+//! two push-server binaries): a push node dies (SIGKILL), a push node and the users stream's
+//! leader die together, and every NATS server is restarted in turn. A publisher sends through
+//! node B and retries each message under its id until accepted; the SDK client starts on node
+//! A with node B as its fallback. Every time the application gets every message exactly once,
+//! in order.
 
 mod common;
 
-use std::time::Duration;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use common::process::{free_addrs, spawn, wait_up_logged};
 use common::*;
 use push_client::{Client, ClientConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
+/// Messages each scenario publishes.
+const N: usize = 200;
+
+/// What happens once the client has received a given number of messages.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL push node A (the client's node).
+    KillNodeA,
+    /// SIGKILL the NATS server leading the users stream.
+    KillLeader,
+    /// SIGKILL NATS server `i` and start it again (waiting until it is current).
+    RestartNats(usize),
+}
+
+struct Run {
+    nats: NatsCluster,
+    prefix: &'static str,
+    nodes: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl Run {
+    async fn apply(&mut self, fault: Fault) {
+        match fault {
+            Fault::KillNodeA => {
+                let _ = self.nodes[0].kill();
+                let _ = self.nodes[0].wait();
+            }
+            Fault::KillLeader => {
+                let client = async_nats::connect(self.nats.urls()).await.unwrap();
+                let js = async_nats::jetstream::new(client);
+                let names = push_server::cluster::names::Names::new(self.prefix);
+                let mut stream = js.get_stream(&names.users_stream).await.unwrap();
+                let leader = self.nats.leader_of(&mut stream).await;
+                self.nats.kill(leader);
+            }
+            Fault::RestartNats(i) => {
+                self.nats.kill(i);
+                self.nats.restart(i).await;
+            }
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+/// Runs the publish stream with `faults` applied when the client has received that many
+/// messages, and checks what the application got.
+async fn scenario(prefix: &'static str, faults: &[(usize, Fault)]) {
     let Some(nats) = NatsCluster::start(3).await else {
         return;
     };
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     let toml = format!(
-        "[cluster]\nnats_urls = [{}]\nprefix = \"fo\"\nreplicas = 3\n",
+        "[cluster]\nnats_urls = [{}]\nprefix = \"{prefix}\"\nreplicas = 3\n",
         urls.join(", ")
     );
-    let tmp = temp_dir();
+    let dir = temp_dir();
     let (tcp_a, http_a) = free_addrs();
     let (tcp_b, http_b) = free_addrs();
-    let mut node_a = spawn(tcp_a, http_a, &tmp.path().join("a"), "sled", &toml);
-    let mut node_b = spawn(tcp_b, http_b, &tmp.path().join("b"), "sled", &toml);
-    wait_up_logged(http_a, &tmp.path().join("a")).await;
-    wait_up_logged(http_b, &tmp.path().join("b")).await;
+    let nodes = vec![
+        spawn(tcp_a, http_a, &dir.path().join("a"), "sled", &toml),
+        spawn(tcp_b, http_b, &dir.path().join("b"), "sled", &toml),
+    ];
+    let mut run = Run {
+        nats,
+        prefix,
+        nodes,
+        _dir: dir,
+    };
+    wait_up_logged(http_a, &run._dir.path().join("a")).await;
+    wait_up_logged(http_b, &run._dir.path().join("b")).await;
 
-    let mut cfg = ClientConfig::new(tcp_a, token("fo-user"));
+    let user = format!("{prefix}-user");
+    let mut cfg = ClientConfig::new(tcp_a, token(&user));
     cfg.fallback = vec![tcp_b];
     cfg.backoff_min = Duration::from_millis(50);
     cfg.backoff_max = Duration::from_millis(500);
@@ -36,14 +103,14 @@ async fn a_push_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
         .await
         .expect("client connects to node A");
 
-    // Publishers go through node B; a failed publish is retried with the same id.
-    const N: u64 = 200;
     let publisher = tokio::spawn(async move {
+        let mut longest = Duration::ZERO;
         for i in 1..=N {
             let body = serde_json::json!({
-                "to": {"users": ["fo-user"]}, "kind": "k", "payload": format!("m{i}"), "id": format!("fo-{i}")
+                "to": {"users": [user]}, "kind": "k", "payload": format!("m{i}"), "id": format!("{prefix}-{i}")
             })
             .to_string();
+            let started = Instant::now();
             loop {
                 let r =
                     try_http(http_b, "POST", "/api/v1/push", Some(API_TOKEN), &body, WAIT).await;
@@ -52,38 +119,53 @@ async fn a_push_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            longest = longest.max(started.elapsed());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        longest
     });
 
     let mut got = Vec::new();
-    let mut killed = None;
-    while (got.len() as u64) < N {
+    let mut faulted: Option<Instant> = None;
+    while got.len() < N {
         let m = tokio::time::timeout(Duration::from_secs(30), client.next_message())
             .await
             .unwrap_or_else(|_| panic!("stalled after {} messages", got.len()))
             .expect("client running");
         got.push((m.position, String::from_utf8_lossy(&m.payload).to_string()));
-        if got.len() == 61 {
-            if let Some(at) = killed {
-                let at: std::time::Instant = at;
-                eprintln!("first message after the node kill: {:?}", at.elapsed());
-            }
+        if let Some(at) = faulted.take() {
+            eprintln!("first message after the fault: {:?}", at.elapsed());
         }
-        if got.len() == 60 {
-            let _ = node_a.kill();
-            let _ = node_a.wait();
-            killed = Some(std::time::Instant::now());
+        for (_, fault) in faults.iter().filter(|(at, _)| *at == got.len()) {
+            run.apply(*fault).await;
+            faulted = Some(Instant::now());
         }
     }
-    publisher.await.unwrap();
-    let expected: Vec<(u64, String)> = (1..=N).map(|i| (i, format!("m{i}"))).collect();
+    let longest = publisher.await.unwrap();
+    eprintln!("longest publish (with retries): {longest:?}");
+    let expected: Vec<(u64, String)> = (1..=N as u64).map(|i| (i, format!("m{i}"))).collect();
     assert_eq!(
         got, expected,
-        "every message once, in order, across the node loss"
+        "every message once, in order, across {faults:?}"
     );
-    for node in [&mut node_a, &mut node_b] {
-        let _ = node.kill();
-        let _ = node.wait();
-    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_node_killed_mid_stream_loses_nothing_and_repeats_nothing() {
+    scenario("fo", &[(60, Fault::KillNodeA)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_node_and_the_stream_leader_killed_together_lose_nothing() {
+    scenario("fl", &[(60, Fault::KillNodeA), (60, Fault::KillLeader)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_nats_server_loses_nothing() {
+    let faults = [
+        (40, Fault::RestartNats(0)),
+        (90, Fault::RestartNats(1)),
+        (140, Fault::RestartNats(2)),
+    ];
+    scenario("fr", &faults).await;
 }
