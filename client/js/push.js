@@ -28,6 +28,8 @@ export class PushClient {
    * @param {object} opts
    * @param {string} opts.url           server HTTP base, e.g. "http://127.0.0.1:7180"
    * @param {string} [opts.wsUrl]       WebSocket URL when not `${url}/ws` (e.g. a port of its own)
+   * @param {string[]} [opts.fallbackUrls] other nodes of a cluster (HTTP bases, WebSocket at `/ws`): after a failed
+   *                                    attempt the client tries the next one in turn, resuming where it left off
    * @param {string|function():Promise<string>|function():string} opts.token  user token, or a function returning one (called on every connect)
    * @param {"auto"|"ws"|"poll"} [opts.transport="auto"]  "auto" falls back to polling after repeated WebSocket failures
    * @param {boolean} [opts.autoAck=true]  acknowledge each user message after onmessage returns
@@ -54,8 +56,15 @@ export class PushClient {
       },
       opts,
     );
-    this.url = opts.url.replace(/\/+$/, "");
-    this.wsUrl = opts.wsUrl || this.url.replace(/^http/, "ws") + "/ws";
+    const base = (u) => u.replace(/\/+$/, "");
+    const wsOf = (u) => u.replace(/^http/, "ws") + "/ws";
+    /** Nodes to try in turn: the first is `url` (with `wsUrl`), then `fallbackUrls`. */
+    this._nodes = [{ url: base(opts.url), wsUrl: opts.wsUrl || wsOf(base(opts.url)) }].concat(
+      (opts.fallbackUrls || []).map((u) => ({ url: base(u), wsUrl: wsOf(base(u)) })),
+    );
+    this._node = 0;
+    this.url = this._nodes[0].url;
+    this.wsUrl = this._nodes[0].wsUrl;
     /** Last processed position per stream ("user", "broadcast", "room:<name>"). */
     this.positions = Object.assign({}, opts.positions || {});
     /** Rooms to be in (re-joined after every reconnect). */
@@ -283,6 +292,12 @@ export class PushClient {
   _retry(detail, hintMs) {
     if (this._stopped) return;
     this._attempt++;
+    if (this._nodes.length > 1) {
+      // The node failed or asked us to come back later: another node serves the same streams.
+      this._node = (this._node + 1) % this._nodes.length;
+      ({ url: this.url, wsUrl: this.wsUrl } = this._nodes[this._node]);
+      detail = Object.assign({ next: this.url }, detail);
+    }
     const base = Math.min(this.opts.maxBackoffMs, this.opts.minBackoffMs * 2 ** (this._attempt - 1));
     const delay = hintMs !== undefined ? hintMs : base / 2 + Math.random() * (base / 2);
     this._setState("reconnecting", Object.assign({ in_ms: Math.round(delay) }, detail));

@@ -1,7 +1,8 @@
 // End-to-end in headless Chromium (Playwright driving Debian's /usr/bin/chromium): the /demo
 // page connects through the browser SDK, receives a pushed message, survives a server kill and
-// restart (receiving what was pushed while it was away), and falls back to long-polling when
-// WebSocket is unavailable. Saves screenshots under target/e2e/.
+// restart (receiving what was pushed while it was away), falls back to long-polling when
+// WebSocket is unavailable, and moves on to a fallback URL when the first node is down. Saves
+// screenshots under target/e2e/.
 //
 // Run: node client/js/test/browser.test.mjs target/debug/push-server
 import assert from "node:assert/strict";
@@ -113,6 +114,36 @@ async function main() {
     }
     assert.equal(acked, 1, "the long-poll client acknowledged by position");
     console.log("long-poll fallback: ok");
+
+    // 4. Fallback URLs (cluster nodes): the first node given is down, so the SDK moves on to
+    // the next one and receives there.
+    const fb = await browser.newPage();
+    pages.push(fb);
+    await fb.goto(server.base + "/demo");
+    await fb.fill("#user", "fbuser");
+    await fb.click("#mint");
+    await fb.waitForFunction(() => document.querySelector("#token").value.length > 20);
+    const dead = "http://127.0.0.1:" + (await server.deadPort());
+    await fb.evaluate(
+      async ({ dead, live }) => {
+        const { PushClient } = await import("/sdk/push.js");
+        const token = document.querySelector("#token").value;
+        const c = new PushClient({ url: dead, fallbackUrls: [live], token, minBackoffMs: 50 });
+        window.fbGot = [];
+        window.fbStates = [];
+        c.onstate = (s, d) => window.fbStates.push([s, d && d.next]);
+        c.onmessage = (m) => window.fbGot.push(m.data && m.data.title);
+        c.connect();
+      },
+      { dead, live: server.base },
+    );
+    await fb.waitForFunction(() => window.fbStates.some(([s]) => s === "connected"), null, { timeout: TIMEOUT });
+    await server.push({ to: { users: ["fbuser"] }, kind: "k", title: "via the fallback", content: "x", level: "info" });
+    await fb.waitForFunction(() => window.fbGot.includes("via the fallback"), null, { timeout: TIMEOUT });
+    const states = await fb.evaluate(() => window.fbStates);
+    const moved = states.find(([s]) => s === "reconnecting");
+    assert.deepEqual(moved, ["reconnecting", server.base], JSON.stringify(states));
+    console.log("fallback to the next node: ok");
   } catch (e) {
     for (const p of pages) console.error("page log:\n" + (await p.textContent("#log").catch(() => "?")));
     throw e;

@@ -49,6 +49,11 @@ export class Server {
     throw new Error("server did not start; log in " + this.dir);
   }
 
+  /** A loopback port nothing listens on (a node that is down). */
+  async deadPort() {
+    return freePort();
+  }
+
   async kill() {
     const exited = new Promise((r) => this.proc.once("exit", r));
     this.proc.kill("SIGKILL");
