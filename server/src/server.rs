@@ -71,6 +71,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// A node's name when none is configured: the host name and the binary-protocol port, which
+/// tell apart several nodes on one machine too.
+fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}:{port}")
+}
+
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     start_with_clock(config, Arc::new(crate::clock::SystemClock)).await
@@ -109,6 +120,10 @@ pub async fn start_with_clock(
         .cluster
         .as_ref()
         .map(|c| crate::cluster::ClusterSettings {
+            node: c
+                .node_name
+                .clone()
+                .unwrap_or_else(|| default_node_name(tcp_addr.port())),
             urls: c.nats_urls.clone(),
             prefix: c.prefix.clone(),
             replicas: c.replicas,

@@ -21,6 +21,7 @@ use push_server::Config;
 fn cluster_config(nats: &NatsCluster, prefix: &str, timeout_ms: u64) -> ClusterConfig {
     ClusterConfig {
         nats_urls: nats.urls(),
+        node_name: None,
         prefix: prefix.into(),
         replicas: 3,
         request_timeout_ms: timeout_ms,
@@ -413,6 +414,21 @@ async fn presence_room_counts_membership_and_kick_work_from_any_node() {
         (true.into(), 2.into()),
         "{v}"
     );
+    // One connection on each node, named by host and port.
+    let port = |s: &TestServer| format!(":{}", s.tcp_addr.port());
+    let nodes = v["nodes"].as_object().expect("nodes in cluster mode");
+    let mut held: Vec<(bool, bool, u64)> = nodes
+        .iter()
+        .map(|(name, n)| {
+            (
+                name.ends_with(&port(&a)),
+                name.ends_with(&port(&b)),
+                n.as_u64().unwrap(),
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(held, [(false, true, 1), (true, false, 1)], "{v}");
 
     let join = Frame::Join(Join {
         room: "ops".into(),

@@ -16,19 +16,25 @@ use crate::config::Scope;
 use crate::context::Ctx;
 use crate::stream::valid_room_name;
 
-/// In cluster mode every node's answer to `q`, added up; otherwise this node's.
-async fn across(ctx: &Ctx, q: Control) -> Result<Answer, Response> {
+/// Every node's answer to `q` (in cluster mode), or this node's.
+async fn answers(ctx: &Ctx, q: Control) -> Result<Vec<Answer>, Response> {
     let Some(cluster) = ctx.delivery.cluster() else {
-        return Ok(answer_local(&ctx.hub, &ctx.stats, &q));
+        return Ok(vec![answer_local(&ctx.hub, &ctx.stats, &q)]);
     };
-    match cluster.ask_all(&q).await {
-        Ok(answers) => Ok(answers.into_iter().fold(Answer::default(), |mut sum, a| {
-            sum.count += a.count;
-            sum.devices.extend(a.devices);
-            sum
-        })),
-        Err(reason) => Err(error(StatusCode::SERVICE_UNAVAILABLE, reason, None)),
-    }
+    cluster
+        .ask_all(&q)
+        .await
+        .map_err(|reason| error(StatusCode::SERVICE_UNAVAILABLE, reason, None))
+}
+
+/// Every node's answer to `q`, added up.
+async fn across(ctx: &Ctx, q: Control) -> Result<Answer, Response> {
+    let all = answers(ctx, q).await?;
+    Ok(all.into_iter().fold(Answer::default(), |mut sum, a| {
+        sum.count += a.count;
+        sum.devices.extend(a.devices);
+        sum
+    }))
 }
 
 /// `GET /api/v1/users/{id}/presence`: online, connection count, devices.
@@ -39,17 +45,28 @@ pub(super) async fn presence(
 ) -> Result<Response, Denied> {
     caller.require(Scope::Read)?;
     let q = Control::Presence { user: id.clone() };
-    let a = match across(&ctx, q).await {
-        Ok(a) => a,
+    let all = match answers(&ctx, q).await {
+        Ok(all) => all,
         Err(resp) => return Ok(resp),
     };
-    Ok(Json(json!({
+    let count: usize = all.iter().map(|a| a.count).sum();
+    let devices: Vec<&String> = all.iter().flat_map(|a| &a.devices).collect();
+    let mut body = json!({
         "user": id,
-        "online": a.count > 0,
-        "connections": a.count,
-        "devices": a.devices,
-    }))
-    .into_response())
+        "online": count > 0,
+        "connections": count,
+        "devices": devices,
+    });
+    if ctx.delivery.cluster().is_some() {
+        // Which nodes hold the user's connections (cluster mode).
+        let nodes: serde_json::Map<String, serde_json::Value> = all
+            .iter()
+            .filter(|a| a.count > 0)
+            .map(|a| (a.node.clone(), a.count.into()))
+            .collect();
+        body["nodes"] = nodes.into();
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `DELETE /api/v1/users/{id}/connections`: closes every connection of the user with KICKED

@@ -66,6 +66,9 @@ pub struct Answer {
     /// Device labels of the user's connections (presence).
     #[serde(default)]
     pub devices: Vec<String>,
+    /// The answering node's name (cluster mode).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// This node's answer to `q` for the connections it holds (the whole answer on a single
@@ -81,6 +84,7 @@ pub fn answer_local(hub: &Hub, stats: &Stats, q: &Control) -> Answer {
             return Answer {
                 count: conns.len(),
                 devices,
+                node: String::new(),
             };
         }
         Control::Kick { user } => {
@@ -95,6 +99,7 @@ pub fn answer_local(hub: &Hub, stats: &Stats, q: &Control) -> Answer {
     Answer {
         count,
         devices: Vec::new(),
+        node: String::new(),
     }
 }
 
@@ -125,7 +130,8 @@ impl ClusterEngine {
     }
 
     fn answer(self: &Arc<Self>, q: &Control) -> Answer {
-        let answer = answer_local(&self.hub, &self.stats, q);
+        let mut answer = answer_local(&self.hub, &self.stats, q);
+        answer.node = self.settings.node.clone();
         if let Control::JoinUser { room, .. } = q {
             if answer.count > 0 {
                 // The room's actor delivers to the new members from now on.

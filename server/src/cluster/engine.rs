@@ -31,6 +31,8 @@ pub(crate) const MAX_ATTEMPTS: usize = 8;
 /// What the cluster engine needs to know.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
+    /// This node's name (logs, its NATS connection, presence answers).
+    pub node: String,
     /// NATS server URLs.
     pub urls: Vec<String>,
     /// Subject and stream prefix.
@@ -233,7 +235,7 @@ impl ClusterEngine {
         let resync = tokio::sync::watch::Sender::new(0u64);
         let events = resync.clone();
         let client = async_nats::ConnectOptions::new()
-            .name("push-server")
+            .name(format!("push-server {}", settings.node))
             .event_callback(move |event| {
                 let events = events.clone();
                 async move { on_event(&events, event) }
@@ -286,6 +288,7 @@ impl ClusterEngine {
         };
         let rooms = ensure_stream(&js, rooms_config).await?;
         tracing::info!(
+            node = %settings.node,
             stream = %names.users_stream,
             replicas = settings.replicas,
             "cluster mode: connected to NATS JetStream"

@@ -140,6 +140,10 @@ fn default_tail_check_ms() -> u64 {
 pub struct ClusterConfig {
     /// NATS server URLs; give several so a node finds the cluster while one is down.
     pub nats_urls: Vec<String>,
+    /// This node's name in logs, in its NATS connection and in presence answers (default:
+    /// the host name and the binary-protocol port, e.g. `box-3:7100`).
+    #[serde(default)]
+    pub node_name: Option<String>,
     /// Prefix of the streams and subjects, so several deployments can share one NATS.
     #[serde(default = "default_cluster_prefix")]
     pub prefix: String,

@@ -88,6 +88,11 @@ impl Config {
             if c.request_timeout_ms == 0 {
                 return bad("cluster.request_timeout_ms", "must be positive");
             }
+            if let Some(n) = &c.node_name {
+                if n.is_empty() || n.len() > 64 || n.chars().any(char::is_control) {
+                    return bad("cluster.node_name", "must be 1 to 64 printable characters");
+                }
+            }
             if c.tail_check_ms < 100 {
                 return bad("cluster.tail_check_ms", "must be at least 100");
             }
