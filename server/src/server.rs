@@ -65,10 +65,23 @@ impl ServerHandle {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+/// Pending connections the kernel queues per listener before `accept` takes them.
+const BACKLOG: u32 = 1024;
+
+async fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Bind { addr, source };
+    if !reuse_port {
+        return TcpListener::bind(addr).await.map_err(err);
+    }
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_reuseport(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(BACKLOG).map_err(err)
 }
 
 /// A node's name when none is configured: the host name and the binary-protocol port, which
@@ -95,8 +108,8 @@ pub async fn start_with_clock(
 ) -> Result<ServerHandle, StartError> {
     config.validate()?;
     let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
-    let tcp = bind(config.listen).await?;
-    let http = bind(config.http_listen).await?;
+    let tcp = bind(config.listen, config.reuse_port).await?;
+    let http = bind(config.http_listen, config.reuse_port).await?;
     let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
@@ -107,7 +120,7 @@ pub async fn start_with_clock(
     })?;
     let ws = match config.ws_listen {
         Some(addr) => {
-            let l = bind(addr).await?;
+            let l = bind(addr, config.reuse_port).await?;
             let bound = l
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;

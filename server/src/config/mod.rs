@@ -308,6 +308,9 @@ pub struct Config {
     pub ws_on_http: bool,
     /// A listener of its own for the WebSocket shim (`GET /ws`); absent = none.
     pub ws_listen: Option<SocketAddr>,
+    /// Bind every listener with SO_REUSEPORT, so several server processes on one machine
+    /// share the same ports and the kernel spreads new connections across them.
+    pub reuse_port: bool,
     /// Browser origins allowed to open WebSockets (exact `scheme://host:port`); empty = any.
     /// Requests without an Origin header (non-browser clients) are always allowed.
     pub ws_allowed_origins: Vec<String>,
@@ -376,6 +379,7 @@ impl Default for Config {
             max_pending_publishes: 100_000,
             commit_linger_us: 0,
             ws_on_http: true,
+            reuse_port: false,
             ws_listen: None,
             ws_allowed_origins: Vec::new(),
             ws_max_message: 1024 * 1024 + 64 * 1024,
