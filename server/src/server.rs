@@ -193,17 +193,29 @@ pub async fn start_with_clock(
     })
 }
 
+/// A reconnect hint spread uniformly over [hint/2, 3*hint/2).
+fn jittered(hint: u32) -> u32 {
+    let span = u64::from(hint).max(1);
+    let offset = crate::delivery::ids::random_u64() % span;
+    (u64::from(hint / 2) + offset).min(u64::from(u32::MAX)) as u32
+}
+
 /// Waits for shutdown, then closes every connection with a reconnect hint and drains.
 async fn supervise(ctx: Arc<Ctx>, api: Vec<JoinHandle<()>>) {
     ctx.shutdown.cancelled().await;
     let open = ctx.hub.connection_count();
     tracing::info!(connections = open, "shutting down: closing connections");
-    let order = CloseOrder::new(
-        ErrorCode::SHUTTING_DOWN,
-        Some(ctx.config.reconnect_hint_ms),
-        "server shutting down",
-    );
-    ctx.hub.close_all(&order);
+    // Each connection gets its own hint, spread over [hint/2, 3*hint/2), so the clients of a
+    // node that restarts (or of a node that died, reconnecting to the others) do not all come
+    // back in the same millisecond.
+    let hint = ctx.config.reconnect_hint_ms;
+    ctx.hub.close_each(|| {
+        CloseOrder::new(
+            ErrorCode::SHUTTING_DOWN,
+            Some(jittered(hint)),
+            "server shutting down",
+        )
+    });
     let drain = Duration::from_millis(ctx.config.shutdown_drain_ms);
     let deadline = tokio::time::Instant::now() + drain;
     while ctx.open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {

@@ -382,24 +382,33 @@ async fn a_slow_consumer_is_dropped_while_others_keep_receiving() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_sends_close_with_a_reconnect_hint() {
-    let server = start(config()).await;
+async fn graceful_shutdown_sends_close_with_a_reconnect_hint_spread_over_the_clients() {
+    let server = start(push_server::Config {
+        reconnect_hint_ms: 2000,
+        ..config()
+    })
+    .await;
     let mut clients = Vec::new();
-    for i in 0..5 {
+    for i in 0..20 {
         clients.push(connect(server.tcp_addr, &format!("u{i}")).await);
     }
     server.shutdown();
+    let mut hints = std::collections::BTreeSet::new();
     for c in &mut clients {
         match c.next_timeout(WAIT).await {
             Err(ClientError::Closed {
                 code, reconnect_ms, ..
             }) => {
                 assert_eq!(code, ErrorCode::SHUTTING_DOWN);
-                assert!(reconnect_ms.is_some());
+                let hint = reconnect_ms.expect("a reconnect hint");
+                assert!((1000..3000).contains(&hint), "{hint} ms");
+                hints.insert(hint);
             }
             other => panic!("expected CLOSE, got {other:?}"),
         }
     }
+    // 20 draws from 2,000 values: all alike only if the jitter is missing.
+    assert!(hints.len() > 1, "every client got the same hint: {hints:?}");
     tokio::time::timeout(WAIT, server.wait()).await.unwrap();
 }
 

@@ -276,7 +276,8 @@ pub struct Config {
     pub max_http_connections: usize,
     /// Time given to connections to flush their CLOSE frames on shutdown, in ms.
     pub shutdown_drain_ms: u64,
-    /// Reconnect hint sent in CLOSE on shutdown, in ms.
+    /// Reconnect hint sent in CLOSE on shutdown, in ms (each connection gets its own, spread
+    /// over [hint/2, 3*hint/2)).
     pub reconnect_hint_ms: u32,
     /// Compress outgoing bodies of at least this many bytes (0 disables compression).
     pub compress_min: usize,

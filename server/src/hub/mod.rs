@@ -334,9 +334,15 @@ impl Hub {
 
     /// Orders every connection closed after its queued frames.
     pub fn close_all(&self, order: &CloseOrder) {
+        self.close_each(|| order.clone());
+    }
+
+    /// Closes every connection with an order made for it (e.g. each with its own reconnect
+    /// hint).
+    pub fn close_each(&self, mut order: impl FnMut() -> CloseOrder) {
         for shard in self.users.iter() {
             for c in lock(shard).values().flat_map(Devices::as_slice) {
-                c.close(order.clone(), false);
+                c.close(order(), false);
             }
         }
     }
