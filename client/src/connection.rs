@@ -29,6 +29,9 @@ pub struct ConnectOptions {
     pub timeout: Option<Duration>,
     /// TLS with certificate verification; `None` = plain TCP.
     pub tls: Option<TlsOptions>,
+    /// Local address to connect from (a multi-homed host, or a load generator spreading its
+    /// ephemeral ports over several addresses); `None` = the system's choice.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 /// An authenticated connection.
@@ -57,7 +60,17 @@ impl Connection {
         addr: SocketAddr,
         opts: &ConnectOptions,
     ) -> Result<Connection, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = match opts.local_ip {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let socket = match ip {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         Self::handshake(stream, opts).await
     }
 

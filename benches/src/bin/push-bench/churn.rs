@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::coordinator::Workers;
 use crate::report::{self, Latency};
 use crate::spec::{Mode, WorkerSpec};
-use crate::{procstat, tls_of, Common, Res};
+use crate::{tls_of, Common, Res};
 
 /// The figures of one run.
 #[derive(Serialize)]
@@ -32,13 +32,14 @@ struct ChurnReport {
 
 /// Runs the scenario with `workers_n` worker processes.
 pub(crate) async fn run(c: Common, rate: f64, seconds: f64, workers_n: usize) -> Res {
-    let pid = c.server_pid;
-    let rss0 = pid.and_then(procstat::rss_bytes);
-    let fds0 = pid.and_then(procstat::open_fds);
+    let pid = c.servers();
+    let rss0 = pid.rss_bytes();
+    let fds0 = pid.open_fds();
     let n = workers_n.max(1);
     let per = (c.concurrency / n).max(1);
     let specs: Vec<WorkerSpec> = (0..n)
         .map(|w| WorkerSpec {
+            source_ip: c.source_ip(w),
             tls: tls_of(&c),
             addr: c.addr.clone(),
             secret: c.secret.clone(),
@@ -62,8 +63,8 @@ pub(crate) async fn run(c: Common, rate: f64, seconds: f64, workers_n: usize) ->
     // Give the server a moment to finish closing the last sockets before reading its RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let m = report::merge(&done);
-    let rss = rss0.zip(pid.and_then(procstat::rss_bytes));
-    let fds = fds0.zip(pid.and_then(procstat::open_fds));
+    let rss = rss0.zip(pid.rss_bytes());
+    let fds = fds0.zip(pid.open_fds());
     let fig = ChurnReport {
         rate_requested: rate,
         seconds,

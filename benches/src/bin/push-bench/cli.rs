@@ -107,9 +107,15 @@ pub(crate) struct Common {
     /// API token the server accepts.
     #[arg(long, env = "PUSH_API_TOKEN", default_value = "dev-api-token")]
     pub api_token: String,
-    /// Server pid, for RSS and CPU figures.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Server pid, for RSS and CPU figures; several (comma-separated or repeated) for the
+    /// nodes of a cluster, whose figures are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Source addresses to connect from, e.g. `127.0.0.2-127.0.0.7` or a comma list: worker
+    /// `i` uses address `i mod n`, so each has its own ephemeral ports (about 28,000 per
+    /// source address and server address).
+    #[arg(long, value_parser = parse_ips)]
+    pub source_ips: Option<SourceIps>,
     /// Most connections per worker process.
     #[arg(long, default_value_t = 9000)]
     pub per_worker: usize,
@@ -164,13 +170,53 @@ pub(crate) fn tls_of(c: &Common) -> Option<(String, String)> {
     })
 }
 
+/// Source addresses given with `--source-ips`.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceIps(pub Vec<std::net::IpAddr>);
+
+/// `a.b.c.x-a.b.c.y` (IPv4, last octet counts up) or `ip,ip,...`.
+fn parse_ips(s: &str) -> Result<SourceIps, String> {
+    let bad = |e: std::net::AddrParseError| format!("{s:?}: {e}");
+    let ips = if let Some((from, to)) = s.split_once('-') {
+        let (from, to): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+            (from.parse().map_err(bad)?, to.parse().map_err(bad)?);
+        let (a, b) = (u32::from(from), u32::from(to));
+        if b < a || b - a > 255 {
+            return Err(format!("{s:?}: a range of 1 to 256 addresses, low to high"));
+        }
+        (a..=b)
+            .map(|x| std::net::Ipv4Addr::from(x).into())
+            .collect()
+    } else {
+        s.split(',')
+            .map(|p| p.trim().parse().map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(SourceIps(ips))
+}
+
+impl Common {
+    /// The server processes to measure.
+    pub(crate) fn servers(&self) -> crate::procstat::Servers {
+        crate::procstat::Servers(self.server_pid.clone())
+    }
+
+    /// The source address of worker `i`, when `--source-ips` gives any.
+    pub(crate) fn source_ip(&self, i: usize) -> Option<std::net::IpAddr> {
+        let ips = &self.source_ips.as_ref()?.0;
+        ips.get(i % ips.len().max(1)).copied()
+    }
+}
+
 /// One worker spec per process for `conns` connections in `mode`.
 pub(crate) fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
     let parts = split(conns, c.per_worker);
     let per = (c.concurrency / parts.len()).max(1);
     parts
         .into_iter()
-        .map(|(first, count)| WorkerSpec {
+        .enumerate()
+        .map(|(i, (first, count))| WorkerSpec {
+            source_ip: c.source_ip(i),
             tls: tls_of(c),
             addr: c.addr.clone(),
             secret: c.secret.clone(),
@@ -181,4 +227,22 @@ pub(crate) fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
             mode: mode.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ip_ranges_and_lists() {
+        let r = parse_ips("127.0.0.2-127.0.0.7").unwrap().0;
+        assert_eq!(r.len(), 6);
+        assert_eq!(r[0].to_string(), "127.0.0.2");
+        assert_eq!(r[5].to_string(), "127.0.0.7");
+        let l = parse_ips("127.0.0.9, ::1").unwrap().0;
+        assert_eq!(l.len(), 2);
+        assert!(parse_ips("127.0.0.7-127.0.0.2").is_err());
+        assert!(parse_ips("127.0.0.1-127.0.2.1").is_err());
+        assert!(parse_ips("nope").is_err());
+    }
 }

@@ -10,7 +10,7 @@ use crate::cli::Load;
 use crate::coordinator::Workers;
 use crate::report::{self, Deliveries, Latency, ServerNow};
 use crate::spec::{stamped_payload, Mode};
-use crate::{http, procstat, specs, Common, Res};
+use crate::{http, specs, Common, Res};
 
 /// The figures of one run.
 #[derive(Serialize)]
@@ -77,7 +77,7 @@ fn body(target: Target, i: usize, load: &Load, prefix: &str) -> String {
 
 /// Runs the scenario: receivers connect, publishers send, every delivery is counted.
 pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
-    let pid = c.server_pid;
+    let pid = c.servers();
     let room = (target == Target::Room).then(|| ROOM.to_string());
     let mode = if load.ws {
         Mode::ReceiveWs { room }
@@ -97,7 +97,7 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
         Target::Users => (load.messages * load.batch.max(1)) as u64,
         _ => (load.messages * ready.ok) as u64,
     };
-    let cpu0 = pid.and_then(procstat::cpu_seconds);
+    let cpu0 = pid.cpu_seconds();
     let t0 = Instant::now();
     let publishers = load.publishers.max(1);
     let mut tasks = Vec::new();
@@ -151,8 +151,8 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
         eprint!("\r  received {received}/{expected}   ");
     }
     eprintln!();
-    let cpu1 = pid.and_then(procstat::cpu_seconds);
-    let server = ServerNow::read(pid);
+    let cpu1 = pid.cpu_seconds();
+    let server = ServerNow::read(&pid);
     let done = workers.stop().await;
     let m = report::merge(&done);
     let secs = t_last.as_secs_f64().max(1e-9);

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use crate::coordinator::Workers;
 use crate::spec::{stamped_payload, unix_micros, Mode};
-use crate::{http, procstat, report, specs, Common, Res};
+use crate::{http, report, specs, Common, Res};
 
 const NEWS: &str = "news";
 const BIG: &str = "big";
@@ -195,7 +195,7 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 
 /// Runs the scenario.
 pub(crate) async fn run(c: Common, f: FloodArgs) -> Res {
-    let pid = c.server_pid;
+    let pid = c.servers();
     let mut http = http::Http::new(c.http);
     if matches!(f.kind, FloodKind::Join | FloodKind::Churn) {
         for i in 0..f.big {
@@ -212,8 +212,8 @@ pub(crate) async fn run(c: Common, f: FloodArgs) -> Res {
         },
     ))?;
     let ready = bystanders.wait_ready(Duration::from_secs(600)).await;
-    let rss0 = pid.and_then(procstat::rss_bytes);
-    let cpu0 = pid.and_then(procstat::cpu_seconds);
+    let rss0 = pid.rss_bytes();
+    let cpu0 = pid.cpu_seconds();
     let t0 = Instant::now();
     let until = t0 + Duration::from_secs_f64(f.seconds);
     let counts = Arc::new(FloodCounts::default());
@@ -230,7 +230,7 @@ pub(crate) async fn run(c: Common, f: FloodArgs) -> Res {
         &mut http,
         &c.api_token,
         (messages, f.rate, t0),
-        pid,
+        &pid,
         rss0.unwrap_or(0),
         |_| {
             json!({"to": {"room": NEWS}, "kind": "bench", "payload": stamped_payload(64)})
@@ -242,7 +242,7 @@ pub(crate) async fn run(c: Common, f: FloodArgs) -> Res {
         let _ = t.await;
     }
     let flood_secs = t0.elapsed().as_secs_f64();
-    let cpu1 = pid.and_then(procstat::cpu_seconds);
+    let cpu1 = pid.cpu_seconds();
     let expected = (messages * ready.ok) as u64;
     bystanders
         .drain_received(expected, Duration::from_secs(15))

@@ -9,7 +9,7 @@ use serde_json::{json, Map};
 use crate::coordinator::{split, Workers};
 use crate::hostile_worker::Kind;
 use crate::spec::{stamped_payload, Mode, WorkerSpec};
-use crate::{http, procstat, report, specs, tls_of, Common, Res};
+use crate::{http, report, specs, tls_of, Common, Res};
 
 const ROOM: &str = "hostile-room";
 
@@ -42,7 +42,9 @@ pub(crate) struct HostileArgs {
 fn hostile_specs(c: &Common, n: usize, kind: Kind, rate: f64, prefix: &str) -> Vec<WorkerSpec> {
     split(n.max(usize::from(kind == Kind::Garbage)), c.per_worker)
         .into_iter()
-        .map(|(first, count)| WorkerSpec {
+        .enumerate()
+        .map(|(i, (first, count))| WorkerSpec {
+            source_ip: c.source_ip(i),
             addr: c.addr.clone(),
             secret: c.secret.clone(),
             user_prefix: format!("{}{prefix}", c.user_prefix),
@@ -74,8 +76,8 @@ fn noisy(size: usize, seed: usize) -> String {
 
 /// Runs the scenario.
 pub(crate) async fn run(c: Common, h: HostileArgs) -> Res {
-    let pid = c.server_pid;
-    let rss0 = pid.and_then(procstat::rss_bytes);
+    let pid = c.servers();
+    let rss0 = pid.rss_bytes();
     let mut bystanders = Workers::spawn(specs(
         &c,
         h.conns,
@@ -97,13 +99,13 @@ pub(crate) async fn run(c: Common, h: HostileArgs) -> Res {
         let r = w.wait_ready(Duration::from_secs(600)).await;
         kinds.push((tag, r.ok, w));
     }
-    let rss_loaded = pid.and_then(procstat::rss_bytes);
+    let rss_loaded = pid.rss_bytes();
     let mut http = http::Http::new(c.http);
     let (publish_failed, rss_peak) = crate::publish::publish_paced(
         &mut http,
         &c.api_token,
         (h.messages, h.rate, Instant::now()),
-        pid,
+        &pid,
         rss_loaded.unwrap_or(0),
         |i| json!({"to": {"room": ROOM}, "kind": "bench", "payload": noisy(h.size, i)}).to_string(),
     )
@@ -112,7 +114,7 @@ pub(crate) async fn run(c: Common, h: HostileArgs) -> Res {
     bystanders
         .drain_received(expected, Duration::from_secs(15))
         .await;
-    let rss_after = pid.and_then(procstat::rss_bytes);
+    let rss_after = pid.rss_bytes();
     let merged = report::merge(&bystanders.stop().await);
     let mut fig = Map::new();
     fig.insert("bystanders".into(), json!(ready.ok));

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::coordinator::Workers;
 use crate::report::{self, ServerNow};
 use crate::spec::Mode;
-use crate::{procstat, specs, Common, Res};
+use crate::{specs, Common, Res};
 
 /// The figures of one run.
 #[derive(Serialize)]
@@ -37,9 +37,9 @@ struct IdleReport {
 
 /// Runs the scenario.
 pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res {
-    let pid = c.server_pid;
-    let rss0 = pid.and_then(procstat::rss_bytes);
-    let cpu0 = pid.and_then(procstat::cpu_seconds);
+    let pid = c.servers();
+    let rss0 = pid.rss_bytes();
+    let cpu0 = pid.cpu_seconds();
     let mode = if ws {
         c.addr = c.http.to_string();
         Mode::IdleWs
@@ -48,16 +48,16 @@ pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res
     };
     let mut workers = Workers::spawn(specs(&c, conns, mode))?;
     let ready = workers.wait_ready(Duration::from_secs(600)).await;
-    let cpu1 = pid.and_then(procstat::cpu_seconds);
+    let cpu1 = pid.cpu_seconds();
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
-    let rss1 = pid.and_then(procstat::rss_bytes);
+    let rss1 = pid.rss_bytes();
     let transport = match (ws, c.tls_ca.is_some()) {
         (true, _) => "websocket",
         (false, true) => "tcp+tls",
         (false, false) => "tcp",
     };
     let rss_pair = rss0.zip(rss1);
-    let server = ServerNow::read(pid);
+    let server = ServerNow::read(&pid);
     let done = workers.stop().await;
     let merged = report::merge(&done);
     let fig = IdleReport {

@@ -1,5 +1,34 @@
 //! Server resource use read from /proc: resident memory and CPU time.
 
+/// The server processes measured: one, or every node of a cluster (figures are summed; none
+/// when a process cannot be read).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Servers(pub Vec<u32>);
+
+impl Servers {
+    fn sum<T: std::iter::Sum<T>>(&self, f: impl Fn(u32) -> Option<T>) -> Option<T> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.iter().map(|p| f(*p)).sum()
+    }
+
+    /// Resident memory of all of them, in bytes.
+    pub(crate) fn rss_bytes(&self) -> Option<u64> {
+        self.sum(rss_bytes)
+    }
+
+    /// CPU seconds all of them consumed so far.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        self.sum(cpu_seconds)
+    }
+
+    /// Open descriptors of all of them.
+    pub(crate) fn open_fds(&self) -> Option<usize> {
+        self.sum(open_fds)
+    }
+}
+
 /// Resident set size of `pid` in bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -46,5 +75,9 @@ mod tests {
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_seconds(pid).is_some());
         assert!(open_fds(pid).unwrap() > 0);
+        let two = Servers(vec![pid, pid]);
+        assert!(two.open_fds().unwrap() >= 2 * open_fds(pid).unwrap() - 2);
+        assert!(Servers::default().rss_bytes().is_none());
+        assert!(Servers(vec![pid, u32::MAX]).rss_bytes().is_none());
     }
 }

@@ -7,7 +7,7 @@ pub(crate) async fn publish_paced(
     http: &mut crate::http::Http,
     token: &str,
     (n, rate, t0): (usize, f64, std::time::Instant),
-    pid: Option<u32>,
+    pid: &crate::procstat::Servers,
     rss_floor: u64,
     mut body: impl FnMut(usize) -> String,
 ) -> (u64, u64) {
@@ -23,7 +23,7 @@ pub(crate) async fn publish_paced(
             failed += 1;
         }
         if i % 25 == 0 {
-            let rss = pid.and_then(crate::procstat::rss_bytes).unwrap_or(0);
+            let rss = pid.rss_bytes().unwrap_or(0);
             rss_peak = rss_peak.max(rss);
         }
     }

@@ -73,10 +73,10 @@ pub(crate) struct ServerNow {
 
 impl ServerNow {
     /// Reads both figures of process `pid`.
-    pub(crate) fn read(pid: Option<u32>) -> ServerNow {
+    pub(crate) fn read(pid: &crate::procstat::Servers) -> ServerNow {
         ServerNow {
-            server_rss_bytes: pid.and_then(crate::procstat::rss_bytes),
-            server_fds: pid.and_then(crate::procstat::open_fds),
+            server_rss_bytes: pid.rss_bytes(),
+            server_fds: pid.open_fds(),
         }
     }
 }

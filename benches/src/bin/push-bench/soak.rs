@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::coordinator::Workers;
 use crate::spec::{Mode, WorkerSpec};
-use crate::{http, procstat, report, specs, tls_of, Common, Res};
+use crate::{http, report, specs, tls_of, Common, Res};
 
 /// Room every soak receiver joins.
 const ROOM: &str = "soak";
@@ -49,7 +49,7 @@ fn dir_bytes(p: &Path) -> u64 {
 
 /// Runs the soak.
 pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
-    let pid = c.server_pid;
+    let pid = c.servers();
     let mut all = specs(
         &c,
         s.conns,
@@ -60,6 +60,7 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
     let churners = 2;
     for w in 0..churners {
         all.push(WorkerSpec {
+            source_ip: c.source_ip(w),
             addr: c.addr.clone(),
             secret: c.secret.clone(),
             user_prefix: format!("{}soakchurn{w}-", c.user_prefix),
@@ -120,8 +121,8 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
         next += Duration::from_secs_f64(s.sample);
         let row = json!({
             "t_s": t0.elapsed().as_secs(),
-            "rss_bytes": pid.and_then(procstat::rss_bytes),
-            "fds": pid.and_then(procstat::open_fds),
+            "rss_bytes": pid.rss_bytes(),
+            "fds": pid.open_fds(),
             "storage_bytes": s.data_dir.as_deref().map(dir_bytes),
             "received": received,
         });

@@ -21,6 +21,9 @@ pub(crate) struct WorkerSpec {
     pub mode: Mode,
     /// TLS: the certificate name to verify and the CA PEM to trust.
     pub tls: Option<(String, String)>,
+    /// Address to connect from (its own ephemeral ports).
+    #[serde(default)]
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// The worker's role.

@@ -223,6 +223,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
             token: token(&spec, i),
             timeout: Some(Duration::from_secs(30)),
             tls: tls_options(&spec),
+            local_ip: spec.source_ip,
             ..ConnectOptions::default()
         };
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
@@ -313,6 +314,7 @@ async fn churn(spec: WorkerSpec, rate: f64, seconds: f64, rooms: bool) {
             token: token(&spec, i % spec.count.max(1)),
             timeout: Some(Duration::from_secs(10)),
             tls: tls_options(&spec),
+            local_ip: spec.source_ip,
             ..ConnectOptions::default()
         };
         i += 1;
