@@ -315,6 +315,7 @@ impl ClusterEngine {
             resync,
         });
         engine.start_broadcast();
+        engine.start_live_users().await.map_err(unavailable)?;
         engine.start_control().await.map_err(unavailable)?;
         Ok(engine)
     }

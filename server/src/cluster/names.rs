@@ -145,6 +145,19 @@ impl Names {
     pub fn live_user(&self, user: &str) -> String {
         format!("{}.live.u.{}", self.prefix, token(user))
     }
+
+    /// Every user's live subject (one node-wide subscription).
+    pub fn live_users(&self) -> String {
+        format!("{}.live.u.*", self.prefix)
+    }
+
+    /// The user a live subject belongs to.
+    pub fn user_of_live(&self, subject: &str) -> Option<String> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".live.u.")?;
+        untoken(rest)
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +177,8 @@ mod tests {
         assert_eq!(n.user("a.b"), "push.u.612e62");
         assert_eq!(n.live_user("a.b"), "push.live.u.612e62");
         assert_eq!(n.republish().1, "push.live.u.>");
+        assert_eq!(n.user_of_live("push.live.u.612e62").as_deref(), Some("a.b"));
+        assert_eq!(n.user_of_live("push.live.r.612e62"), None);
+        assert_eq!(n.user_of_live("pushx.live.u.612e62"), None);
     }
 }

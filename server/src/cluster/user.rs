@@ -24,17 +24,22 @@ use crate::hub::{Conn, Stamp};
 /// record it could not store).
 const CHECK: Duration = Duration::from_secs(2);
 
-/// Requests to a user's actor.
+/// Requests to a user's actor (kept small: each actor's queue allocates room for several).
 pub(crate) enum Cmd {
     /// Replay what the connection has not acknowledged, then register it.
-    Attach {
-        conn: Arc<Conn>,
-        resume: Option<u64>,
-        broadcast: Option<u64>,
-        reply: oneshot::Sender<Result<(), ErrorCode>>,
-    },
+    Attach(Box<Attach>),
     /// A connection acknowledged the user's stream up to a position.
     Ack(u64),
+    /// A stored message, as the stream's leader republished it.
+    Live(Box<async_nats::Message>),
+}
+
+/// A connection to attach.
+pub(crate) struct Attach {
+    conn: Arc<Conn>,
+    resume: Option<u64>,
+    broadcast: Option<u64>,
+    reply: oneshot::Sender<Result<(), ErrorCode>>,
 }
 
 /// The way to a running actor.
@@ -143,122 +148,228 @@ async fn replay_to(conn: &Conn, engine: &ClusterEngine, frames: Vec<(u64, u64, B
     true
 }
 
+/// What a user's actor knows.
+struct Actor {
+    engine: Arc<ClusterEngine>,
+    user: String,
+    /// The last message delivered to the node's connections.
+    delivered: Tail,
+    ack: AckState,
+    retry: Retry,
+    purged: Purged,
+}
+
+// Handlers are awaited through `Box::pin`: the actor's own future (one per connected user)
+// then holds only what waits between events, not the largest handler's state.
 async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    let live = engine.names.live_user(&user);
-    let mut sub = match engine.client.subscribe(live).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(%user, "cannot subscribe to the user's live messages: {e}");
-            engine.forget_user(&user);
-            return;
-        }
-    };
-    // Subscribed first, then the tail: anything stored later arrives live.
-    let mut delivered = loop {
-        match engine.tail(&user).await {
-            Ok(t) => break t,
-            Err(e) => {
-                tracing::warn!(%user, "reading the user's tail: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    let mut ack = engine.stored_ack(&user).await.unwrap_or_default();
-    let mut retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
-    let mut purged = Purged::default();
+    // Registered (in `users`) before the tail is read: anything stored later arrives live.
+    let delivered = Box::pin(first_tail(&engine, &user)).await;
+    let ack = Box::pin(engine.stored_ack(&user)).await.unwrap_or_default();
+    let retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
     let mut tick = tokio::time::interval(CHECK);
     let mut resync = engine.resync.subscribe();
     let mut tail_check = tokio::time::interval_at(
         tokio::time::Instant::now() + engine.settings.tail_check,
         engine.settings.tail_check,
     );
+    let mut a = Actor {
+        engine,
+        user,
+        delivered,
+        ack,
+        retry,
+        purged: Purged::default(),
+    };
+    let mut next: Option<Cmd> = None;
     loop {
-        let retry_wait = retry.wait(engine.clock.now().at).unwrap_or(CHECK);
+        if let Some(cmd) = next.take() {
+            next = Box::pin(a.on_cmd(cmd, &mut rx)).await;
+            continue;
+        }
+        let retry_wait = a.retry.wait(a.engine.clock.now().at).unwrap_or(CHECK);
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 None => return,
-                Some(Cmd::Ack(pos)) => {
-                    let mut pos = pos;
-                    while let Ok(Cmd::Ack(p)) = rx.try_recv() {
-                        pos = pos.max(p);
-                    }
-                    if pos > ack.acked && pos <= delivered.pos {
-                        let want = AckState { acked: pos, ..ack };
-                        ack = engine.write_ack(&user, want, ack).await;
-                    }
-                    if ack.acked >= delivered.pos {
-                        retry.stop();
-                        engine.purge_acked(&user, ack, delivered, &mut purged, false).await;
-                    }
-                }
-                Some(Cmd::Attach { conn, resume, broadcast, reply }) => {
-                    if let Some(r) = resume.filter(|r| *r > ack.acked && *r <= delivered.pos) {
-                        ack = engine.write_ack(&user, AckState { acked: r, ..ack }, ack).await;
-                    }
-                    let result = attach(&engine, &user, &conn, ack.acked, delivered, broadcast).await;
-                    if ack.acked < delivered.pos {
-                        retry.start(engine.clock.now().at);
-                    }
-                    let _ = reply.send(result);
-                }
+                Some(cmd) => next = Box::pin(a.on_cmd(cmd, &mut rx)).await,
             },
-            _ = tokio::time::sleep(retry_wait) => {
-                match retry.due(engine.clock.now().at) {
-                    None => {}
-                    Some(_) if ack.acked >= delivered.pos
-                        || engine.hub.user_connections(&user).is_empty() => retry.stop(),
-                    Some(Step::Resend(attempt)) => {
-                        let n = engine.resend(&user, ack.acked, delivered.pos).await;
-                        engine.stats.add(&engine.stats.retries, n as u64);
-                        tracing::debug!(%user, resent = n, retry = attempt, "resent unacknowledged messages");
-                    }
-                    Some(Step::Fail) => {
-                        let want = AckState { failed: delivered.pos, ..ack };
-                        ack = engine.write_ack(&user, want, ack).await;
-                        engine.stats.inc(&engine.stats.messages_failed);
-                        tracing::warn!(%user, "retries exhausted: unacknowledged messages marked failed until the user reconnects");
-                    }
-                }
-            },
-            msg = sub.next() => {
-                let Some(msg) = msg else { return };
-                let Some(headers) = msg.headers.as_ref() else { continue };
-                let Some(pos) = header_u64(headers, names::POSITION) else { continue };
-                let seq = header_u64(headers, "Nats-Sequence").unwrap_or(0);
-                if pos <= delivered.pos {
-                    continue;
-                }
-                if pos > delivered.pos + 1 {
-                    delivered = fill_gap(&engine, &user, delivered, pos - 1).await;
-                }
-                if pos == delivered.pos + 1 {
-                    if !engine.expired(headers) {
-                        if let Some((_, frame)) = engine.push_frame(headers, msg.payload.clone(), &Stream::User) {
-                            engine.hub.send_user(&user, &frame, Stamp::NONE);
-                        }
-                    }
-                    delivered = Tail { seq, pos };
-                    engine.note_tail(&user, delivered);
-                    retry.start(engine.clock.now().at);
-                }
-            }
+            _ = tokio::time::sleep(retry_wait) => Box::pin(a.on_retry()).await,
             _ = tick.tick() => {
-                if ack.seq == UNSTORED {
-                    if let Ok(stored) = engine.stored_ack(&user).await {
-                        ack = engine.write_ack(&user, ack, stored).await;
-                    }
-                }
-                if engine.retire_if_idle(&user, &rx) {
-                    engine.purge_acked(&user, ack, delivered, &mut purged, true).await;
+                if Box::pin(a.on_tick(&rx)).await {
                     return;
                 }
             }
             // Republish is at most once: catch up with the stored tail.
-            _ = tail_check.tick() => {
-                delivered = catch_up(&engine, &user, delivered).await;
-                engine.purge_acked(&user, ack, delivered, &mut purged, true).await;
+            _ = tail_check.tick() => Box::pin(a.catch_up(true)).await,
+            Ok(()) = resync.changed() => Box::pin(a.catch_up(false)).await,
+        }
+    }
+}
+
+async fn first_tail(engine: &ClusterEngine, user: &str) -> Tail {
+    loop {
+        match engine.tail(user).await {
+            Ok(t) => return t,
+            Err(e) => {
+                tracing::warn!(%user, "reading the user's tail: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Ok(()) = resync.changed() => delivered = catch_up(&engine, &user, delivered).await,
+        }
+    }
+}
+
+impl Actor {
+    /// Handles one request; acknowledgements queued behind it are taken together, and the
+    /// first other request met on the way is handed back to be handled next.
+    async fn on_cmd(&mut self, cmd: Cmd, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Option<Cmd> {
+        let (engine, user) = (&self.engine, &self.user);
+        match cmd {
+            Cmd::Ack(pos) => {
+                let mut pos = pos;
+                let mut next = None;
+                while let Ok(cmd) = rx.try_recv() {
+                    match cmd {
+                        Cmd::Ack(p) => pos = pos.max(p),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                if pos > self.ack.acked && pos <= self.delivered.pos {
+                    let want = AckState {
+                        acked: pos,
+                        ..self.ack
+                    };
+                    self.ack = engine.write_ack(user, want, self.ack).await;
+                }
+                if self.ack.acked >= self.delivered.pos {
+                    self.retry.stop();
+                    engine
+                        .purge_acked(user, self.ack, self.delivered, &mut self.purged, false)
+                        .await;
+                }
+                return next;
+            }
+            Cmd::Attach(req) => {
+                let Attach {
+                    conn,
+                    resume,
+                    broadcast,
+                    reply,
+                } = *req;
+                let (acked, delivered) = (self.ack.acked, self.delivered.pos);
+                if let Some(r) = resume.filter(|r| *r > acked && *r <= delivered) {
+                    let want = AckState {
+                        acked: r,
+                        ..self.ack
+                    };
+                    self.ack = engine.write_ack(user, want, self.ack).await;
+                }
+                let result = attach(
+                    engine,
+                    user,
+                    &conn,
+                    self.ack.acked,
+                    self.delivered,
+                    broadcast,
+                )
+                .await;
+                if self.ack.acked < self.delivered.pos {
+                    self.retry.start(engine.clock.now().at);
+                }
+                let _ = reply.send(result);
+            }
+            Cmd::Live(msg) => self.on_live(&msg).await,
+        }
+        None
+    }
+
+    /// A message the stream's leader republished: delivered in position order, any gap
+    /// before it filled from the stream.
+    async fn on_live(&mut self, msg: &async_nats::Message) {
+        let engine = &self.engine;
+        let Some(headers) = msg.headers.as_ref() else {
+            return;
+        };
+        let Some(pos) = header_u64(headers, names::POSITION) else {
+            return;
+        };
+        let seq = header_u64(headers, "Nats-Sequence").unwrap_or(0);
+        if pos <= self.delivered.pos {
+            return;
+        }
+        if pos > self.delivered.pos + 1 {
+            self.delivered = fill_gap(engine, &self.user, self.delivered, pos - 1).await;
+        }
+        if pos == self.delivered.pos + 1 {
+            if !engine.expired(headers) {
+                let frame = engine.push_frame(headers, msg.payload.clone(), &Stream::User);
+                if let Some((_, frame)) = frame {
+                    engine.hub.send_user(&self.user, &frame, Stamp::NONE);
+                }
+            }
+            self.delivered = Tail { seq, pos };
+            engine.note_tail(&self.user, self.delivered);
+            self.retry.start(engine.clock.now().at);
+        }
+    }
+
+    async fn on_retry(&mut self) {
+        let (engine, user) = (&self.engine, &self.user);
+        match self.retry.due(engine.clock.now().at) {
+            None => {}
+            Some(_)
+                if self.ack.acked >= self.delivered.pos
+                    || engine.hub.user_connections(user).is_empty() =>
+            {
+                self.retry.stop()
+            }
+            Some(Step::Resend(attempt)) => {
+                let n = engine
+                    .resend(user, self.ack.acked, self.delivered.pos)
+                    .await;
+                engine.stats.add(&engine.stats.retries, n as u64);
+                tracing::debug!(%user, resent = n, retry = attempt, "resent unacknowledged messages");
+            }
+            Some(Step::Fail) => {
+                let want = AckState {
+                    failed: self.delivered.pos,
+                    ..self.ack
+                };
+                self.ack = engine.write_ack(user, want, self.ack).await;
+                engine.stats.inc(&engine.stats.messages_failed);
+                tracing::warn!(%user, "retries exhausted: unacknowledged messages marked failed until the user reconnects");
+            }
+        }
+    }
+
+    /// Retries storing an unstored ack record; true when the actor retired (no connection of
+    /// the user left on this node).
+    async fn on_tick(&mut self, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+        let (engine, user) = (&self.engine, &self.user);
+        if self.ack.seq == UNSTORED {
+            if let Ok(stored) = engine.stored_ack(user).await {
+                self.ack = engine.write_ack(user, self.ack, stored).await;
+            }
+        }
+        if !engine.retire_if_idle(user, rx) {
+            return false;
+        }
+        engine
+            .purge_acked(user, self.ack, self.delivered, &mut self.purged, true)
+            .await;
+        true
+    }
+
+    /// Sends what was stored and not received live; with `purge`, also purges what is
+    /// acknowledged.
+    async fn catch_up(&mut self, purge: bool) {
+        let (engine, user) = (&self.engine, &self.user);
+        self.delivered = catch_up(engine, user, self.delivered).await;
+        if purge {
+            engine
+                .purge_acked(user, self.ack, self.delivered, &mut self.purged, true)
+                .await;
         }
     }
 }
@@ -349,11 +460,31 @@ impl ClusterEngine {
         true
     }
 
-    fn forget_user(&self, user: &str) {
-        self.users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user);
+    /// Receives every user's republished messages on one subscription and hands each to the
+    /// actor of its user when this node has one (others are dropped: their users are not
+    /// connected here). One subscription per node instead of one per connected user: a
+    /// subscription costs ~5 KB of channel here, which was most of a connection's memory in
+    /// cluster mode (BENCHMARKS.md); the price is that every node reads every user message.
+    pub(crate) async fn start_live_users(
+        self: &Arc<Self>,
+    ) -> Result<(), async_nats::SubscribeError> {
+        let mut sub = self.client.subscribe(self.names.live_users()).await?;
+        let engine = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(user) = engine.names.user_of_live(msg.subject.as_str()) else {
+                    continue;
+                };
+                let actor = {
+                    let users = engine.users.lock().unwrap_or_else(|p| p.into_inner());
+                    users.get(&user).cloned()
+                };
+                if let Some(actor) = actor {
+                    let _ = actor.send(Cmd::Live(Box::new(msg)));
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Registers a connection of a user and replays what it has not acknowledged.
@@ -365,12 +496,12 @@ impl ClusterEngine {
     ) -> Result<(), ErrorCode> {
         let (reply, rx) = oneshot::channel();
         let user = conn.user.to_string();
-        let cmd = Cmd::Attach {
+        let cmd = Cmd::Attach(Box::new(Attach {
             conn,
             resume,
             broadcast,
             reply,
-        };
+        }));
         self.to_user(&user, cmd).await?;
         rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
     }
