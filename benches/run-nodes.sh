@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Many connections across several push-server nodes on one machine (issue 15): a three-node
+# NATS cluster (benches/nats.sh) and NODES push-server processes in cluster mode sharing
+# 127.0.0.1:7100 (TCP) and :7180 (HTTP) with reuse_port, so the kernel spreads connections
+# and API requests across them. push-bench workers connect from 127.0.0.2-127.0.0.9 (their
+# own ephemeral ports each) and every server figure is summed over the nodes; NATS is
+# reported apart. Raw output in benches/out/nodes/.
+# Usage: benches/run-nodes.sh [small]   (small: 2 nodes, 1,000 connections, debug build; CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMALL=${1:-}
+if [ "$SMALL" = small ]; then
+  cargo build -q -p push-server -p push-benches
+  BIN=target/debug NODES=${NODES:-2} CONNS=${CONNS:-1000} UCONNS=200 UNICAST=200 RATE=100
+else
+  cargo build --release -q -p push-server -p push-benches
+  BIN=target/release NODES=${NODES:-8} CONNS=${CONNS:-100000} UCONNS=10000 UNICAST=30000 RATE=10000
+fi
+OUT=benches/out/nodes
+rm -rf "$OUT"
+mkdir -p "$OUT"
+export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
+export PUSH_API_TOKEN=bench-api-token
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+. benches/nats.sh
+
+NODE_PIDS=()
+for i in $(seq "$NODES"); do
+  PUSH_API_TOKENS=$PUSH_API_TOKEN PUSH_REUSE_PORT=true PUSH_CLUSTER__NODE_NAME="node$i" RUST_LOG=warn,push_server::server=info \
+    "$BIN/push-server" --listen 127.0.0.1:7100 --http-listen 127.0.0.1:7180 \
+    --data-dir "$OUT/node$i" >"$OUT/node$i.log" 2>&1 &
+  pids+=($!)
+  NODE_PIDS+=($!)
+done
+for i in $(seq "$NODES"); do
+  for _ in $(seq 300); do grep -q "push server listening" "$OUT/node$i.log" && break; sleep 0.2; done
+  grep -q "push server listening" "$OUT/node$i.log" || { echo "node$i did not start" >&2; cat "$OUT/node$i.log" >&2; exit 1; }
+done
+SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
+
+rss_mb() { # summed RSS of the given pids, MB
+  local kb=0
+  for p in "$@"; do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done
+  awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+sample() { # every second: connections (descriptors) per node, while a row runs
+  while :; do
+    local line=""
+    for p in "${NODE_PIDS[@]}"; do line+="$(ls "/proc/$p/fd" 2>/dev/null | wc -l) "; done
+    echo "$line" >>"$1"
+    sleep 1
+  done
+}
+run() { # name, then push-bench arguments
+  local name=$1; shift
+  echo "== $name: push-bench $*" >&2
+  echo "$*" >"$OUT/$name.cmd"
+  sample "$OUT/$name.fds" &
+  local sampler=$!
+  "$BENCH_BIN" "$@" --source-ips 127.0.0.2-127.0.0.9 --server-pid "$SERVERS" >"$OUT/$name.txt" 2>&1 || true
+  kill "$sampler" 2>/dev/null || true
+  tail -1 "$OUT/$name.txt"
+  echo "  nodes: $(sort -n -k1 "$OUT/$name.fds" | tail -1 | tr ' ' '\n' | grep -v '^$' | tr '\n' ' ')descriptors at the peak sample; NATS RSS $(rss_mb "${NATS_PIDS[@]}") MB; nodes RSS now $(rss_mb "${NODE_PIDS[@]}") MB" \
+    | tee "$OUT/$name.extra"
+}
+BENCH_BIN=$BIN/push-bench
+
+run idle idle --conns "$CONNS" --hold 5 --concurrency 256
+run broadcast fanout --broadcast --conns "$CONNS" --messages 20 --size 100 --rate 2 --publishers 1
+run unicast unicast --conns "$UCONNS" --messages "$UNICAST" --size 100 --rate "$RATE" --publishers 256
+
+# Every row must have lost nothing and refused no connection (the CI run fails otherwise).
+python3 - "$OUT" <<'PY'
+import json, sys, pathlib
+bad = []
+for name in ["idle", "broadcast", "unicast"]:
+    line = (pathlib.Path(sys.argv[1]) / f"{name}.txt").read_text().strip().splitlines()[-1]
+    r = json.loads(line)
+    for key in ["connections_failed", "receivers_failed", "deliveries_lost", "duplicates_or_reordered", "publish_failures", "connections_lost"]:
+        if r.get(key, 0):
+            bad.append(f"{name}: {key} = {r[key]}")
+if bad:
+    sys.exit("run-nodes: " + "; ".join(bad))
+print("run-nodes: every row complete (0 lost, 0 failed)")
+PY
