@@ -76,3 +76,6 @@ cargo test --workspace --doc
 cargo build -q -p push-server
 python3 server/tests/e2e/ws_third_party.py target/debug/push-server
 node client/js/test/browser.test.mjs target/debug/push-server
+# Several cluster nodes sharing one port (reuse_port) under the load harness, at small scale:
+# fails if any connection is refused or any message lost (benches/run-nodes.sh for full scale).
+benches/run-nodes.sh small
