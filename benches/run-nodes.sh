@@ -12,9 +12,11 @@ SMALL=${1:-}
 if [ "$SMALL" = small ]; then
   cargo build -q -p push-server -p push-benches
   BIN=target/debug NODES=${NODES:-2} CONNS=${CONNS:-1000} UCONNS=200 UNICAST=200 RATE=100
+  FCONNS=300 FMSG=1000 FRATE=100
 else
   cargo build --release -q -p push-server -p push-benches
   BIN=target/release NODES=${NODES:-8} CONNS=${CONNS:-100000} UCONNS=10000 UNICAST=30000 RATE=10000
+  FCONNS=${FCONNS:-100000} FMSG=20000 FRATE=1000
 fi
 OUT=benches/out/nodes
 rm -rf "$OUT"
@@ -42,7 +44,7 @@ SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
 
 rss_mb() { # summed RSS of the given pids, MB
   local kb=0
-  for p in "$@"; do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done
+  for p in "$@"; do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
   awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
 }
 sample() { # every second: connections (descriptors) per node, while a row runs
@@ -53,13 +55,14 @@ sample() { # every second: connections (descriptors) per node, while a row runs
     sleep 1
   done
 }
-run() { # name, then push-bench arguments
+run() { # name, then push-bench arguments (each row has users of its own)
   local name=$1; shift
   echo "== $name: push-bench $*" >&2
   echo "$*" >"$OUT/$name.cmd"
   sample "$OUT/$name.fds" &
   local sampler=$!
-  "$BENCH_BIN" "$@" --source-ips 127.0.0.2-127.0.0.9 --server-pid "$SERVERS" >"$OUT/$name.txt" 2>&1 || true
+  "$BENCH_BIN" "$@" --source-ips 127.0.0.2-127.0.0.9 --server-pid "$SERVERS" --user-prefix "$name-" \
+    >"$OUT/$name.txt" 2>&1 || true
   kill "$sampler" 2>/dev/null || true
   tail -1 "$OUT/$name.txt"
   echo "  nodes: $(sort -n -k1 "$OUT/$name.fds" | tail -1 | tr ' ' '\n' | grep -v '^$' | tr '\n' ' ')descriptors at the peak sample; NATS RSS $(rss_mb "${NATS_PIDS[@]}") MB; nodes RSS now $(rss_mb "${NODE_PIDS[@]}") MB" \
@@ -71,11 +74,27 @@ run idle idle --conns "$CONNS" --hold 5 --concurrency 256
 run broadcast fanout --broadcast --conns "$CONNS" --messages 20 --size 100 --rate 2 --publishers 1
 run unicast unicast --conns "$UCONNS" --messages "$UNICAST" --size 100 --rate "$RATE" --publishers 256
 
+# Failures under load, with receivers that reconnect (the SDK client) and publishers that
+# retry under the message id: a push node SIGKILLed 3 s into publishing, then the NATS server
+# leading the users stream.
+run node-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" --publishers 64 \
+  --resilient --kill-pid "${NODE_PIDS[-1]}" --kill-after 3 --drain 60
+unset 'NODE_PIDS[-1]'
+SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
+leader=$(curl -s "http://127.0.0.1:18222/jsz?streams=true&accounts=true" | python3 -c '
+import json, sys
+for a in json.load(sys.stdin).get("account_details", []):
+    for s in a.get("stream_detail", []):
+        if s["name"] == "PUSH_USERS":
+            print(s["cluster"]["leader"][1:])')
+run leader-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" --publishers 64 \
+  --resilient --kill-pid "${NATS_PIDS[$leader]}" --kill-after 3 --drain 60
+
 # Every row must have lost nothing and refused no connection (the CI run fails otherwise).
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 bad = []
-for name in ["idle", "broadcast", "unicast"]:
+for name in ["idle", "broadcast", "unicast", "node-kill", "leader-kill"]:
     line = (pathlib.Path(sys.argv[1]) / f"{name}.txt").read_text().strip().splitlines()[-1]
     r = json.loads(line)
     for key in ["connections_failed", "receivers_failed", "deliveries_lost", "duplicates_or_reordered", "publish_failures", "connections_lost"]:

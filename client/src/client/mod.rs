@@ -39,6 +39,8 @@ pub struct ClientConfig {
     pub max_attempts: Option<u32>,
     /// TLS with certificate verification; `None` = plain TCP.
     pub tls: Option<crate::TlsOptions>,
+    /// Local address to connect from; `None` = the system's choice.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -56,6 +58,7 @@ impl ClientConfig {
             dedupe_window: 4096,
             max_attempts: None,
             tls: None,
+            local_ip: None,
         }
     }
 }

@@ -67,7 +67,7 @@ pub(super) async fn run(
                 .collect(),
             timeout: Some(Duration::from_secs(10)),
             tls: state.config.tls.clone(),
-            local_ip: None,
+            local_ip: state.config.local_ip,
         };
         let end = match Connection::connect(addr, &opts).await {
             Err(e) if e.is_auth_failure() => SessionEnd::Stop(e),

@@ -159,6 +159,16 @@ pub(crate) struct Load {
     /// Receive over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
     #[arg(long)]
     pub ws: bool,
+    /// Receivers reconnect (the SDK's client: resume, dedupe) and publishers retry each
+    /// message under its id until accepted: for runs where a node dies.
+    #[arg(long)]
+    pub resilient: bool,
+    /// SIGKILL this process (a node) `--kill-after` seconds into publishing.
+    #[arg(long, requires = "resilient")]
+    pub kill_pid: Option<u32>,
+    /// Seconds into publishing before `--kill-pid` is killed.
+    #[arg(long, default_value_t = 5.0)]
+    pub kill_after: f64,
 }
 
 /// The TLS name and CA PEM for workers, from --tls-ca and --tls-name.

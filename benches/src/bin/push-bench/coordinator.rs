@@ -19,6 +19,8 @@ pub(crate) struct Workers {
     pub received: Vec<u64>,
     /// Done events that arrived before `stop` (workers with a fixed run time, like churn).
     early_done: Vec<Event>,
+    /// Other final events that arrived before `stop`.
+    early_other: Vec<Event>,
 }
 
 /// Sum of the workers' Ready events.
@@ -72,6 +74,7 @@ impl Workers {
             events: rx,
             received: vec![0; n],
             early_done: Vec::new(),
+            early_other: Vec::new(),
         })
     }
 
@@ -128,26 +131,31 @@ impl Workers {
         match e {
             Event::Progress { received } => self.received[i] = received,
             done @ Event::Done { .. } => self.early_done.push(done),
+            other @ Event::Reconnects { .. } => self.early_other.push(other),
             Event::Ready { .. } => {}
         }
     }
 
-    /// Tells every worker to stop and collects their Done events.
+    /// Tells every worker to stop and collects their `Done` events (followed by any
+    /// `Reconnects` events).
     pub(crate) async fn stop(mut self) -> Vec<Event> {
         for stdin in &mut self.stdins {
             let _ = stdin.write_all(b"stop\n").await;
             let _ = stdin.flush().await;
         }
         let mut done = std::mem::take(&mut self.early_done);
+        let mut other = std::mem::take(&mut self.early_other);
         let deadline = Instant::now() + Duration::from_secs(60);
         while done.len() < self.children.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.events.recv()).await {
                 Ok(Some((_, e @ Event::Done { .. }))) => done.push(e),
+                Ok(Some((_, e @ Event::Reconnects { .. }))) => other.push(e),
                 Ok(Some(_)) => {}
                 _ => break,
             }
         }
+        done.extend(other);
         drop(self.stdins);
         for c in &mut self.children {
             let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;

@@ -44,6 +44,8 @@ struct DeliverReport {
     latency: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storm: Option<crate::failover::Storm>,
 }
 
 /// Where the scenario publishes.
@@ -72,14 +74,23 @@ fn body(target: Target, i: usize, load: &Load, prefix: &str) -> String {
         }
     };
     let size = load.size;
-    json!({ "to": to, "kind": "bench", "payload": stamped_payload(size) }).to_string()
+    let mut body = json!({ "to": to, "kind": "bench", "payload": stamped_payload(size) });
+    if load.resilient {
+        // Unique to this run, so ids of an earlier run within the window are not duplicates.
+        static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let run = RUN.get_or_init(crate::spec::unix_micros);
+        body["id"] = json!(format!("bench-{run}-{i}"));
+    }
+    body.to_string()
 }
 
 /// Runs the scenario: receivers connect, publishers send, every delivery is counted.
 pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     let pid = c.servers();
     let room = (target == Target::Room).then(|| ROOM.to_string());
-    let mode = if load.ws {
+    let mode = if load.resilient {
+        Mode::ReceiveResilient { room }
+    } else if load.ws {
         Mode::ReceiveWs { room }
     } else {
         Mode::Receive { room }
@@ -99,6 +110,9 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     };
     let cpu0 = pid.cpu_seconds();
     let t0 = Instant::now();
+    let kill = load
+        .kill_pid
+        .map(|p| (p, crate::failover::kill_later(p, load.kill_after)));
     let publishers = load.publishers.max(1);
     let mut tasks = Vec::new();
     for p in 0..publishers {
@@ -113,6 +127,29 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let b = body(target, i, &load, &c.user_prefix);
+                if load.resilient {
+                    // Retried under its id until accepted (a node may die under it).
+                    let until = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        match http.post("/api/v1/push", &c.api_token, &b).await {
+                            Ok((200, _)) => break,
+                            _ if Instant::now() < until => {
+                                tokio::time::sleep(Duration::from_millis(50)).await
+                            }
+                            Ok((s, text)) => {
+                                failed += 1;
+                                first_error.get_or_insert(format!("HTTP {s}: {text}"));
+                                break;
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                first_error.get_or_insert(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 match http.post("/api/v1/push", &c.api_token, &b).await {
                     Ok((200, _)) => {}
                     Ok((s, text)) => {
@@ -155,6 +192,10 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     let server = ServerNow::read(&pid);
     let done = workers.stop().await;
     let m = report::merge(&done);
+    let storm = match kill {
+        Some((p, k)) => Some(crate::failover::Storm::of(p, k.await?, &done)),
+        None => None,
+    };
     let secs = t_last.as_secs_f64().max(1e-9);
     let unicast = target == Target::Users;
     let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
@@ -184,6 +225,7 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
             .map(|c| (c * 1e6 / m.received.max(1) as f64 * 1000.0).round() / 1000.0),
         latency: Latency::of(&m.hist),
         first_error: m.error.clone(),
+        storm,
     };
     let name = match target {
         Target::Room => "fanout-room",

@@ -47,6 +47,12 @@ pub(crate) enum Mode {
     },
     /// Hold WebSocket connections (binary mode, token in the query), answer heartbeats.
     IdleWs,
+    /// Like `Receive`, through the SDK's reconnecting client: a connection whose node dies
+    /// comes back (to another node), resumes and deduplicates; reconnects are counted.
+    ReceiveResilient {
+        /// Room to join, if any.
+        room: Option<String>,
+    },
     /// Hold connections, optionally join a room, record latency of every PUSH.
     Receive {
         /// Room to join, if any.
@@ -84,6 +90,15 @@ pub(crate) enum Event {
     Progress {
         /// Messages received so far.
         received: u64,
+    },
+    /// Reconnects of resilient receivers, sent just before `Done`.
+    Reconnects {
+        /// Sessions established after the first, all connections together.
+        count: u64,
+        /// GAP notices (history no longer available).
+        gaps: u64,
+        /// When the last reconnect happened (µs since the Unix epoch; 0 = none).
+        last_us: u64,
     },
     /// Final figures.
     Done {

@@ -183,7 +183,9 @@ pub(crate) fn run(spec: WorkerSpec) -> std::io::Result<()> {
             Mode::Idle => hold(spec, None, false).await,
             Mode::IdleWs => hold(spec, None, false).await,
             Mode::ReceiveWs { room } => hold(spec, room, true).await,
-            Mode::Receive { room } => hold(spec, room, true).await,
+            Mode::Receive { room } | Mode::ReceiveResilient { room } => {
+                hold(spec, room, true).await
+            }
             Mode::Hostile { kind, rate, room } => {
                 crate::hostile_worker::run(spec, kind, rate, room).await
             }
@@ -218,6 +220,8 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
     let sem = Rc::new(Semaphore::new(spec.concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
+    let resilient = matches!(spec.mode, Mode::ReceiveResilient { .. });
+    let reconnects = Rc::new(crate::resilient::Reconnects::default());
     for i in 0..spec.count {
         let opts = ConnectOptions {
             token: token(&spec, i),
@@ -229,9 +233,16 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
         let stop = stop_rx.clone();
         let ws = matches!(spec.mode, Mode::IdleWs | Mode::ReceiveWs { .. });
+        let reconnects = reconnects.clone();
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await.expect("semaphore open");
-            let failure = if ws {
+            let failure = if resilient {
+                let (token, ip) = (opts.token.clone(), opts.local_ip);
+                match crate::resilient::Resilient::connect(addr, token, ip, reconnects).await {
+                    Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
+                    Err(e) => e,
+                }
+            } else if ws {
                 match crate::ws::WsConn::connect(addr, &opts.token).await {
                     Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
                     Err(e) => e.to_string(),
@@ -273,6 +284,13 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
     progress.abort();
     let _ = stop_tx.send(true);
     let hist = hist.borrow();
+    if resilient {
+        emit(&Event::Reconnects {
+            count: reconnects.count.get(),
+            gaps: reconnects.gaps.get(),
+            last_us: reconnects.last_us.get(),
+        });
+    }
     emit(&Event::Done {
         received: tally.received.get(),
         duplicates: tally.duplicates.get(),
