@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, HeaderMap};
+use async_nats::Client;
 use bytes::Bytes;
 use push_protocol::{EncodeOptions, MessageId};
 use serde::{Deserialize, Serialize};
 
 use super::commit::Committer;
 use super::js::{last_for_subject, JsError, Outbound};
-use super::names::{self, Names};
+use super::names::{self, header_u64, message_headers, parse_id, Names};
 use crate::clock::Clock;
 use crate::delivery::ids::IdGen;
 use crate::delivery::{Accepted, DeliveryError, Message};
@@ -107,26 +107,6 @@ pub(crate) fn accepted(
         .collect()
 }
 
-/// Adds the headers every stored message carries.
-pub(crate) fn message_headers(
-    mut m: Outbound,
-    id: MessageId,
-    position: u64,
-    msg: &Message,
-    now: u64,
-) -> Outbound {
-    let h = &mut m.headers;
-    h.insert(names::ID, id.to_string().as_str());
-    h.insert(names::POSITION, position.to_string().as_str());
-    h.insert(names::KIND, msg.kind.as_str());
-    h.insert(names::FORMAT, msg.format.0.to_string().as_str());
-    h.insert(names::TIMESTAMP, now.to_string().as_str());
-    if let Some(ttl) = msg.ttl_ms {
-        h.insert(names::EXPIRES, now.saturating_add(ttl).to_string().as_str());
-    }
-    m
-}
-
 /// The engine of one node.
 pub struct ClusterEngine {
     pub(crate) client: Client,
@@ -186,42 +166,6 @@ async fn ensure_stream(
     }
 }
 
-/// Logs a NATS connection event and asks every actor to resync when live messages may
-/// have been missed.
-fn on_event(resync: &tokio::sync::watch::Sender<u64>, event: async_nats::Event) {
-    use async_nats::Event;
-    match event {
-        Event::Connected => {
-            tracing::info!("cluster mode: connected to NATS; checking every user's tail");
-            resync.send_modify(|n| *n += 1);
-        }
-        Event::SlowConsumer(sid) => {
-            tracing::warn!(sid, "cluster mode: live messages dropped (slow subscription); checking every user's tail");
-            resync.send_modify(|n| *n += 1);
-        }
-        Event::Disconnected => {
-            tracing::warn!("cluster mode: lost the NATS connection; reconnecting")
-        }
-        other => tracing::info!("cluster mode: NATS {other}"),
-    }
-}
-
-/// A message id from its 32 hex digits.
-pub(crate) fn parse_id(hex: &str) -> Option<MessageId> {
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(MessageId(id))
-}
-
-pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
-    h.get(name)?.as_str().parse().ok()
-}
-
 impl ClusterEngine {
     /// Connects to NATS and creates (or updates) the users stream.
     pub async fn connect(
@@ -238,7 +182,7 @@ impl ClusterEngine {
             .name(format!("push-server {}", settings.node))
             .event_callback(move |event| {
                 let events = events.clone();
-                async move { on_event(&events, event) }
+                async move { super::live::on_event(&events, event) }
             })
             .request_timeout(Some(settings.request_timeout))
             .retry_on_initial_connect()
@@ -316,6 +260,8 @@ impl ClusterEngine {
         });
         engine.start_broadcast();
         engine.start_live_users().await.map_err(unavailable)?;
+        engine.watch_leaders().await.map_err(unavailable)?;
+        engine.watch_departures();
         engine.start_control().await.map_err(unavailable)?;
         Ok(engine)
     }

@@ -5,9 +5,10 @@
 use async_nats::HeaderMap;
 use push_protocol::{MessageId, PayloadFormat};
 
-use super::engine::{header_u64, parse_id, unavailable, ClusterEngine};
+use super::engine::{unavailable, ClusterEngine};
 use super::js::{last_for_subject, next_for_subject};
 use super::names::{self, stream_token};
+use super::names::{header_u64, parse_id};
 use crate::delivery::{DeliveryError, HistoryItem, HistoryPage};
 use crate::store::Record;
 use crate::stream::StreamKey;

@@ -2,6 +2,8 @@
 //! - `engine`: connection, streams, publishing to users (idempotent atomic batches);
 //! - `commit`: group commit (publishes waiting together stored as one batch);
 //! - `room_publish`: publishing to rooms and broadcast;
+//! - `live`: the node-wide live subscription, resyncs (reconnect, overflow, new leader),
+//!   departures;
 //! - `user`: per-user actors (live delivery, replay on connect, retries); `acks` their
 //!   acknowledgement record; `retry` the resend schedule;
 //! - `rooms`: per-room and broadcast actors (live delivery, JOIN/LEAVE/PUBLISH in order);
@@ -16,6 +18,7 @@ pub mod control;
 pub mod engine;
 mod history;
 pub mod js;
+mod live;
 pub mod names;
 mod read;
 mod retry;

@@ -1,8 +1,14 @@
 //! Where cluster state lives in JetStream: one stream per kind of state, subjects per user,
-//! and the headers a stored message carries. User ids become subject tokens in hex, so any id
+//! and the headers a stored message carries (written and read here). User ids become subject tokens in hex, so any id
 //! the tokens allow (dots, spaces, `*`, `>`) is a valid single token.
 
 use std::fmt::Write as _;
+
+use async_nats::HeaderMap;
+use push_protocol::MessageId;
+
+use super::js::Outbound;
+use crate::delivery::Message;
 
 /// Header: the message id (32 hex digits), shared by every user of one publish.
 pub const ID: &str = "Push-Id";
@@ -158,6 +164,43 @@ impl Names {
             .strip_prefix(".live.u.")?;
         untoken(rest)
     }
+}
+
+/// Adds the headers every stored message carries.
+pub(crate) fn message_headers(
+    mut m: Outbound,
+    id: MessageId,
+    position: u64,
+    msg: &Message,
+    now: u64,
+) -> Outbound {
+    let h = &mut m.headers;
+    h.insert(ID, id.to_string().as_str());
+    h.insert(POSITION, position.to_string().as_str());
+    h.insert(KIND, msg.kind.as_str());
+    h.insert(FORMAT, msg.format.0.to_string().as_str());
+    h.insert(TIMESTAMP, now.to_string().as_str());
+    if let Some(ttl) = msg.ttl_ms {
+        h.insert(EXPIRES, now.saturating_add(ttl).to_string().as_str());
+    }
+    m
+}
+
+/// A message id from its 32 hex digits.
+pub(crate) fn parse_id(hex: &str) -> Option<MessageId> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(MessageId(id))
+}
+
+/// A header's value as a number.
+pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.as_str().parse().ok()
 }
 
 #[cfg(test)]

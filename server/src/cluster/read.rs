@@ -5,9 +5,10 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use push_protocol::{encode_to_bytes, Frame, Packet, PayloadFormat, Push, Stream};
 
-use super::engine::{header_u64, parse_id, ClusterEngine};
+use super::engine::ClusterEngine;
 use super::js::{next_for_subject, JsError};
 use super::names;
+use super::names::{header_u64, parse_id};
 
 impl ClusterEngine {
     /// The PUSH frame of a stored message, as `stream` on the wire, with its position.
@@ -72,5 +73,46 @@ impl ClusterEngine {
             }
         }
         Ok(out)
+    }
+}
+
+impl ClusterEngine {
+    /// The user's stored messages after stream sequence `after_seq` with positions up to
+    /// `upto`, at most `limit` of them, in order: (sequence, position, frame).
+    pub(crate) async fn read_after(
+        &self,
+        user: &str,
+        after_seq: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
+        let subject = self.names.user(user);
+        self.read_subject_after(
+            &self.stream,
+            &subject,
+            &Stream::User,
+            after_seq,
+            upto,
+            limit,
+        )
+        .await
+    }
+
+    /// The sequence of the user's stored message just before position `pos` (0: none), found
+    /// by walking from the start of the subject; used to start a replay.
+    pub(crate) async fn seq_before(&self, user: &str, pos: u64) -> Result<u64, JsError> {
+        let subject = self.names.user(user);
+        let mut prev = 0;
+        let mut next = 1;
+        loop {
+            let Some(m) = next_for_subject(&self.stream, &subject, Some(next)).await? else {
+                return Ok(prev);
+            };
+            if header_u64(&m.headers, names::POSITION).unwrap_or(0) >= pos {
+                return Ok(prev);
+            }
+            prev = m.sequence;
+            next = m.sequence + 1;
+        }
     }
 }

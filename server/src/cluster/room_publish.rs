@@ -9,11 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::engine::{
-    accepted, message_headers, read_record, unavailable, ClusterEngine, IdemRecord, Tail,
-    MAX_ATTEMPTS,
+    accepted, read_record, unavailable, ClusterEngine, IdemRecord, Tail, MAX_ATTEMPTS,
 };
 use super::js::{last_for_subject, JsError, Outbound};
-use super::names::stream_token;
+use super::names::{message_headers, stream_token};
 use crate::delivery::{Accepted, DeliveryError, Message};
 use crate::stream::StreamKey;
 

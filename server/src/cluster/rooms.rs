@@ -12,8 +12,9 @@ use futures_lite::StreamExt;
 use push_protocol::{encode_to_bytes, ErrorBody, ErrorCode, Frame, Gap, Packet, PublishAck};
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{header_u64, ClusterEngine, Tail};
+use super::engine::{ClusterEngine, Tail};
 use super::js::{last_for_subject, next_for_subject, JsError};
+use super::names::header_u64;
 use super::names::{self, stream_token};
 use crate::delivery::Message;
 use crate::hub::{Conn, Stamp};

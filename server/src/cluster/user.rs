@@ -9,19 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_lite::StreamExt;
 use push_protocol::{ErrorCode, Stream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::acks::{AckState, Purged, UNSTORED};
-use super::engine::{header_u64, ClusterEngine, Tail};
-use super::js::{last_for_subject, next_for_subject, JsError};
+use super::engine::{ClusterEngine, Tail};
+use super::js::last_for_subject;
 use super::names;
+use super::names::header_u64;
 use super::retry::{Retry, Step};
 use crate::hub::{Conn, Stamp};
 
-/// How often an actor checks that it still has connections (and retries storing an ack
-/// record it could not store).
+/// How often an actor retries storing an ack record it could not store.
 const CHECK: Duration = Duration::from_secs(2);
 
 /// Requests to a user's actor (kept small: each actor's queue allocates room for several).
@@ -32,6 +31,8 @@ pub(crate) enum Cmd {
     Ack(u64),
     /// A stored message, as the stream's leader republished it.
     Live(Box<async_nats::Message>),
+    /// The user's last connection on this node left: retire unless one came back.
+    Left,
 }
 
 /// A connection to attach.
@@ -68,45 +69,6 @@ impl ClusterEngine {
             }
         }
         Err(ErrorCode::SHUTTING_DOWN)
-    }
-
-    /// The user's stored messages after stream sequence `after_seq` with positions up to
-    /// `upto`, at most `limit` of them, in order: (sequence, position, frame).
-    async fn read_after(
-        &self,
-        user: &str,
-        after_seq: u64,
-        upto: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, u64, Bytes)>, JsError> {
-        let subject = self.names.user(user);
-        self.read_subject_after(
-            &self.stream,
-            &subject,
-            &Stream::User,
-            after_seq,
-            upto,
-            limit,
-        )
-        .await
-    }
-
-    /// The sequence of the user's stored message just before position `pos` (0: none), found
-    /// by walking from the start of the subject; used to start a replay.
-    async fn seq_before(&self, user: &str, pos: u64) -> Result<u64, JsError> {
-        let subject = self.names.user(user);
-        let mut prev = 0;
-        let mut next = 1;
-        loop {
-            let Some(m) = next_for_subject(&self.stream, &subject, Some(next)).await? else {
-                return Ok(prev);
-            };
-            if header_u64(&m.headers, names::POSITION).unwrap_or(0) >= pos {
-                return Ok(prev);
-            }
-            prev = m.sequence;
-            next = m.sequence + 1;
-        }
     }
 
     /// Resends the user's unacknowledged messages (after `acked`, up to `upto`, one replay
@@ -163,8 +125,10 @@ struct Actor {
 // then holds only what waits between events, not the largest handler's state.
 async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     // Registered (in `users`) before the tail is read: anything stored later arrives live.
-    let delivered = Box::pin(first_tail(&engine, &user)).await;
-    let ack = Box::pin(engine.stored_ack(&user)).await.unwrap_or_default();
+    let (delivered, ack) =
+        Box::pin(async { tokio::join!(first_tail(&engine, &user), engine.stored_ack(&user)) })
+            .await;
+    let ack = ack.unwrap_or_default();
     let retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
     let mut tick = tokio::time::interval(CHECK);
     let mut resync = engine.resync.subscribe();
@@ -183,23 +147,32 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
     let mut next: Option<Cmd> = None;
     loop {
         if let Some(cmd) = next.take() {
-            next = Box::pin(a.on_cmd(cmd, &mut rx)).await;
+            match cmd {
+                Cmd::Left => {
+                    if Box::pin(a.retire(&rx)).await {
+                        return;
+                    }
+                }
+                cmd => next = Box::pin(a.on_cmd(cmd, &mut rx)).await,
+            }
             continue;
         }
         let retry_wait = a.retry.wait(a.engine.clock.now().at).unwrap_or(CHECK);
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 None => return,
-                Some(cmd) => next = Box::pin(a.on_cmd(cmd, &mut rx)).await,
+                Some(cmd) => next = Some(cmd),
             },
             _ = tokio::time::sleep(retry_wait) => Box::pin(a.on_retry()).await,
-            _ = tick.tick() => {
-                if Box::pin(a.on_tick(&rx)).await {
+            _ = tick.tick(), if a.ack.seq == UNSTORED => Box::pin(a.store_ack()).await,
+            // Republish is at most once: catch up with the stored tail (and retire, should a
+            // departure have gone unnoticed).
+            _ = tail_check.tick() => {
+                Box::pin(a.catch_up(true)).await;
+                if Box::pin(a.retire(&rx)).await {
                     return;
                 }
             }
-            // Republish is at most once: catch up with the stored tail.
-            _ = tail_check.tick() => Box::pin(a.catch_up(true)).await,
             Ok(()) = resync.changed() => Box::pin(a.catch_up(false)).await,
         }
     }
@@ -280,6 +253,8 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Cmd::Live(msg) => self.on_live(&msg).await,
+            // Handled by the loop (it may end the actor).
+            Cmd::Left => return Some(Cmd::Left),
         }
         None
     }
@@ -343,15 +318,18 @@ impl Actor {
         }
     }
 
-    /// Retries storing an unstored ack record; true when the actor retired (no connection of
-    /// the user left on this node).
-    async fn on_tick(&mut self, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+    /// Retries storing an ack record that could not be stored.
+    async fn store_ack(&mut self) {
         let (engine, user) = (&self.engine, &self.user);
-        if self.ack.seq == UNSTORED {
-            if let Ok(stored) = engine.stored_ack(user).await {
-                self.ack = engine.write_ack(user, self.ack, stored).await;
-            }
+        if let Ok(stored) = engine.stored_ack(user).await {
+            self.ack = engine.write_ack(user, self.ack, stored).await;
         }
+    }
+
+    /// True when the actor retired (no connection of the user left on this node), after
+    /// purging what is acknowledged.
+    async fn retire(&mut self, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
+        let (engine, user) = (&self.engine, &self.user);
         if !engine.retire_if_idle(user, rx) {
             return false;
         }
@@ -458,33 +436,6 @@ impl ClusterEngine {
         }
         users.remove(user);
         true
-    }
-
-    /// Receives every user's republished messages on one subscription and hands each to the
-    /// actor of its user when this node has one (others are dropped: their users are not
-    /// connected here). One subscription per node instead of one per connected user: a
-    /// subscription costs ~5 KB of channel here, which was most of a connection's memory in
-    /// cluster mode (BENCHMARKS.md); the price is that every node reads every user message.
-    pub(crate) async fn start_live_users(
-        self: &Arc<Self>,
-    ) -> Result<(), async_nats::SubscribeError> {
-        let mut sub = self.client.subscribe(self.names.live_users()).await?;
-        let engine = self.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                let Some(user) = engine.names.user_of_live(msg.subject.as_str()) else {
-                    continue;
-                };
-                let actor = {
-                    let users = engine.users.lock().unwrap_or_else(|p| p.into_inner());
-                    users.get(&user).cloned()
-                };
-                if let Some(actor) = actor {
-                    let _ = actor.send(Cmd::Live(Box::new(msg)));
-                }
-            }
-        });
-        Ok(())
     }
 
     /// Registers a connection of a user and replays what it has not acknowledged.

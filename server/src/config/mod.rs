@@ -129,7 +129,7 @@ fn default_inflight_batches() -> usize {
     16
 }
 fn default_tail_check_ms() -> u64 {
-    30_000
+    300_000
 }
 
 /// Cluster mode (CLUSTER.md): this server is one node of a cluster whose state lives in NATS
@@ -159,8 +159,9 @@ pub struct ClusterConfig {
     #[serde(default = "default_inflight_batches")]
     pub max_inflight_batches: usize,
     /// How often each user's actor compares what it delivered with the stored tail, in ms
-    /// (a safety net: a reconnect to NATS or a dropped live message triggers the check at
-    /// once; each check is one read per connected user).
+    /// (a safety net: a reconnect to NATS, a dropped live message or a new stream leader
+    /// triggers the check at once; each check is one read per connected user, so 100,000
+    /// users at 30 s would be 3,333 reads/s).
     #[serde(default = "default_tail_check_ms")]
     pub tail_check_ms: u64,
 }

@@ -105,7 +105,12 @@ pub struct Hub {
     /// Final frame for connections dropped as slow consumers, encoded once.
     slow_close: Bytes,
     epoch: Instant,
+    /// Told when a user's last connection leaves (set once, by cluster mode).
+    on_user_gone: std::sync::OnceLock<UserGone>,
 }
+
+/// Called with a user whose last connection on this node has left.
+pub type UserGone = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Hub {
     /// An empty hub.
@@ -125,7 +130,14 @@ impl Hub {
             max_rooms,
             slow_close,
             epoch: Instant::now(),
+            on_user_gone: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what to call when a user's last connection leaves (once; later calls are
+    /// ignored).
+    pub fn on_user_gone(&self, f: UserGone) {
+        let _ = self.on_user_gone.set(f);
     }
 
     /// Milliseconds on the hub's monotonic clock.
@@ -161,7 +173,7 @@ impl Hub {
         for room in conn.take_rooms() {
             self.remove_member(&room, conn.id);
         }
-        {
+        let last = {
             let mut users = lock(&self.users[self.shard_of(&conn.user)]);
             let Some(list) = users.get_mut(&conn.user) else {
                 return;
@@ -169,11 +181,16 @@ impl Hub {
             if !list.as_slice().iter().any(|c| c.id == conn.id) {
                 return;
             }
-            if list.remove(conn.id) {
+            let last = list.remove(conn.id);
+            if last {
                 users.remove(&conn.user);
             }
-        }
+            last
+        };
         self.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(f) = self.on_user_gone.get().filter(|_| last) {
+            f(&conn.user);
+        }
     }
 
     /// Live connections.
