@@ -50,7 +50,8 @@ rss_mb() { # summed RSS of the given pids, MB
 sample() { # every second: connections (descriptors) per node, while a row runs
   while :; do
     local line=""
-    for p in "${NODE_PIDS[@]}"; do line+="$(ls "/proc/$p/fd" 2>/dev/null | wc -l) "; done
+    # A killed node reads 0 (and must not end the sampler under `set -e`).
+    for p in "${NODE_PIDS[@]}"; do line+="$( (ls "/proc/$p/fd" 2>/dev/null || true) | wc -l) "; done
     echo "$line" >>"$1"
     sleep 1
   done
