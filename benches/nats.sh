@@ -1,7 +1,13 @@
-# Sourced by the cluster bench scripts (from the repository root, with OUT set): starts a
-# three-node NATS cluster of the pinned nats-server (`sync_interval: always`, JetStream) on
-# 127.0.0.1:14222-14224, waits until each is healthy, appends the pids to `pids` and sets
-# NATS_PIDS and PUSH_CLUSTER__NATS_URLS. The caller kills `pids` on exit.
+# Sourced by the cluster bench scripts (from the repository root, with OUT set): sets the
+# bench secrets, kills every process in `pids` on exit, starts a three-node NATS cluster of
+# the pinned nats-server (`sync_interval: always`, JetStream) on 127.0.0.1:14222-14224,
+# waits until each is healthy, and sets NATS_PIDS and PUSH_CLUSTER__NATS_URLS. Processes the
+# caller starts go into `pids` too.
+export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
+export PUSH_API_TOKEN=bench-api-token
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
 NATS=${PUSH_TEST_NATS_SERVER:-nats-server}
 routes="\"nats-route://127.0.0.1:16222\", \"nats-route://127.0.0.1:16223\", \"nats-route://127.0.0.1:16224\""
 NATS_PIDS=()

@@ -11,11 +11,6 @@ OUT=benches/out/cluster
 rm -rf "$OUT"
 mkdir -p "$OUT"
 BENCH=target/release/push-bench
-export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
-export PUSH_API_TOKEN=bench-api-token
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 . benches/nats.sh
 node() { # name tcp http
   PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn target/release/push-server --listen "127.0.0.1:$2" \

@@ -21,11 +21,6 @@ fi
 OUT=benches/out/nodes
 rm -rf "$OUT"
 mkdir -p "$OUT"
-export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
-export PUSH_API_TOKEN=bench-api-token
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 . benches/nats.sh
 
 NODE_PIDS=()

@@ -82,6 +82,21 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+impl From<Message> for push_protocol::Push {
+    /// The message as the PUSH frame that carried it.
+    fn from(m: Message) -> Self {
+        push_protocol::Push {
+            id: m.id,
+            stream: m.stream,
+            position: m.position,
+            timestamp_ms: m.timestamp_ms,
+            kind: m.kind,
+            format: m.format,
+            payload: m.payload,
+        }
+    }
+}
+
 /// What the client reports.
 #[derive(Debug)]
 pub enum Event {

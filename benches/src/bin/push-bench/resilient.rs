@@ -62,17 +62,7 @@ impl PushSource for Resilient {
     async fn next_frame(&mut self) -> Result<Frame, String> {
         loop {
             match self.client.next_event().await {
-                Some(Event::Message(m)) => {
-                    return Ok(Frame::Push(Push {
-                        id: m.id,
-                        stream: m.stream,
-                        position: m.position,
-                        timestamp_ms: m.timestamp_ms,
-                        kind: m.kind,
-                        format: m.format,
-                        payload: m.payload,
-                    }))
-                }
+                Some(Event::Message(m)) => return Ok(Frame::Push(Push::from(m))),
                 // `connect` took the first session's event: every one seen here is a reconnect.
                 Some(Event::Connected { .. }) => {
                     let c = &self.counts;

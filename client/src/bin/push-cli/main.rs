@@ -266,15 +266,7 @@ async fn subscribe(
                 first_available,
             } => eprintln!("history of {stream:?} before position {first_available} is gone"),
             Event::Message(m) => {
-                let push = Push {
-                    id: m.id,
-                    stream: m.stream,
-                    position: m.position,
-                    timestamp_ms: m.timestamp_ms,
-                    kind: m.kind,
-                    format: m.format,
-                    payload: m.payload,
-                };
+                let push = Push::from(m);
                 let (text, v) = describe(&push);
                 if as_json {
                     println!("{v}");
