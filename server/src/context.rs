@@ -83,6 +83,8 @@ impl Ctx {
         tls: Option<Arc<rustls::ServerConfig>>,
         clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<Arc<Ctx>, CtxError> {
+        let mut config = config;
+        config.max_connections = crate::fd_limit::cap_connections(config.max_connections);
         let tokens = TokenVerifier::from_config(&config)?;
         let stats = Arc::new(Stats::default());
         let slow = crate::hub::close_frame(

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod delivery;
+pub(crate) mod fd_limit;
 pub(crate) mod http;
 pub mod hub;
 pub(crate) mod ingest;

@@ -230,7 +230,8 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Silence after which a connection is closed, in ms.
     pub heartbeat_timeout_ms: u64,
-    /// Most connections the server holds at once (above it: TOO_MANY_CONNECTIONS).
+    /// Most connections the server holds at once (above it: TOO_MANY_CONNECTIONS); lowered at
+    /// start, with a warning, to the open-file limit minus 1,000.
     pub max_connections: usize,
     /// Most connections one user may hold (devices).
     pub max_connections_per_user: usize,
