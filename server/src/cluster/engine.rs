@@ -320,11 +320,7 @@ impl ClusterEngine {
             return Ok(*t);
         }
         let subject = self.names.user(user);
-        let last = if fresh {
-            super::js::last_for_subject_from_leader(&self.stream, &subject).await?
-        } else {
-            last_for_subject(&self.stream, &subject).await?
-        };
+        let last = super::js::last_for_subject_maybe_fresh(&self.stream, &subject, fresh).await?;
         let tail = match last {
             Some(m) => Tail {
                 seq: m.sequence,

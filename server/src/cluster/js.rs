@@ -281,6 +281,20 @@ impl From<async_nats::jetstream::message::StreamMessage> for Stored {
     }
 }
 
+/// The last message stored under `subject`: through the leader when `fresh` (after a lost
+/// race a replica may still be behind), otherwise by a direct read.
+pub async fn last_for_subject_maybe_fresh(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+    fresh: bool,
+) -> Result<Option<Stored>, JsError> {
+    if fresh {
+        last_for_subject_from_leader(stream, subject).await
+    } else {
+        last_for_subject(stream, subject).await
+    }
+}
+
 /// The last message stored under `subject` in `stream` (a direct read, answered by any
 /// replica; needs `allow_direct`), or `None` when the subject has none.
 pub async fn last_for_subject(

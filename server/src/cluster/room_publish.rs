@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::engine::{
     accepted, read_record, unavailable, ClusterEngine, IdemRecord, Tail, MAX_ATTEMPTS,
 };
-use super::js::{last_for_subject, JsError, Outbound};
+use super::js::{JsError, Outbound};
 use super::names::{message_headers, stream_token};
 use crate::delivery::{Accepted, DeliveryError, Message};
 use crate::stream::StreamKey;
@@ -130,11 +130,7 @@ impl ClusterEngine {
             return Ok(*t);
         }
         let subject = self.names.room_meta(tok);
-        let last = if fresh {
-            super::js::last_for_subject_from_leader(&self.rooms, &subject).await?
-        } else {
-            last_for_subject(&self.rooms, &subject).await?
-        };
+        let last = super::js::last_for_subject_maybe_fresh(&self.rooms, &subject, fresh).await?;
         let t = match last {
             Some(m) => Tail {
                 seq: m.sequence,
