@@ -185,6 +185,7 @@ impl Ctx {
                 .amqp
                 .as_ref()
                 .map(|_| self.broker_up.load(Ordering::Relaxed)),
+            user_actors: self.delivery.cluster().map(|c| c.actor_counts()),
         }
     }
 

@@ -116,6 +116,8 @@ pub struct Gauges {
     pub rooms: u64,
     /// Whether the message-queue consumer is connected; `None` when none is configured.
     pub broker_up: Option<bool>,
+    /// Cluster mode: user actors running and asleep on this node.
+    pub user_actors: Option<(usize, usize)>,
 }
 
 /// The server's metrics, read on each scrape.
@@ -340,6 +342,16 @@ impl Collector for Exporter {
                 (vec![("outcome", "requeued")], get(&s.ingest_requeued)),
             ],
         )?;
+        if let Some((awake, asleep)) = g.user_actors {
+            f.gauges(
+                "push_cluster_user_actors",
+                "Cluster mode: actors of users connected to this node, running or asleep.",
+                vec![
+                    (vec![("state", "awake")], awake as u64),
+                    (vec![("state", "asleep")], asleep as u64),
+                ],
+            )?;
+        }
         if let Some(up) = g.broker_up {
             f.gauge(
                 "push_broker_up",

@@ -11,57 +11,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::cluster::*;
 use common::*;
 use push_client::protocol::{Frame, Join, Publish, Stream, StreamPos};
 use push_client::Connection;
 use push_server::config::ClusterConfig;
 use push_server::Config;
-
-/// Cluster settings on `nats` under `prefix` (one deployment per test).
-fn cluster_config(nats: &NatsCluster, prefix: &str, timeout_ms: u64) -> ClusterConfig {
-    ClusterConfig {
-        nats_urls: nats.urls(),
-        node_name: None,
-        prefix: prefix.into(),
-        replicas: 3,
-        request_timeout_ms: timeout_ms,
-        max_inflight_batches: 16,
-        tail_check_ms: 30_000,
-    }
-}
-
-async fn node(nats: &NatsCluster, prefix: &str) -> TestServer {
-    start(Config {
-        cluster: Some(cluster_config(nats, prefix, 2000)),
-        // These tests read what arrives without acknowledging every message at once; resends
-        // (tested on their own below) would show up as repeats on the raw connection.
-        retry_interval_ms: 600_000,
-        ..config()
-    })
-    .await
-}
-
-async fn push_user(server: &TestServer, user: &str, text: &str) -> serde_json::Value {
-    let body = serde_json::json!({"to": {"users": [user]}, "kind": "k", "payload": text});
-    let (status, v) = push(server, &body.to_string()).await;
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-async fn next_text(c: &mut Connection) -> (u64, String) {
-    let p = expect_push(c.next_timeout(WAIT).await.expect("a PUSH in time"));
-    assert_eq!(p.stream, Stream::User);
-    (p.position, String::from_utf8_lossy(&p.payload).to_string())
-}
-
-async fn ack(c: &mut Connection, position: u64) {
-    c.send(Frame::Ack(vec![StreamPos {
-        stream: Stream::User,
-        position,
-    }]))
-    .await
-    .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_on_two_nodes_get_the_same_messages_at_the_same_positions() {

@@ -54,7 +54,7 @@ impl AckState {
 const PURGE_EVERY: u64 = 64;
 
 /// What of a user's stream an actor has purged: positions up to `.0` are gone.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Purged(u64);
 
 impl ClusterEngine {
@@ -100,8 +100,8 @@ impl ClusterEngine {
 
     /// Stores `want` (acknowledged position, failed-up-to position), each only ever forward
     /// (compare-and-set on the ack subject; a lost race re-reads and keeps the larger).
-    /// Returns the record, with `seq` 0 when it could not be stored yet (the actor tries
-    /// again on its next check).
+    /// Returns the record, with `seq` [`UNSTORED`] when it could not be stored yet (the
+    /// actor tries again on its next check).
     pub(crate) async fn write_ack(
         &self,
         user: &str,

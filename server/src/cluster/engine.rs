@@ -58,7 +58,7 @@ pub struct ClusterSettings {
     pub retry_interval: Duration,
     /// Resends before the messages are marked failed.
     pub max_retries: u8,
-    /// How often each user's actor checks the stored tail for missed live messages.
+    /// How often the node checks every user's stored tail for missed live messages.
     pub tail_check: Duration,
 }
 
@@ -134,7 +134,7 @@ pub struct ClusterEngine {
     /// race each other, only other nodes'.
     writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The actors of users with connections on this node.
-    pub(crate) users: Mutex<HashMap<String, super::user::Handle>>,
+    pub(crate) users: Mutex<HashMap<String, super::actors::Slot>>,
     /// Bumped when live messages may have been missed (the NATS connection came back, or a
     /// subscription overflowed): every actor then checks the stored tail.
     pub(crate) resync: tokio::sync::watch::Sender<u64>,
@@ -262,6 +262,7 @@ impl ClusterEngine {
         engine.start_live_users().await.map_err(unavailable)?;
         engine.watch_leaders().await.map_err(unavailable)?;
         engine.watch_departures();
+        engine.start_user_checks();
         engine.start_control().await.map_err(unavailable)?;
         Ok(engine)
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use futures_lite::StreamExt;
 
+use super::actors::Start;
 use super::engine::ClusterEngine;
 use super::user::Cmd;
 
@@ -48,13 +49,7 @@ impl ClusterEngine {
                 let Some(user) = engine.names.user_of_live(msg.subject.as_str()) else {
                     continue;
                 };
-                let actor = {
-                    let users = engine.users.lock().unwrap_or_else(|p| p.into_inner());
-                    users.get(&user).cloned()
-                };
-                if let Some(actor) = actor {
-                    let _ = actor.send(Cmd::Live(Box::new(msg)));
-                }
+                let _ = engine.to_user(&user, Cmd::Live(Box::new(msg)), Start::IfKnown);
             }
         });
         Ok(())
@@ -89,13 +84,7 @@ impl ClusterEngine {
             let Some(engine) = engine.upgrade() else {
                 return;
             };
-            let actor = {
-                let users = engine.users.lock().unwrap_or_else(|p| p.into_inner());
-                users.get(user).cloned()
-            };
-            if let Some(actor) = actor {
-                let _ = actor.send(Cmd::Left);
-            }
+            let _ = engine.to_user(user, Cmd::Left, Start::IfKnown);
         }));
     }
 }

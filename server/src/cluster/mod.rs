@@ -5,7 +5,8 @@
 //! - `live`: the node-wide live subscription, resyncs (reconnect, overflow, new leader),
 //!   departures;
 //! - `user`: per-user actors (live delivery, replay on connect, retries); `acks` their
-//!   acknowledgement record; `retry` the resend schedule;
+//!   acknowledgement record; `retry` the resend schedule; `actors` the node's table of them
+//!   (awake, or asleep as a few numbers) and the node-wide tail checks;
 //! - `rooms`: per-room and broadcast actors (live delivery, JOIN/LEAVE/PUBLISH in order);
 //! - `read`: stored messages read back as PUSH frames; `history`: history pages;
 //! - `control`: the admin API's questions answered by every node;
@@ -13,6 +14,7 @@
 //!   helper for (atomic batches with compare-and-set, direct reads) and their errors.
 
 mod acks;
+mod actors;
 pub mod commit;
 pub mod control;
 pub mod engine;

@@ -1,9 +1,9 @@
 //! One actor per user with connections on this node. It alone sends that user's messages to
-//! the node's connections, so order holds: it subscribes to the user's live subject (what the
-//! stream's leader republishes after storing), fills any gap from the stream (republish is
-//! at most once), replays a new connection's backlog before it joins the live flow, and
-//! persists the user's acknowledged position cluster-wide. It ends when the node holds no
-//! connection of the user any more.
+//! the node's connections, so order holds: it receives what the stream's leader republishes
+//! after storing (through the node-wide live subscription), fills any gap from the stream
+//! (republish is at most once), replays a new connection's backlog before it joins the live
+//! flow, and persists the user's acknowledged position cluster-wide. It sleeps while idle
+//! (actors.rs) and ends when the node holds no connection of the user any more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use push_protocol::{ErrorCode, Stream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::acks::{AckState, Purged, UNSTORED};
+use super::actors::{Asleep, Start};
 use super::engine::{ClusterEngine, Tail};
 use super::js::last_for_subject;
 use super::names;
@@ -33,6 +34,10 @@ pub(crate) enum Cmd {
     Live(Box<async_nats::Message>),
     /// The user's last connection on this node left: retire unless one came back.
     Left,
+    /// Compare what was delivered with the stored tail (live messages may have been missed);
+    /// `periodic` (the safety-net check) also purges what is acknowledged and retires an
+    /// actor whose user left unnoticed.
+    CatchUp { periodic: bool },
 }
 
 /// A connection to attach.
@@ -43,34 +48,7 @@ pub(crate) struct Attach {
     reply: oneshot::Sender<Result<(), ErrorCode>>,
 }
 
-/// The way to a running actor.
-pub(crate) type Handle = mpsc::UnboundedSender<Cmd>;
-
 impl ClusterEngine {
-    /// Hands `cmd` to the user's actor, starting one when none runs.
-    pub(crate) async fn to_user(self: &Arc<Self>, user: &str, cmd: Cmd) -> Result<(), ErrorCode> {
-        let mut cmd = cmd;
-        for _ in 0..2 {
-            let handle = {
-                let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-                match users.get(user) {
-                    Some(h) if !h.is_closed() => h.clone(),
-                    _ => {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        users.insert(user.to_string(), tx.clone());
-                        tokio::spawn(run(self.clone(), user.to_string(), rx));
-                        tx
-                    }
-                }
-            };
-            match handle.send(cmd) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => cmd = back,
-            }
-        }
-        Err(ErrorCode::SHUTTING_DOWN)
-    }
-
     /// Resends the user's unacknowledged messages (after `acked`, up to `upto`, one replay
     /// chunk) to the user's connections on this node; returns how many.
     async fn resend(&self, user: &str, acked: u64, upto: u64) -> usize {
@@ -121,28 +99,43 @@ struct Actor {
     purged: Purged,
 }
 
-// Handlers are awaited through `Box::pin`: the actor's own future (one per connected user)
-// then holds only what waits between events, not the largest handler's state.
-async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    // Registered (in `users`) before the tail is read: anything stored later arrives live.
-    let (delivered, ack) =
-        Box::pin(async { tokio::join!(first_tail(&engine, &user), engine.stored_ack(&user)) })
+// Handlers are awaited through `Box::pin`: the actor's own future then holds only what waits
+// between events, not the largest handler's state.
+/// Runs a user's actor from where it went to sleep, or from the stored tail and ack record
+/// when it starts afresh; it sleeps (ends, leaving its state in the table) when idle.
+pub(crate) async fn run(
+    engine: Arc<ClusterEngine>,
+    user: String,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    from: Option<Asleep>,
+) {
+    let state = match from {
+        Some(s) => s,
+        // Registered (in `users`) before the tail is read: anything stored later arrives live.
+        None => {
+            let (delivered, ack) = Box::pin(async {
+                tokio::join!(first_tail(&engine, &user), engine.stored_ack(&user))
+            })
             .await;
-    let ack = ack.unwrap_or_default();
+            Asleep {
+                delivered,
+                // Unread: taken as not stored yet, so the next check reads and merges it.
+                ack: ack.unwrap_or(AckState {
+                    seq: UNSTORED,
+                    ..AckState::default()
+                }),
+                purged: Purged::default(),
+            }
+        }
+    };
     let retry = Retry::new(engine.settings.retry_interval, engine.settings.max_retries);
-    let mut tick = tokio::time::interval(CHECK);
-    let mut resync = engine.resync.subscribe();
-    let mut tail_check = tokio::time::interval_at(
-        tokio::time::Instant::now() + engine.settings.tail_check,
-        engine.settings.tail_check,
-    );
     let mut a = Actor {
         engine,
         user,
-        delivered,
-        ack,
+        delivered: state.delivered,
+        ack: state.ack,
         retry,
-        purged: Purged::default(),
+        purged: state.purged,
     };
     let mut next: Option<Cmd> = None;
     loop {
@@ -153,27 +146,33 @@ async fn run(engine: Arc<ClusterEngine>, user: String, mut rx: mpsc::UnboundedRe
                         return;
                     }
                 }
+                Cmd::CatchUp { periodic } => {
+                    Box::pin(a.catch_up(periodic)).await;
+                    if periodic && Box::pin(a.retire(&rx)).await {
+                        return;
+                    }
+                }
                 cmd => next = Box::pin(a.on_cmd(cmd, &mut rx)).await,
             }
             continue;
         }
-        let retry_wait = a.retry.wait(a.engine.clock.now().at).unwrap_or(CHECK);
+        // Nothing to resend and nothing to store: sleep until the next request.
+        let busy = a.retry.wait(a.engine.clock.now().at).is_some() || a.ack.seq == UNSTORED;
+        if !busy && a.engine.sleep_if_idle(&a.user, &rx, a.asleep()) {
+            return;
+        }
+        let wait = a.retry.wait(a.engine.clock.now().at).unwrap_or(CHECK);
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 None => return,
                 Some(cmd) => next = Some(cmd),
             },
-            _ = tokio::time::sleep(retry_wait) => Box::pin(a.on_retry()).await,
-            _ = tick.tick(), if a.ack.seq == UNSTORED => Box::pin(a.store_ack()).await,
-            // Republish is at most once: catch up with the stored tail (and retire, should a
-            // departure have gone unnoticed).
-            _ = tail_check.tick() => {
-                Box::pin(a.catch_up(true)).await;
-                if Box::pin(a.retire(&rx)).await {
-                    return;
+            _ = tokio::time::sleep(wait) => {
+                if a.ack.seq == UNSTORED {
+                    Box::pin(a.store_ack()).await;
                 }
+                Box::pin(a.on_retry()).await;
             }
-            Ok(()) = resync.changed() => Box::pin(a.catch_up(false)).await,
         }
     }
 }
@@ -253,8 +252,8 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Cmd::Live(msg) => self.on_live(&msg).await,
-            // Handled by the loop (it may end the actor).
-            Cmd::Left => return Some(Cmd::Left),
+            // Handled by the loop (they may end the actor).
+            cmd @ (Cmd::Left | Cmd::CatchUp { .. }) => return Some(cmd),
         }
         None
     }
@@ -337,6 +336,15 @@ impl Actor {
             .purge_acked(user, self.ack, self.delivered, &mut self.purged, true)
             .await;
         true
+    }
+
+    /// What the actor keeps while it sleeps.
+    fn asleep(&self) -> Asleep {
+        Asleep {
+            delivered: self.delivered,
+            ack: self.ack,
+            purged: self.purged,
+        }
     }
 
     /// Sends what was stored and not received live; with `purge`, also purges what is
@@ -427,17 +435,6 @@ async fn attach(
 }
 
 impl ClusterEngine {
-    /// Ends the user's actor when the node holds none of their connections and nothing is
-    /// waiting for it (checked under the map's lock, so no request can slip in between).
-    fn retire_if_idle(&self, user: &str, rx: &mpsc::UnboundedReceiver<Cmd>) -> bool {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if !rx.is_empty() || !self.hub.user_connections(user).is_empty() {
-            return false;
-        }
-        users.remove(user);
-        true
-    }
-
     /// Registers a connection of a user and replays what it has not acknowledged.
     pub async fn attach(
         self: &Arc<Self>,
@@ -453,12 +450,12 @@ impl ClusterEngine {
             broadcast,
             reply,
         }));
-        self.to_user(&user, cmd).await?;
+        self.to_user(&user, cmd, Start::Always)?;
         rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
     }
 
     /// A connection acknowledged its user's stream up to `pos`.
     pub async fn ack(self: &Arc<Self>, user: &str, pos: u64) {
-        let _ = self.to_user(user, Cmd::Ack(pos)).await;
+        let _ = self.to_user(user, Cmd::Ack(pos), Start::Always);
     }
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod amqp;
+pub(crate) mod cluster;
 pub(crate) mod process;
 pub(crate) mod ws;
 
