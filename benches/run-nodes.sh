@@ -12,34 +12,42 @@ SMALL=${1:-}
 if [ "$SMALL" = small ]; then
   cargo build -q -p push-server -p push-benches
   BIN=target/debug NODES=${NODES:-2} CONNS=${CONNS:-1000} UCONNS=200 UNICAST=200 RATE=100
-  FCONNS=300 FMSG=1000 FRATE=100
+  FCONNS=300 FMSG=1000 FRATE=100 SOAK=${SOAK:-30} SCONNS=300 SRATE=20 SROOM=10
 else
   cargo build --release -q -p push-server -p push-benches
   BIN=target/release NODES=${NODES:-8} CONNS=${CONNS:-100000} UCONNS=10000 UNICAST=30000 RATE=10000
   FCONNS=${FCONNS:-100000} FMSG=20000 FRATE=1000
+  SOAK=${SOAK:-1800} SCONNS=${SCONNS:-100000} SRATE=200 SROOM=1000
 fi
 OUT=benches/out/nodes
 rm -rf "$OUT"
 mkdir -p "$OUT"
 . benches/nats.sh
 
-NODE_PIDS=()
-for i in $(seq "$NODES"); do
-  PUSH_API_TOKENS=$PUSH_API_TOKEN PUSH_REUSE_PORT=true PUSH_CLUSTER__NODE_NAME="node$i" RUST_LOG=warn,push_server::server=info \
+start_node() { # node number: started in the background, its pid in NODE_PIDS
+  PUSH_API_TOKENS=$PUSH_API_TOKEN PUSH_REUSE_PORT=true PUSH_CLUSTER__NODE_NAME="node$1" RUST_LOG=warn,push_server::server=info \
     "$BIN/push-server" --listen 127.0.0.1:7100 --http-listen 127.0.0.1:7180 \
-    --data-dir "$OUT/node$i" >"$OUT/node$i.log" 2>&1 &
+    --data-dir "$OUT/node$1" >>"$OUT/node$1.log" 2>&1 &
   pids+=($!)
-  NODE_PIDS+=($!)
-done
-for i in $(seq "$NODES"); do
-  for _ in $(seq 300); do grep -q "push server listening" "$OUT/node$i.log" && break; sleep 0.2; done
-  grep -q "push server listening" "$OUT/node$i.log" || { echo "node$i did not start" >&2; cat "$OUT/node$i.log" >&2; exit 1; }
-done
+  NODE_PIDS[$1 - 1]=$!
+}
+wait_node() { # node number: until it listens (its log says so)
+  for _ in $(seq 300); do grep -q "push server listening" "$OUT/node$1.log" && return; sleep 0.2; done
+  echo "node$1 did not start" >&2; cat "$OUT/node$1.log" >&2; exit 1
+}
+NODE_PIDS=()
+for i in $(seq "$NODES"); do start_node "$i"; done
+for i in $(seq "$NODES"); do wait_node "$i"; done
 SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
 
 rss_mb() { # summed RSS of the given pids, MB
   local kb=0
   for p in "$@"; do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done
+  awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+pss_mb() { # summed proportional set size (pages shared between the nodes counted once), MB
+  local kb=0
+  for p in "$@"; do kb=$((kb + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0))); done
   awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
 }
 sample() { # every second: connections (descriptors) per node, while a row runs
@@ -61,7 +69,7 @@ run() { # name, then push-bench arguments (each row has users of its own)
     >"$OUT/$name.txt" 2>&1 || true
   kill "$sampler" 2>/dev/null || true
   tail -1 "$OUT/$name.txt"
-  echo "  nodes: $(sort -n -k1 "$OUT/$name.fds" | tail -1 | tr ' ' '\n' | grep -v '^$' | tr '\n' ' ')descriptors at the peak sample; NATS RSS $(rss_mb "${NATS_PIDS[@]}") MB; nodes RSS now $(rss_mb "${NODE_PIDS[@]}") MB" \
+  echo "  nodes: $(sort -n -k1 "$OUT/$name.fds" | tail -1 | tr ' ' '\n' | grep -v '^$' | tr '\n' ' ')descriptors at the peak sample; NATS RSS $(rss_mb "${NATS_PIDS[@]}") MB; nodes RSS now $(rss_mb "${NODE_PIDS[@]}") MB, PSS $(pss_mb "${NODE_PIDS[@]}") MB" \
     | tee "$OUT/$name.extra"
 }
 BENCH_BIN=$BIN/push-bench
@@ -86,14 +94,31 @@ for a in json.load(sys.stdin).get("account_details", []):
 run leader-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" --publishers 64 \
   --resilient --kill-pid "${NATS_PIDS[$leader]}" --kill-after 3 --drain 60
 
+# The operator brings both back: the killed NATS server (it catches up with its stream
+# replicas) and the killed push node (it takes new connections at once; nobody moves back).
+"$NATS" -c "$OUT/n$leader.conf" >>"$OUT/n$leader.log" 2>&1 &
+pids+=($!)
+NATS_PIDS[$leader]=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((18222 + leader))/healthz" >/dev/null && break; sleep 0.2; done
+mv "$OUT/node$NODES.log" "$OUT/node$NODES.killed.log"
+start_node "$NODES"
+wait_node "$NODES"
+SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
+
+# Churn and mixed load for a while across all the nodes again: node RSS, descriptors, NATS
+# RSS and storage sampled every minute (every 10 s at small scale).
+run soak soak --conns "$SCONNS" --seconds "$SOAK" --sample "$([ "$SMALL" = small ] && echo 10 || echo 60)" \
+  --publish-rate "$SRATE" --room-every "$SROOM" --churn-rate 50 --concurrency 256 \
+  --data-dir "$OUT/n0,$OUT/n1,$OUT/n2" --other-pid "$(IFS=,; echo "${NATS_PIDS[*]}")"
+
 # Every row must have lost nothing and refused no connection (the CI run fails otherwise).
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib
 bad = []
-for name in ["idle", "broadcast", "unicast", "node-kill", "leader-kill"]:
+for name in ["idle", "broadcast", "unicast", "node-kill", "leader-kill", "soak"]:
     line = (pathlib.Path(sys.argv[1]) / f"{name}.txt").read_text().strip().splitlines()[-1]
     r = json.loads(line)
-    for key in ["connections_failed", "receivers_failed", "deliveries_lost", "duplicates_or_reordered", "publish_failures", "connections_lost"]:
+    for key in ["connections_failed", "receivers_failed", "deliveries_lost", "duplicates_or_reordered", "publish_failures", "connections_lost", "churn_cycles_failed"]:
         if r.get(key, 0):
             bad.append(f"{name}: {key} = {r[key]}")
 if bad:

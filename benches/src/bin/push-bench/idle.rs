@@ -26,6 +26,9 @@ struct IdleReport {
     server_rss_after_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_rss_per_connection_bytes: Option<f64>,
+    /// Summed proportional set size while connected (shared pages counted once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_pss_after_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_cpu_seconds_connecting: Option<f64>,
     #[serde(flatten)]
@@ -51,6 +54,7 @@ pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res
     let cpu1 = pid.cpu_seconds();
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
     let rss1 = pid.rss_bytes();
+    let pss1 = pid.pss_bytes();
     let transport = match (ws, c.tls_ca.is_some()) {
         (true, _) => "websocket",
         (false, true) => "tcp+tls",
@@ -72,6 +76,7 @@ pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res
         server_rss_after_bytes: rss1.filter(|_| rss_pair.is_some()),
         server_rss_per_connection_bytes: rss_pair
             .map(|(a, b)| ((b as f64 - a as f64) / ready.ok.max(1) as f64).round()),
+        server_pss_after_bytes: pss1,
         server_cpu_seconds_connecting: cpu0.zip(cpu1).map(|(a, b)| b - a),
         server,
         first_error: ready.error.clone(),

@@ -18,6 +18,12 @@ impl Servers {
         self.sum(rss_bytes)
     }
 
+    /// Proportional set size of all of them, in bytes: pages shared between the nodes (the
+    /// same binary's code, mapped by each) counted once, not once per process as RSS does.
+    pub(crate) fn pss_bytes(&self) -> Option<u64> {
+        self.sum(pss_bytes)
+    }
+
     /// CPU seconds all of them consumed so far.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
         self.sum(cpu_seconds)
@@ -33,6 +39,14 @@ impl Servers {
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Proportional set size of `pid` in bytes (shared pages divided among their sharers).
+pub(crate) fn pss_bytes(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -73,6 +87,7 @@ mod tests {
     fn reads_own_process() {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
+        assert!(pss_bytes(pid).unwrap() > 0);
         assert!(cpu_seconds(pid).is_some());
         assert!(open_fds(pid).unwrap() > 0);
         let two = Servers(vec![pid, pid]);

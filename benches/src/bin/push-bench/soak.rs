@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::coordinator::Workers;
+use crate::procstat::Servers;
 use crate::spec::{Mode, WorkerSpec};
 use crate::{http, report, specs, tls_of, Common, Res};
 
@@ -26,15 +27,27 @@ pub(crate) struct SoakArgs {
     /// Seconds between samples.
     #[arg(long, default_value_t = 60.0)]
     pub sample: f64,
-    /// Publishes per second (one in ten to the room every receiver joined).
+    /// Publishes per second (one in `room_every` to the room every receiver joined, the rest
+    /// to one receiver each).
     #[arg(long, default_value_t = 200.0)]
     pub publish_rate: f64,
+    /// Every how many publishes one goes to the room (10: one in ten; with 100,000 receivers
+    /// each room message is 100,000 deliveries).
+    #[arg(long, default_value_t = 10)]
+    pub room_every: usize,
+    /// HTTP requests in flight at once (a cluster's publish takes tens of ms).
+    #[arg(long, default_value_t = 16)]
+    pub publishers: usize,
     /// Connect, authenticate, join, leave, close cycles per second.
     #[arg(long, default_value_t = 50.0)]
     pub churn_rate: f64,
-    /// The server's data directory (for the storage figure).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    /// The server's data directory (for the storage figure); repeat or separate with commas
+    /// for several (a NATS cluster's store directories: summed).
+    #[arg(long, value_delimiter = ',')]
+    pub data_dir: Vec<PathBuf>,
+    /// Other processes sampled apart from the server (the NATS servers): summed RSS.
+    #[arg(long, value_delimiter = ',')]
+    pub other_pid: Vec<u32>,
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -82,35 +95,7 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
         return Err(format!("no receiver connected: {:?}", ready.error).into());
     }
     let t0 = Instant::now();
-    let publisher = {
-        let c = c.clone();
-        let (rate, seconds, conns) = (s.publish_rate, s.seconds, s.conns);
-        tokio::spawn(async move {
-            let mut http = http::Http::new(c.http);
-            let (mut users, mut rooms, mut failed) = (0u64, 0u64, 0u64);
-            let mut i = 0usize;
-            while t0.elapsed().as_secs_f64() < seconds {
-                tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into())
-                    .await;
-                let to = if i % 10 == 9 {
-                    json!({ "room": ROOM })
-                } else {
-                    json!({ "users": [format!("{}{}", c.user_prefix, i % conns)] })
-                };
-                let body = json!({"to": to, "kind": "soak", "payload": format!("soak {i}")});
-                match http
-                    .post("/api/v1/push", &c.api_token, &body.to_string())
-                    .await
-                {
-                    Ok((200, _)) if i % 10 == 9 => rooms += 1,
-                    Ok((200, _)) => users += 1,
-                    _ => failed += 1,
-                }
-                i += 1;
-            }
-            (users, rooms, failed)
-        })
-    };
+    let publisher = tokio::spawn(publish(c.clone(), t0, s.clone_rates()));
     let mut rows: Vec<Value> = Vec::new();
     let mut next = t0;
     while t0.elapsed().as_secs_f64() < s.seconds {
@@ -123,13 +108,16 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
             "t_s": t0.elapsed().as_secs(),
             "rss_bytes": pid.rss_bytes(),
             "fds": pid.open_fds(),
-            "storage_bytes": s.data_dir.as_deref().map(dir_bytes),
+            "storage_bytes": (!s.data_dir.is_empty())
+                .then(|| s.data_dir.iter().map(|d| dir_bytes(d)).sum::<u64>()),
+            "other_rss_bytes": (!s.other_pid.is_empty())
+                .then(|| Servers(s.other_pid.clone()).rss_bytes()),
             "received": received,
         });
         eprintln!("  {row}");
         rows.push(row);
     }
-    let (users, rooms, failed) = publisher.await?;
+    let (users, rooms, failed) = publisher.await??;
     let expected = users + rooms * receivers as u64;
     // Drain: wait until deliveries stop arriving.
     let mut received = 0;
@@ -147,6 +135,7 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
     fig.insert("seconds".into(), json!(s.seconds));
     fig.insert("receivers".into(), json!(receivers));
     fig.insert("publish_rate".into(), json!(s.publish_rate));
+    fig.insert("room_every".into(), json!(s.room_every));
     fig.insert("churn_rate".into(), json!(s.churn_rate));
     fig.insert("published_to_users".into(), json!(users));
     fig.insert("published_to_room".into(), json!(rooms));
@@ -160,4 +149,71 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
     fig.insert("samples".into(), json!(rows));
     report::print("soak", fig);
     Ok(failed == 0 && merged.received == expected && merged.duplicates == 0)
+}
+
+/// What the publisher needs of the arguments.
+#[derive(Clone, Copy)]
+struct Rates {
+    rate: f64,
+    seconds: f64,
+    conns: usize,
+    room_every: usize,
+    publishers: usize,
+}
+
+impl SoakArgs {
+    fn clone_rates(&self) -> Rates {
+        Rates {
+            rate: self.publish_rate,
+            seconds: self.seconds,
+            conns: self.conns,
+            room_every: self.room_every.max(1),
+            publishers: self.publishers.max(1),
+        }
+    }
+}
+
+/// Publishes at `r.rate` through `r.publishers` HTTP connections (publish `i` goes through
+/// connection `i % publishers` at `t0 + i / rate`); returns (to users, to the room, failed).
+async fn publish(
+    c: Common,
+    t0: Instant,
+    r: Rates,
+) -> Result<(u64, u64, u64), tokio::task::JoinError> {
+    let mut tasks = Vec::new();
+    for k in 0..r.publishers {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut http = http::Http::new(c.http);
+            let (mut users, mut rooms, mut failed) = (0u64, 0u64, 0u64);
+            let mut i = k;
+            while t0.elapsed().as_secs_f64() < r.seconds {
+                tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / r.rate)).into())
+                    .await;
+                let to_room = i % r.room_every == r.room_every - 1;
+                let to = if to_room {
+                    json!({ "room": ROOM })
+                } else {
+                    json!({ "users": [format!("{}{}", c.user_prefix, i % r.conns)] })
+                };
+                let body = json!({"to": to, "kind": "soak", "payload": format!("soak {i}")});
+                match http
+                    .post("/api/v1/push", &c.api_token, &body.to_string())
+                    .await
+                {
+                    Ok((200, _)) if to_room => rooms += 1,
+                    Ok((200, _)) => users += 1,
+                    _ => failed += 1,
+                }
+                i += r.publishers;
+            }
+            (users, rooms, failed)
+        }));
+    }
+    let mut sum = (0, 0, 0);
+    for t in tasks {
+        let (u, r, f) = t.await?;
+        sum = (sum.0 + u, sum.1 + r, sum.2 + f);
+    }
+    Ok(sum)
 }
