@@ -6,6 +6,7 @@
 # own ephemeral ports each) and every server figure is summed over the nodes; NATS is
 # reported apart. Raw output in benches/out/nodes/.
 # Usage: benches/run-nodes.sh [small]   (small: 2 nodes, 1,000 connections, debug build; CI)
+# ROWS="idle soak" runs only those rows (default: all, in the order below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMALL=${1:-}
@@ -73,49 +74,58 @@ run() { # name, then push-bench arguments (each row has users of its own)
     | tee "$OUT/$name.extra"
 }
 BENCH_BIN=$BIN/push-bench
+ROWS=" ${ROWS:-idle broadcast unicast node-kill leader-kill soak} "
+want() { [[ "$ROWS" == *" $1 "* ]]; }
 
-run idle idle --conns "$CONNS" --hold 5 --concurrency 256
-run broadcast fanout --broadcast --conns "$CONNS" --messages 20 --size 100 --rate 2 --publishers 1
-run unicast unicast --conns "$UCONNS" --messages "$UNICAST" --size 100 --rate "$RATE" --publishers 256
+want idle && run idle idle --conns "$CONNS" --hold 5 --concurrency 256
+want broadcast && run broadcast fanout --broadcast --conns "$CONNS" --messages 20 --size 100 --rate 2 --publishers 1
+want unicast && run unicast unicast --conns "$UCONNS" --messages "$UNICAST" --size 100 --rate "$RATE" --publishers 256
 
 # Failures under load, with receivers that reconnect (the SDK client) and publishers that
 # retry under the message id: a push node SIGKILLed 3 s into publishing, then the NATS server
 # leading the users stream.
-run node-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" --publishers 64 \
-  --resilient --kill-pid "${NODE_PIDS[-1]}" --kill-after 3 --drain 60
-unset 'NODE_PIDS[-1]'
-SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
-leader=$(curl -s "http://127.0.0.1:18222/jsz?streams=true&accounts=true" | python3 -c '
+if want node-kill; then
+  run node-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" --publishers 64 \
+    --resilient --kill-pid "${NODE_PIDS[-1]}" --kill-after 3 --drain 60
+  unset 'NODE_PIDS[-1]'
+  SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
+fi
+leader=""
+want leader-kill && leader=$(curl -s "http://127.0.0.1:18222/jsz?streams=true&accounts=true" | python3 -c '
 import json, sys
 for a in json.load(sys.stdin).get("account_details", []):
     for s in a.get("stream_detail", []):
         if s["name"] == "PUSH_USERS":
             print(s["cluster"]["leader"][1:])')
-run leader-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" --publishers 64 \
-  --resilient --kill-pid "${NATS_PIDS[$leader]}" --kill-after 3 --drain 60
+want leader-kill && run leader-kill unicast --conns "$FCONNS" --messages "$FMSG" --size 100 --rate "$FRATE" \
+  --publishers 64 --resilient --kill-pid "${NATS_PIDS[$leader]}" --kill-after 3 --drain 60
 
 # The operator brings both back: the killed NATS server (it catches up with its stream
 # replicas) and the killed push node (it takes new connections at once; nobody moves back).
-"$NATS" -c "$OUT/n$leader.conf" >>"$OUT/n$leader.log" 2>&1 &
-pids+=($!)
-NATS_PIDS[$leader]=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((18222 + leader))/healthz" >/dev/null && break; sleep 0.2; done
-mv "$OUT/node$NODES.log" "$OUT/node$NODES.killed.log"
-start_node "$NODES"
-wait_node "$NODES"
-SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
+if [ -n "$leader" ]; then
+  "$NATS" -c "$OUT/n$leader.conf" >>"$OUT/n$leader.log" 2>&1 &
+  pids+=($!)
+  NATS_PIDS[$leader]=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((18222 + leader))/healthz" >/dev/null && break; sleep 0.2; done
+fi
+if want node-kill; then
+  mv "$OUT/node$NODES.log" "$OUT/node$NODES.killed.log"
+  start_node "$NODES"
+  wait_node "$NODES"
+  SERVERS=$(IFS=,; echo "${NODE_PIDS[*]}")
+fi
 
 # Churn and mixed load for a while across all the nodes again: node RSS, descriptors, NATS
 # RSS and storage sampled every minute (every 10 s at small scale).
-run soak soak --conns "$SCONNS" --seconds "$SOAK" --sample "$([ "$SMALL" = small ] && echo 10 || echo 60)" \
+want soak && run soak soak --conns "$SCONNS" --seconds "$SOAK" --sample "$([ "$SMALL" = small ] && echo 10 || echo 60)" \
   --publish-rate "$SRATE" --room-every "$SROOM" --churn-rate 50 --concurrency 256 \
   --data-dir "$OUT/n0,$OUT/n1,$OUT/n2" --other-pid "$(IFS=,; echo "${NATS_PIDS[*]}")"
 
 # Every row must have lost nothing and refused no connection (the CI run fails otherwise).
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" $ROWS <<'PY'
 import json, sys, pathlib
 bad = []
-for name in ["idle", "broadcast", "unicast", "node-kill", "leader-kill", "soak"]:
+for name in sys.argv[2:]:
     line = (pathlib.Path(sys.argv[1]) / f"{name}.txt").read_text().strip().splitlines()[-1]
     r = json.loads(line)
     for key in ["connections_failed", "receivers_failed", "deliveries_lost", "duplicates_or_reordered", "publish_failures", "connections_lost", "churn_cycles_failed"]:

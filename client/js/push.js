@@ -84,6 +84,9 @@ export class PushClient {
     this._pollAbort = null;
     this._ackPending = false;
     this._seq = 0;
+    /** Protocol version of the current session (2 and up: ping()). */
+    this.version = 0;
+    this._pings = new Map();
   }
 
   /** Starts connecting (and reconnecting until close()). */
@@ -112,6 +115,22 @@ export class PushClient {
     this.rooms.delete(room);
     delete this.positions["room:" + room];
     if (this._wsOpen()) this._send({ op: "leave", room });
+  }
+
+  /**
+   * Protocol version 2: resolves with the round trip of a ping in ms. The pong also means every
+   * frame the server queued before it has arrived. Rejects when not connected over WebSocket,
+   * when the server is older, or when the session ends first.
+   */
+  ping() {
+    if (!this._wsOpen() || this.state !== "connected")
+      return Promise.reject(new Error("ping: not connected over WebSocket"));
+    if (this.version < 2)
+      return Promise.reject(new Error("ping: the server speaks protocol version " + this.version));
+    return new Promise((resolve, reject) => {
+      const seq = this._send({ op: "ping" });
+      this._pings.set(seq, { t0: performance.now(), resolve, reject });
+    });
   }
 
   /** Acknowledges a message (needed only with autoAck: false); acks are cumulative. */
@@ -177,6 +196,8 @@ export class PushClient {
     ws.onclose = async (ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
+      for (const p of this._pings.values()) p.reject(new Error("ping: the session ended"));
+      this._pings.clear();
       const detail = { code: ev.code, reason: ev.reason };
       const refreshable = typeof this.opts.token === "function";
       if (FATAL_CLOSE.has(ev.code) || (ev.code === TOKEN_EXPIRED && !refreshable)) {
@@ -205,6 +226,7 @@ export class PushClient {
         this._attempt = 0;
         this._wsFailures = 0;
         this._reconnectHint = undefined;
+        this.version = msg.version;
         this._setState("connected", { transport: "ws", user: msg.user, conn_id: msg.conn_id });
         for (const room of this.rooms) this._sendJoin(room);
         break;
@@ -214,15 +236,27 @@ export class PushClient {
       case "ping":
         this._send({ op: "pong" });
         break;
+      case "pong": {
+        const p = this._pings.get(msg.seq);
+        if (p) {
+          this._pings.delete(msg.seq);
+          p.resolve(performance.now() - p.t0);
+        }
+        break;
+      }
       case "close":
         // The socket closes next; honour the server's reconnect hint.
         this._reconnectHint = msg.reconnect_ms === null ? undefined : msg.reconnect_ms;
         if (msg.reconnect_ms === null && msg.name === "KICKED") this._stopped = true;
         break;
       case "gap":
-        this._error("history lost: " + JSON.stringify(msg));
-        if ((this.positions[msg.stream] || 0) < msg.first_available - 1)
-          this.positions[msg.stream] = msg.first_available - 1;
+        // After a GAP the position is first_available - 1 (SPEC.md §5.11), even when that is
+        // below ours: the stream was restored or recreated and its positions start again.
+        this._error(
+          (msg.first_available <= msg.requested_after ? "stream reset: " : "history lost: ") +
+            JSON.stringify(msg),
+        );
+        this.positions[msg.stream] = msg.first_available - 1;
         break;
       case "auth_error":
       case "error":
@@ -283,6 +317,7 @@ export class PushClient {
   _send(obj) {
     obj.seq = ++this._seq;
     this._ws.send(JSON.stringify(obj));
+    return obj.seq;
   }
 
   _error(text, detail) {

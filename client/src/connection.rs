@@ -224,6 +224,27 @@ impl Connection {
         }
     }
 
+    /// Version 2: sends PING and waits for its PONG. Returns the round trip and the frames
+    /// that arrived first: the PONG follows every frame the server had queued for this
+    /// connection when it read the PING, so they are all in hand.
+    pub async fn ping(&mut self) -> Result<(Duration, Vec<Packet>), ClientError> {
+        if self.auth.version < 2 {
+            return Err(ClientError::Unsupported(
+                "PING from a client needs protocol version 2",
+            ));
+        }
+        let t0 = std::time::Instant::now();
+        let seq = self.send(Frame::Ping).await?;
+        let mut others = Vec::new();
+        loop {
+            let p = self.next().await?;
+            if p.seq == seq && p.frame == Frame::Pong {
+                return Ok((t0.elapsed(), others));
+            }
+            others.push(p);
+        }
+    }
+
     /// Sends CLOSE and shuts the socket.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.send(Frame::Close(push_protocol::Close {

@@ -39,6 +39,9 @@ pub enum ClientError {
     /// The server answered with a frame that makes no sense here.
     #[error("unexpected frame from the server: {0}")]
     Unexpected(&'static str),
+    /// The negotiated protocol version has no such feature (the server is older).
+    #[error("not in this session's protocol version: {0}")]
+    Unsupported(&'static str),
     /// TLS setup or the TLS handshake failed (including a certificate that does not verify).
     #[error("TLS: {0}")]
     Tls(String),

@@ -7,7 +7,7 @@ use crate::compress::{compress, decompress};
 use crate::error::ProtocolError;
 use crate::fragment::{Reassembler, ReassemblyLimits, FRAGMENT_HEADER_LEN};
 use crate::frame::{Frame, Packet};
-use crate::header::{flags, Header, HEADER_LEN, VERSION};
+use crate::header::{flags, Header, HEADER_LEN, MAGIC, VERSION};
 
 /// Receive-side limits (SPEC.md §9).
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +180,8 @@ pub struct FrameCodec {
     pub options: EncodeOptions,
     reassembly: Reassembler,
     now_ms: u64,
+    /// Sequence of the frame being decoded (0 until its header's magic is read).
+    current_seq: u32,
 }
 
 impl FrameCodec {
@@ -190,6 +192,7 @@ impl FrameCodec {
             options,
             reassembly: Reassembler::default(),
             now_ms: 0,
+            current_seq: 0,
         }
     }
 
@@ -201,7 +204,18 @@ impl FrameCodec {
     /// Fails if a fragmented message has been open past the reassembly timeout.
     pub fn check_timeouts(&mut self) -> Result<(), ProtocolError> {
         let limits = self.reassembly_limits();
-        self.reassembly.expire(&limits, self.now_ms)
+        let expired = self.reassembly.expire(&limits, self.now_ms);
+        if let Err(ProtocolError::ReassemblyTimeout { seq, .. }) = &expired {
+            self.current_seq = *seq;
+        }
+        expired
+    }
+
+    /// The Sequence of the frame the last error was about, which the ERROR (or AUTH_ERROR)
+    /// reporting it echoes (SPEC.md §6): 0 when the frame's header could not be read (its
+    /// first four bytes were not the magic, so nothing after them can be trusted).
+    pub fn error_seq(&self) -> u32 {
+        self.current_seq
     }
 
     /// Number of fragmented messages being reassembled.
@@ -283,6 +297,13 @@ impl Decoder for FrameCodec {
             if src.len() < HEADER_LEN {
                 return Ok(None);
             }
+            // The header layout is frozen (SPEC.md §2): behind the magic, the Sequence can be
+            // read even when the version or flags are not understood.
+            self.current_seq = if src[..4] == MAGIC.to_be_bytes() {
+                u32::from_be_bytes([src[12], src[13], src[14], src[15]])
+            } else {
+                0
+            };
             let header = Header::parse(&src[..HEADER_LEN])?;
             if header.length > self.limits.max_frame_len {
                 return Err(ProtocolError::FrameTooLarge {

@@ -8,12 +8,14 @@ use crate::error::ProtocolError;
 pub const HEADER_LEN: usize = 16;
 /// `PUSH` in ASCII.
 pub const MAGIC: u32 = 0x5055_5348;
-/// The protocol version this build speaks natively.
+/// The Version written in frame headers: a frame carries the lowest version that defines its
+/// layout (SPEC.md §9), and every frame's layout is version 1's, so one encoding of a message
+/// serves sessions of every version.
 pub const VERSION: u16 = 1;
-/// Lowest version whose frames this build accepts.
+/// Lowest protocol version this build speaks.
 pub const MIN_VERSION: u16 = 1;
-/// Highest version whose frames this build accepts.
-pub const MAX_VERSION: u16 = 1;
+/// Highest protocol version this build speaks (2: client PING, SPEC.md §9.3).
+pub const MAX_VERSION: u16 = 2;
 
 /// Flag bits carried in the high byte of the Type field.
 pub mod flags {

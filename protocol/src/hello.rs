@@ -88,8 +88,10 @@ mod tests {
     #[test]
     fn negotiation_picks_the_highest_common_version() {
         assert_eq!(negotiate(&hello(1, 1, "")), Some(1));
-        assert_eq!(negotiate(&hello(1, 9, "")), Some(1));
-        assert_eq!(negotiate(&hello(2, 9, "")), None);
+        assert_eq!(negotiate(&hello(1, 2, "")), Some(2));
+        assert_eq!(negotiate(&hello(1, 9, "")), Some(2));
+        assert_eq!(negotiate(&hello(2, 9, "")), Some(2));
+        assert_eq!(negotiate(&hello(3, 9, "")), None);
         assert_eq!(negotiate(&hello(0, 0, "")), None);
     }
 
@@ -111,7 +113,7 @@ mod tests {
             1_000,
         )
         .unwrap();
-        assert_eq!((ok.seq, ok.version, ok.claims.sub.as_str()), (4, 1, "ann"));
+        assert_eq!((ok.seq, ok.version, ok.claims.sub.as_str()), (4, 2, "ann"));
         let code = |p: Packet, now| admit(p, secret, now).unwrap_err().code;
         assert_eq!(
             code(Packet::new(1, Frame::Pong), 0),

@@ -31,7 +31,7 @@ async fn auth_succeeds_with_a_valid_token_and_fails_with_reasons() {
     let server = start(config()).await;
     let c = connect(server.tcp_addr, "alice").await;
     assert_eq!(c.auth.user, "alice");
-    assert_eq!(c.auth.version, 1);
+    assert_eq!(c.auth.version, 2);
     assert!(c.auth.heartbeat_ms > 0);
 
     let wrong_key = mint(

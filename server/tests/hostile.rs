@@ -32,11 +32,16 @@ fn hostile_config() -> Config {
 
 /// Reads until an ERROR (or AUTH_ERROR) arrives; returns its code; then expects the close.
 async fn fatal_error(c: &mut Connection) -> ErrorCode {
+    fatal_error_seq(c).await.0
+}
+
+/// The fatal error's code and the Sequence it echoes.
+async fn fatal_error_seq(c: &mut Connection) -> (ErrorCode, u32) {
     loop {
         match c.next_timeout(WAIT).await {
             Ok(Packet {
                 frame: Frame::Error(e) | Frame::AuthError(e),
-                ..
+                seq,
             }) => {
                 assert!(!e.reason.is_empty());
                 let closed = c.next_timeout(WAIT).await;
@@ -44,7 +49,7 @@ async fn fatal_error(c: &mut Connection) -> ErrorCode {
                     matches!(closed, Err(ClientError::ConnectionLost)),
                     "{closed:?}"
                 );
-                return e.code;
+                return (e.code, seq);
             }
             Ok(_) => continue,
             Err(e) => panic!("connection ended without an error frame: {e}"),
@@ -52,11 +57,12 @@ async fn fatal_error(c: &mut Connection) -> ErrorCode {
     }
 }
 
-/// Raw bytes on a fresh authenticated connection; returns the fatal error code.
-async fn after_auth(server: &ServerHandle, user: &str, bytes: &[u8]) -> ErrorCode {
+/// Raw bytes on a fresh authenticated connection; returns the fatal error code and the
+/// Sequence it echoes.
+async fn after_auth(server: &ServerHandle, user: &str, bytes: &[u8]) -> (ErrorCode, u32) {
     let mut c = connect(server.tcp_addr, user).await;
     c.send_raw(bytes).await.unwrap();
-    fatal_error(&mut c).await
+    fatal_error_seq(&mut c).await
 }
 
 fn header(version: u16, flags: u8, ty: u8, length: u32, seq: u32) -> Vec<u8> {
@@ -106,44 +112,64 @@ async fn bad_bytes_get_their_codes() {
     .to_vec();
     let last = bad_crc.len() - 1;
     bad_crc[last] ^= 0xff;
-    let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
+    // Every error echoes the Sequence of the frame it is about, read from the header even
+    // when the version or flags are not understood; 0 only when the magic is wrong.
+    let cases: Vec<(&str, Vec<u8>, ErrorCode, u32)> = vec![
         (
             "garbage",
             b"\x00\x01garbage bytes!!".to_vec(),
             ErrorCode::BAD_MAGIC,
+            0,
         ),
         (
             "wrong magic",
             b"POSH\x00\x01\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01".to_vec(),
             ErrorCode::BAD_MAGIC,
+            0,
         ),
         (
             "unknown version",
-            header(9, 0, 5, 0, 1),
+            header(9, 0, 5, 0, 11),
             ErrorCode::UNSUPPORTED_VERSION,
+            11,
         ),
         (
             "reserved flag",
-            header(1, 0x80, 5, 0, 1),
+            header(1, 0x80, 5, 0, 12),
             ErrorCode::UNSUPPORTED_FLAGS,
+            12,
         ),
         (
             "huge length, then nothing",
-            header(1, 0, 6, u32::MAX, 1),
+            header(1, 0, 6, u32::MAX, 13),
             ErrorCode::FRAME_TOO_LARGE,
+            13,
         ),
-        ("bad checksum", bad_crc, ErrorCode::BAD_CHECKSUM),
+        ("bad checksum", bad_crc, ErrorCode::BAD_CHECKSUM, 3),
         (
             "malformed body",
-            [header(1, 0, 7, 1, 1), vec![0x05]].concat(),
+            [header(1, 0, 7, 1, 14), vec![0x05]].concat(),
             ErrorCode::MALFORMED_BODY,
+            14,
         ),
     ];
-    for (i, (what, bytes, code)) in cases.into_iter().enumerate() {
+    for (i, (what, bytes, code, seq)) in cases.into_iter().enumerate() {
         let got = after_auth(&server, &format!("bad{i}"), &bytes).await;
-        assert_eq!(got, code, "{what}");
+        assert_eq!(got, (code, seq), "{what}");
         still_served(&server, &mut b, i as u64 + 1).await;
     }
+    // Before authentication too: a HELLO (Sequence 5) whose token is over 4,096 bytes.
+    let mut body = vec![0, 1, 0, 1, 0x88, 0x27];
+    body.extend(std::iter::repeat_n(b'x', 5000));
+    body.extend([0, 0]);
+    let mut c = Connection::from_stream(TcpStream::connect(server.tcp_addr).await.unwrap());
+    c.send_raw(&[header(1, 0, 1, body.len() as u32, 5), body].concat())
+        .await
+        .unwrap();
+    assert_eq!(
+        fatal_error_seq(&mut c).await,
+        (ErrorCode::MALFORMED_BODY, 5)
+    );
     // Before authentication the same input gets AUTH_ERROR with the same code.
     let mut c = Connection::from_stream(TcpStream::connect(server.tcp_addr).await.unwrap());
     c.send_raw(&header(9, 0, 1, 0, 1)).await.unwrap();
@@ -295,7 +321,7 @@ async fn fragment_and_compression_bombs() {
     assert!(bomb.len() < 2048, "{} bytes", bomb.len());
     assert_eq!(
         after_auth(&server, "bomber", &bomb).await,
-        ErrorCode::DECOMPRESSED_TOO_LARGE
+        (ErrorCode::DECOMPRESSED_TOO_LARGE, 40)
     );
     still_served(&server, &mut b, 2).await;
 }
@@ -463,15 +489,14 @@ async fn requests_beyond_permission_are_refused_and_not_fatal() {
     let p = c.next_timeout(WAIT).await.unwrap();
     assert_eq!(p.seq, seq);
     assert!(matches!(p.frame, Frame::Error(ref e) if e.code == ErrorCode::INVALID_ACK));
-    // An ack on a room stream beyond its tail, never joined.
+    // An ack on a room stream, never joined, beyond its tail: room ACKs only count as life
+    // (SPEC.md §5.5), so the next answer is the PUBLISH's.
     c.send(Frame::Ack(vec![StreamPos {
         stream: Stream::Room("vault".into()),
         position: 5,
     }]))
     .await
     .unwrap();
-    let p = c.next_timeout(WAIT).await.unwrap();
-    assert!(matches!(p.frame, Frame::Error(ref e) if e.code == ErrorCode::INVALID_ACK));
     // Publishing with client publishing off.
     c.send(publish("vault", b"x".to_vec())).await.unwrap();
     let p = c.next_timeout(WAIT).await.unwrap();
@@ -485,8 +510,8 @@ async fn requests_beyond_permission_are_refused_and_not_fatal() {
     .unwrap();
     let p = c.next_timeout(WAIT).await.unwrap();
     assert!(matches!(p.frame, Frame::Error(ref e) if e.code == ErrorCode::BAD_REQUEST));
-    // A server-only frame from the client.
-    c.send(Frame::Ping).await.unwrap();
+    // A server-only frame from the client (PING is a client's too from version 2).
+    c.send(Frame::Ok(None)).await.unwrap();
     let p = c.next_timeout(WAIT).await.unwrap();
     assert!(matches!(p.frame, Frame::Error(ref e) if e.code == ErrorCode::UNEXPECTED_FRAME));
     // The user's own acked position is untouched by the invalid ack.

@@ -1,7 +1,8 @@
 // End-to-end in headless Chromium (Playwright driving Debian's /usr/bin/chromium): the /demo
 // page connects through the browser SDK, receives a pushed message, survives a server kill and
 // restart (receiving what was pushed while it was away), falls back to long-polling when
-// WebSocket is unavailable, and moves on to a fallback URL when the first node is down. Saves
+// WebSocket is unavailable, moves on to a fallback URL when the first node is down, and pings
+// the server (protocol version 2). Saves
 // screenshots under target/e2e/.
 //
 // Run: node client/js/test/browser.test.mjs target/debug/push-server
@@ -129,6 +130,7 @@ async function main() {
         const { PushClient } = await import("/sdk/push.js");
         const token = document.querySelector("#token").value;
         const c = new PushClient({ url: dead, fallbackUrls: [live], token, minBackoffMs: 50 });
+        window.fbClient = c;
         window.fbGot = [];
         window.fbStates = [];
         c.onstate = (s, d) => window.fbStates.push([s, d && d.next]);
@@ -144,6 +146,11 @@ async function main() {
     const moved = states.find(([s]) => s === "reconnecting");
     assert.deepEqual(moved, ["reconnecting", server.base], JSON.stringify(states));
     console.log("fallback to the next node: ok");
+    // Protocol version 2: the SDK pings the server and gets the round trip.
+    const ping = await fb.evaluate(async () => [window.fbClient.version, await window.fbClient.ping()]);
+    assert.equal(ping[0], 2);
+    assert.ok(typeof ping[1] === "number" && ping[1] >= 0, JSON.stringify(ping));
+    console.log("client ping: ok, " + ping[1].toFixed(2) + " ms");
   } catch (e) {
     for (const p of pages) console.error("page log:\n" + (await p.textContent("#log").catch(() => "?")));
     throw e;

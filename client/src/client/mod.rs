@@ -41,6 +41,10 @@ pub struct ClientConfig {
     pub tls: Option<crate::TlsOptions>,
     /// Local address to connect from; `None` = the system's choice.
     pub local_ip: Option<std::net::IpAddr>,
+    /// Protocol version 2: send PING this often, and count the server dead after twice this
+    /// without any frame from it (sooner than the heartbeat timeout). `None`: only the
+    /// server's heartbeat.
+    pub ping_interval: Option<Duration>,
 }
 
 impl ClientConfig {
@@ -58,6 +62,7 @@ impl ClientConfig {
             dedupe_window: 4096,
             max_attempts: None,
             tls: None,
+            ping_interval: None,
             local_ip: None,
         }
     }
@@ -131,6 +136,7 @@ enum Command {
     Leave(String, oneshot::Sender<Result<(), ClientError>>),
     Publish(Publish, oneshot::Sender<Result<PublishAck, ClientError>>),
     Ack(Stream, u64),
+    Ping(oneshot::Sender<Result<Duration, ClientError>>),
     Close,
 }
 
@@ -216,6 +222,12 @@ impl Client {
             payload,
         };
         self.call(|tx| Command::Publish(p, tx)).await
+    }
+
+    /// Version 2: the round trip of a PING to the server on the current session (the PONG
+    /// also means every frame the server queued before it has arrived).
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        self.call(Command::Ping).await
     }
 
     /// Acknowledges everything up to `position` in `stream` (manual-ack mode).

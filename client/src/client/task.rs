@@ -140,6 +140,9 @@ fn fail_command(cmd: Command) {
         Command::Publish(_, tx) => {
             let _ = tx.send(Err(ClientError::ConnectionLost));
         }
+        Command::Ping(tx) => {
+            let _ = tx.send(Err(ClientError::ConnectionLost));
+        }
         Command::Ack(..) | Command::Close => {}
     }
 }
@@ -148,6 +151,10 @@ enum Pending {
     Join(String, oneshot::Sender<Result<u64, ClientError>>),
     Leave(oneshot::Sender<Result<(), ClientError>>),
     Publish(oneshot::Sender<Result<PublishAck, ClientError>>),
+    Ping(
+        std::time::Instant,
+        oneshot::Sender<Result<Duration, ClientError>>,
+    ),
     Rejoin,
 }
 
@@ -157,11 +164,21 @@ async fn session(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> SessionEnd {
-    let dead_after = state
+    let mut dead_after = state
         .config
         .dead_after
         .unwrap_or(Duration::from_millis(conn.auth.heartbeat_ms.max(1000) * 3));
+    // Version 2: our own PINGs detect a dead server sooner than its heartbeat would.
+    let ping_every = state
+        .config
+        .ping_interval
+        .filter(|_| conn.auth.version >= 2);
+    let mut pinger = ping_every.map(|d| {
+        dead_after = dead_after.min(d * 2);
+        tokio::time::interval_at(tokio::time::Instant::now() + d, d)
+    });
     let mut pending: HashMap<u32, Pending> = HashMap::new();
+    let mut last_heard = tokio::time::Instant::now();
     for room in state.rooms.clone() {
         let resume_after = state.positions.get(&Stream::Room(room.clone())).copied();
         match conn.send(Frame::Join(Join { room, resume_after })).await {
@@ -173,12 +190,15 @@ async fn session(
     }
     loop {
         tokio::select! {
-            packet = tokio::time::timeout(dead_after, conn.recv()) => {
+            // Silence counts from the last frame heard, not from the last loop turn (our own
+            // pings and commands must not keep a dead server alive).
+            packet = tokio::time::timeout_at(last_heard + dead_after, conn.recv()) => {
                 let packet = match packet {
                     Err(_) => return SessionEnd::Retry(ClientError::Timeout("server silent past the heartbeat timeout")),
                     Ok(Err(e)) => return SessionEnd::Retry(e),
                     Ok(Ok(p)) => p,
                 };
+                last_heard = tokio::time::Instant::now();
                 let seq = packet.seq;
                 match packet.frame {
                     Frame::Ping => {
@@ -217,16 +237,32 @@ async fn session(
                             let _ = tx.send(Ok(a));
                         }
                     }
+                    Frame::Pong => {
+                        if let Some(Pending::Ping(t0, tx)) = pending.remove(&seq) {
+                            let _ = tx.send(Ok(t0.elapsed()));
+                        }
+                    }
                     Frame::Error(e) => {
                         let err = ClientError::Request { code: e.code, reason: e.reason };
                         match pending.remove(&seq) {
                             Some(Pending::Join(_, tx)) => { let _ = tx.send(Err(err)); }
                             Some(Pending::Leave(tx)) => { let _ = tx.send(Err(err)); }
                             Some(Pending::Publish(tx)) => { let _ = tx.send(Err(err)); }
+                            Some(Pending::Ping(_, tx)) => { let _ = tx.send(Err(err)); }
                             Some(Pending::Rejoin) | None => {}
                         }
                     }
                     _ => {}
+                }
+            }
+            _ = async {
+                match pinger.as_mut() {
+                    Some(p) => { p.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if let Err(e) = conn.send(Frame::Ping).await {
+                    return SessionEnd::Retry(e);
                 }
             }
             cmd = commands.recv() => {
@@ -258,6 +294,13 @@ async fn session(
                     }
                     Command::Publish(p, tx) => conn.send(Frame::Publish(p)).await.map(|seq| {
                         pending.insert(seq, Pending::Publish(tx));
+                    }),
+                    Command::Ping(tx) if conn.auth.version < 2 => {
+                        let _ = tx.send(Err(ClientError::Unsupported("PING from a client needs protocol version 2")));
+                        Ok(())
+                    }
+                    Command::Ping(tx) => conn.send(Frame::Ping).await.map(|seq| {
+                        pending.insert(seq, Pending::Ping(std::time::Instant::now(), tx));
                     }),
                 };
                 if let Err(e) = sent {

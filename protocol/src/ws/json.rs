@@ -123,12 +123,16 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
     let frame = match op {
         "hello" => Frame::Hello(Hello {
             min_version: MIN_VERSION,
-            max_version: MAX_VERSION,
+            // A client may hold the session to an older version (`"max_version": 1`).
+            max_version: u64_field(o, "max_version")?
+                .map_or(MAX_VERSION, |v| v.min(u64::from(u16::MAX)) as u16),
             token: required(o, "token")?.to_string(),
             device: str_field(o, "device")?.unwrap_or_default().to_string(),
             resume: positions(o.get("resume"))?,
         }),
         "pong" => Frame::Pong,
+        // Version 2: answered by {"op":"pong","seq":...}.
+        "ping" => Frame::Ping,
         "ack" => {
             let mut list = positions(o.get("positions"))?;
             if let Some(s) = str_field(o, "stream")? {
@@ -167,7 +171,7 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
         }),
         other => {
             return Err(bad(format!(
-                "unknown op \"{other}\" (hello, pong, ack, join, leave, publish, close)"
+                "unknown op \"{other}\" (hello, ping, pong, ack, join, leave, publish, close)"
             )))
         }
     };

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::engine::ClusterEngine;
-use super::js::{last_for_subject, JsError, Outbound};
+use super::js::{last_for_subject, last_for_subject_maybe_fresh, JsError, Outbound};
+use super::names::{self, header_u64};
 
 /// `AckState::seq` of a record kept in memory that could not be stored yet.
 pub(crate) const UNSTORED: u64 = u64::MAX;
@@ -96,6 +97,23 @@ impl ClusterEngine {
                 None => AckState::default(),
             },
         )
+    }
+
+    /// The stored tail position when `pos` lies beyond it (an ACK for a position never
+    /// sent); `None` when it does not, or when the stream cannot be read (then the ack goes
+    /// on, and the actor applies it only up to what it delivered).
+    pub(crate) async fn ack_beyond_tail(&self, user: &str, pos: u64) -> Option<u64> {
+        if self.known_tail(user).is_some_and(|t| pos <= t.pos) {
+            return None;
+        }
+        let subject = self.names.user(user);
+        let last = last_for_subject_maybe_fresh(&self.stream, &subject, true)
+            .await
+            .ok()?;
+        let tail = last
+            .and_then(|m| header_u64(&m.headers, names::POSITION))
+            .unwrap_or(0);
+        (pos > tail).then_some(tail)
     }
 
     /// Stores `want` (acknowledged position, failed-up-to position), each only ever forward

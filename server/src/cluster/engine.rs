@@ -333,6 +333,11 @@ impl ClusterEngine {
         Ok(tail)
     }
 
+    /// The newest tail this node has seen of the user's stream, if any.
+    pub(crate) fn known_tail(&self, user: &str) -> Option<Tail> {
+        self.lock_tails().get(user).copied()
+    }
+
     /// Records a tail seen (a commit, a live message), keeping the newest.
     pub(crate) fn note_tail(&self, user: &str, tail: Tail) {
         let mut tails = self.lock_tails();
@@ -358,15 +363,26 @@ impl ClusterEngine {
     }
 
     /// The idempotency record of a publish: stored only if absent, forgotten after the
-    /// window.
+    /// window when the client gave the key (`client_key`). A publish without one keeps its
+    /// record only as long as its own retries may need it (every attempt's timeout and
+    /// backoff, plus a minute): a record per publish for the whole window (24 h) grew NATS's
+    /// storage and memory without bound in the cluster soak (BENCHMARKS.md).
     pub(crate) fn idem_message(
         &self,
         subject: String,
         rec: &IdemRecord,
+        client_key: bool,
     ) -> Result<Outbound, DeliveryError> {
         let bytes = serde_json::to_vec(rec).map_err(unavailable)?;
         let mut idem = Outbound::new(subject, Bytes::from(bytes)).expect_last_subject_sequence(0);
-        let ttl = self.settings.idempotency_window.as_secs().max(1);
+        let own = (self.settings.request_timeout + Duration::from_secs(1)) * MAX_ATTEMPTS as u32
+            + Duration::from_secs(60);
+        let window = if client_key {
+            self.settings.idempotency_window
+        } else {
+            own.min(self.settings.idempotency_window)
+        };
+        let ttl = window.as_secs().max(1);
         idem.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
         Ok(idem)
     }
@@ -445,7 +461,8 @@ impl ClusterEngine {
                     .map(|(u, t)| (u.clone(), t.pos + 1))
                     .collect(),
             };
-            let mut batch = vec![self.idem_message(self.names.idem(&key), &rec)?];
+            let mut batch =
+                vec![self.idem_message(self.names.idem(&key), &rec, msg.key.is_some())?];
             for (u, t) in users.iter().zip(&tails) {
                 let m = Outbound::new(self.names.user(u), msg.payload.clone())
                     .expect_last_subject_sequence(t.seq);

@@ -91,7 +91,11 @@ impl ClusterEngine {
             );
             let ttl = self.settings.room_retention.as_secs().max(1);
             m.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
-            let batch = vec![self.idem_message(idem_subject.clone(), &rec)?, meta, m];
+            let batch = vec![
+                self.idem_message(idem_subject.clone(), &rec, msg.key.is_some())?,
+                meta,
+                m,
+            ];
             let result = self.commit_rooms.commit(batch).await;
             match result {
                 Ok(ack) => {

@@ -139,7 +139,8 @@ impl ClusterEngine {
         }
     }
 
-    fn refuse(&self, conn: &Conn, seq: u32, code: ErrorCode, reason: String) {
+    /// Answers the request `seq` of `conn` with ERROR.
+    pub(crate) fn refuse(&self, conn: &Conn, seq: u32, code: ErrorCode, reason: String) {
         self.reply(conn, seq, Frame::Error(ErrorBody { code, reason }));
     }
 
@@ -169,7 +170,12 @@ impl ClusterEngine {
         after: u64,
         upto: u64,
     ) -> Result<(), JsError> {
-        if after >= upto {
+        if after > upto {
+            // The client is ahead of the stream (restored or recreated): say so, never silence.
+            self.reply(conn, 0, reset_gap(key.wire(), after, upto + 1));
+            return Ok(());
+        }
+        if after == upto {
             return Ok(());
         }
         let tok = stream_token(key);
@@ -206,6 +212,20 @@ impl ClusterEngine {
             }
         }
     }
+}
+
+/// The GAP telling a client whose position `requested_after` is beyond the stream that the
+/// stream's positions start again below it, with `first_available` next (SPEC.md §5.11).
+pub(crate) fn reset_gap(
+    stream: push_protocol::Stream,
+    requested_after: u64,
+    first_available: u64,
+) -> Frame {
+    Frame::Gap(Gap {
+        stream,
+        requested_after,
+        first_available,
+    })
 }
 
 async fn start_point(engine: &ClusterEngine, key: &StreamKey) -> Tail {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use push_protocol::{ErrorCode, Stream};
+use push_protocol::{encode_to_bytes, ErrorCode, Packet, Stream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::acks::{AckState, Purged, UNSTORED};
@@ -19,6 +19,7 @@ use super::js::last_for_subject;
 use super::names;
 use super::names::header_u64;
 use super::retry::{Retry, Step};
+use super::rooms::reset_gap;
 use crate::hub::{Conn, Stamp};
 
 /// How often an actor retries storing an ack record it could not store.
@@ -230,6 +231,13 @@ impl Actor {
                     reply,
                 } = *req;
                 let (acked, delivered) = (self.ack.acked, self.delivered.pos);
+                if let Some(r) = resume.filter(|r| *r > delivered) {
+                    // The client is ahead of the stream (recreated): say so (§5.11).
+                    let gap = reset_gap(Stream::User, r, acked + 1);
+                    if let Ok(bytes) = encode_to_bytes(&Packet::new(0, gap), &engine.options) {
+                        let _ = engine.hub.send_conn(&conn, bytes);
+                    }
+                }
                 if let Some(r) = resume.filter(|r| *r > acked && *r <= delivered) {
                     let want = AckState {
                         acked: r,

@@ -316,14 +316,25 @@ impl Delivery {
     /// frame that carried it (for INVALID_ACK).
     pub fn ack(&self, conn: Arc<Conn>, positions: Vec<(StreamPos, u32)>) {
         if let Some(cluster) = self.cluster() {
+            // Room and broadcast ACKs only count as life (SPEC.md §5.5).
             let user_pos = positions
                 .iter()
                 .filter(|(p, _)| p.stream == push_protocol::Stream::User)
-                .map(|(p, _)| p.position)
-                .max();
-            if let Some(pos) = user_pos {
-                let (cluster, user) = (cluster.clone(), conn.user.to_string());
-                tokio::spawn(async move { cluster.ack(&user, pos).await });
+                .max_by_key(|(p, _)| p.position)
+                .map(|(p, seq)| (p.position, *seq));
+            if let Some((pos, seq)) = user_pos {
+                let cluster = cluster.clone();
+                tokio::spawn(async move {
+                    match cluster.ack_beyond_tail(&conn.user, pos).await {
+                        Some(tail) => {
+                            let reason = format!(
+                                "position {pos} of the user's stream was never sent (last is {tail})"
+                            );
+                            cluster.refuse(&conn, seq, ErrorCode::INVALID_ACK, reason);
+                        }
+                        None => cluster.ack(&conn.user, pos).await,
+                    }
+                });
             }
             return;
         }

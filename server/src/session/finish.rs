@@ -24,7 +24,7 @@ impl Session {
                 self.batch.truncate(usize::from(self.partial));
                 (None, Some((e.code, e.reason.clone())))
             }
-            Ending::Protocol(e) => {
+            Ending::Protocol(e, seq) => {
                 self.ctx.stats.inc(&self.ctx.stats.protocol_errors);
                 tracing::warn!(conn = self.conn.id, user = %self.conn.user, "protocol error: {e}");
                 // Finish a half-written frame so the ERROR that follows is readable.
@@ -35,7 +35,7 @@ impl Session {
                 });
                 let bytes = self
                     .transport
-                    .encode(&Packet::new(0, frame), &Default::default());
+                    .encode(&Packet::new(*seq, frame), &Default::default());
                 (bytes, Some((wsf::close_code_for(e.code()), e.to_string())))
             }
             Ending::Ordered(order) => {

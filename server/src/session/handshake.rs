@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use push_protocol::{hello, AuthOk, ErrorBody, ErrorCode, Frame, Hello, Packet};
+use push_protocol::{hello, AuthOk, ErrorBody, ErrorCode, Frame, Hello, Join, Packet, Stream};
 
 use super::link::Link;
 use crate::context::Ctx;
@@ -20,6 +20,8 @@ pub(crate) enum HandshakeError {
     /// Refused with an AUTH_ERROR frame.
     #[error("refused with {code}: {reason}")]
     Refused {
+        /// Sequence echoed: the refused frame's (0 when its header was unreadable).
+        seq: u32,
         /// Wire code sent.
         code: ErrorCode,
         /// Reason sent.
@@ -55,6 +57,7 @@ pub(super) async fn read_packet(
             Ok(None) => {}
             Err(InboundError::Protocol(e)) => {
                 return Err(HandshakeError::Refused {
+                    seq: st.codec.error_seq(),
                     code: e.code(),
                     reason: e.to_string(),
                 })
@@ -95,7 +98,7 @@ pub(super) async fn refuse(
         }
         let _ = stream.shutdown().await;
     }
-    HandshakeError::Refused { code, reason }
+    HandshakeError::Refused { seq, code, reason }
 }
 
 /// Sends a WebSocket close for broken framing during the handshake.
@@ -107,6 +110,15 @@ async fn refuse_ws(stream: &mut Link, e: WsError) -> HandshakeError {
     HandshakeError::Ws(e)
 }
 
+/// An authenticated connection, registered in the hub.
+pub(super) struct Handshaken {
+    pub(super) conn: Arc<Conn>,
+    /// HELLO's Sequence.
+    pub(super) seq: u32,
+    /// HELLO's room resume entries, to be handled as JOINs with resume (SPEC.md §5.1).
+    pub(super) rooms: Vec<Join>,
+}
+
 /// Runs the handshake; on success the connection is registered in the hub.
 pub(super) async fn handshake(
     stream: &mut Link,
@@ -115,7 +127,7 @@ pub(super) async fn handshake(
     transport: Transport,
     ctx: &Arc<Ctx>,
     peer: SocketAddr,
-) -> Result<Arc<Conn>, HandshakeError> {
+) -> Result<Handshaken, HandshakeError> {
     let deadline = ctx.config.handshake_timeout();
     // One deadline for the TLS handshake and HELLO together.
     let until = tokio::time::Instant::now() + deadline;
@@ -139,8 +151,8 @@ pub(super) async fn handshake(
                 let reason = format!("no HELLO within {} ms", deadline.as_millis());
                 return Err(refuse(stream, transport, 0, ErrorCode::AUTH_TIMEOUT, reason).await);
             }
-            Ok(Err(HandshakeError::Refused { code, reason })) => {
-                return Err(refuse(stream, transport, 0, code, reason).await)
+            Ok(Err(HandshakeError::Refused { seq, code, reason })) => {
+                return Err(refuse(stream, transport, seq, code, reason).await)
             }
             Ok(Err(HandshakeError::Ws(e))) => return Err(refuse_ws(stream, e).await),
             Ok(Err(e)) => return Err(e),
@@ -162,13 +174,27 @@ pub(super) async fn handshake(
         .device
         .or_else(|| (!hello.device.is_empty()).then(|| hello.device.clone()))
         .map(String::into_boxed_str);
-    let conn = Arc::new(Conn::with_grants(
-        ctx.next_conn_id(),
-        claims.sub.as_str().into(),
-        device,
-        claims.rooms,
-        ctx.hub.now_ms(),
-    ));
+    let conn = Arc::new(
+        Conn::with_grants(
+            ctx.next_conn_id(),
+            claims.sub.as_str().into(),
+            device,
+            claims.rooms,
+            ctx.hub.now_ms(),
+        )
+        .with_version(version),
+    );
+    let rooms = hello
+        .resume
+        .iter()
+        .filter_map(|p| match &p.stream {
+            Stream::Room(room) => Some(Join {
+                room: room.clone(),
+                resume_after: Some(p.position),
+            }),
+            _ => None,
+        })
+        .collect();
     if let Err(code) = ctx.delivery.attach(conn.clone(), hello.resume).await {
         let reason = if code == ErrorCode::TOO_MANY_USER_CONNECTIONS {
             format!(
@@ -200,5 +226,5 @@ pub(super) async fn handshake(
         return Err(e.into());
     }
     tracing::debug!(%peer, conn = conn.id, user = %conn.user, "authenticated");
-    Ok(conn)
+    Ok(Handshaken { conn, seq, rooms })
 }

@@ -58,8 +58,9 @@ enum Ending {
     ClientClose,
     /// Socket error.
     Io(io::Error),
-    /// The peer broke the protocol; the error is reported before closing.
-    Protocol(ProtocolError),
+    /// The peer broke the protocol; the error is reported before closing, echoing the
+    /// Sequence of the frame it was about (0 when its header was unreadable).
+    Protocol(ProtocolError, u32),
     /// The server ordered the close (shutdown, kick, slow consumer, heartbeat timeout).
     Ordered(CloseOrder),
     /// The peer broke the WebSocket framing or the JSON mode.
@@ -68,10 +69,11 @@ enum Ending {
     WsPeerClosed,
 }
 
-impl From<InboundError> for Ending {
-    fn from(e: InboundError) -> Self {
+impl Ending {
+    /// The ending for a decoding error of `st`.
+    fn inbound(e: InboundError, st: &ReadState) -> Ending {
         match e {
-            InboundError::Protocol(e) => Ending::Protocol(e),
+            InboundError::Protocol(e) => Ending::Protocol(e, st.codec.error_seq()),
             InboundError::Ws(e) => Ending::Ws(e),
         }
     }
@@ -159,12 +161,12 @@ async fn handshake_phase(
     st.raw.extend_from_slice(&start.early);
     let transport = start.transport;
     match handshake::handshake(&mut link, &mut st, start.hello, transport, &ctx, peer).await {
-        Ok(conn) => {
+        Ok(handshake::Handshaken { conn, seq, rooms }) => {
             ctx.stats.inc(&ctx.stats.handshakes_ok);
             ctx.stats
                 .inc(&ctx.stats.connections[usize::from(transport.is_ws())]);
             let pending = (!st.is_idle()).then(|| Box::new(st));
-            Some(Box::new(Session {
+            let mut session = Box::new(Session {
                 link,
                 pending,
                 batch: Vec::new(),
@@ -173,7 +175,13 @@ async fn handshake_phase(
                 transport,
                 conn,
                 ctx,
-            }))
+            });
+            // Rooms resumed in HELLO are joined as JOINs with resume would be, each answered
+            // (OK or ERROR) with HELLO's Sequence, in the order listed.
+            for join in rooms {
+                session.on_join(seq, join);
+            }
+            Some(session)
         }
         Err(e) => {
             ctx.stats.inc(&ctx.stats.handshakes_failed);

@@ -108,7 +108,7 @@ impl Session {
             let inbound = match st.next(self.transport, max_ws) {
                 Ok(Some(inbound)) => inbound,
                 Ok(None) => break Ok(()),
-                Err(e) => break Err(e.into()),
+                Err(e) => break Err(Ending::inbound(e, st)),
             };
             self.conn.touch(now);
             let (room_op, publish) = match &inbound {
@@ -165,7 +165,9 @@ impl Session {
         };
         self.send_acks(&mut acks);
         result?;
-        st.codec.check_timeouts().map_err(Ending::Protocol)
+        st.codec
+            .check_timeouts()
+            .map_err(|e| Ending::Protocol(e, st.codec.error_seq()))
     }
 
     fn on_inbound(&mut self, inbound: Inbound, acks: &mut AckBatch) -> Result<(), Ending> {
@@ -211,6 +213,16 @@ impl Session {
         self.send_acks(acks);
         match packet.frame {
             Frame::Pong | Frame::Ack(_) => {}
+            // Version 2: answered in order with every frame already queued for the client.
+            Frame::Ping if self.conn.version() >= 2 => self.reply(seq, Frame::Pong),
+            Frame::Ping => self.error(
+                seq,
+                ErrorCode::UNEXPECTED_FRAME,
+                format!(
+                    "PING from a client needs protocol version 2; this session speaks {}",
+                    self.conn.version()
+                ),
+            ),
             Frame::Join(join) => self.on_join(seq, join),
             Frame::Leave(room) => self.on_leave(seq, room),
             Frame::Publish(p) => self.on_publish(seq, p),

@@ -22,12 +22,17 @@ pub(crate) fn cluster_config(nats: &NatsCluster, prefix: &str, timeout_ms: u64) 
 }
 
 pub(crate) async fn node(nats: &NatsCluster, prefix: &str) -> TestServer {
+    node_with(nats, prefix, config()).await
+}
+
+/// A node with `base`'s settings in cluster mode.
+pub(crate) async fn node_with(nats: &NatsCluster, prefix: &str, base: Config) -> TestServer {
     start(Config {
         cluster: Some(cluster_config(nats, prefix, 2000)),
         // These tests read what arrives without acknowledging every message at once; resends
         // (tested on their own in cluster.rs) would show up as repeats on the raw connection.
         retry_interval_ms: 600_000,
-        ..config()
+        ..base
     })
     .await
 }

@@ -5,16 +5,17 @@ use super::*;
 impl Engine {
     pub(super) fn ack(&mut self, conn: &Conn, sp: StreamPos, seq: u32) {
         let name = StreamKey::from_wire(&sp.stream, &conn.user);
+        // Room and broadcast ACKs only count as life (SPEC.md §5.5).
+        if name.as_user().is_none() {
+            return;
+        }
         let mut meta = self.meta(&name);
         if sp.position > meta.tail {
             let reason = format!(
-                "position {} of {name} was never sent (last is {})",
+                "position {} of the user's stream was never sent (last is {})",
                 sp.position, meta.tail
             );
             return self.send_error(conn, seq, ErrorCode::INVALID_ACK, reason);
-        }
-        if name.as_user().is_none() {
-            return;
         }
         if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {
             if sp.position >= *pos {

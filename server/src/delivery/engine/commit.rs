@@ -140,7 +140,7 @@ impl Engine {
                 sends,
                 staged,
             } => {
-                self.deliver(&mut accepted, sends, staged);
+                // PUBLISH_ACK before the publisher's own PUSH, as in cluster mode (SPEC.md §5.8).
                 if let Some(a) = accepted.first() {
                     self.send_frame(
                         &conn,
@@ -152,6 +152,7 @@ impl Engine {
                         }),
                     );
                 }
+                self.deliver(&mut accepted, sends, staged);
             }
         }
     }

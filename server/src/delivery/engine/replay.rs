@@ -63,7 +63,12 @@ impl Engine {
     /// with a GAP, like history that is no longer retained.
     fn resume(&self, conn: &Conn, name: &StreamKey, after: u64) -> usize {
         let meta = self.meta(name);
-        if after >= meta.tail {
+        if after > meta.tail {
+            // The client is ahead of the stream (restored or recreated): say so (§5.11).
+            self.gap(conn, name, after, meta.tail + 1);
+            return 0;
+        }
+        if after == meta.tail {
             return 0;
         }
         let window_start = meta.tail.saturating_sub(self.cfg.replay_chunk as u64) + 1;
@@ -112,19 +117,27 @@ impl Engine {
         self.hub.register(conn.clone())?;
         let name = StreamKey::user(&conn.user);
         let mut meta = self.meta(&name);
-        // A client that says it processed more than it acknowledged has acknowledged it now.
-        if let Some(p) = resume
+        let resumed = resume
             .iter()
             .find(|p| p.stream == Stream::User)
-            .map(|p| p.position)
-        {
-            if p > meta.acked && p <= meta.tail {
-                meta.acked = p;
-                self.set_meta(&name, meta);
+            .map(|p| p.position);
+        match resumed {
+            // The client is ahead of the stream (a store restored from an older copy or
+            // recreated): a GAP says where the replay starts instead (§5.11).
+            Some(p) if p > meta.tail => {
+                self.gap(conn, &name, p, (meta.acked + 1).max(meta.first));
             }
-        }
-        if meta.acked + 1 < meta.first {
-            self.gap(conn, &name, meta.acked, meta.first);
+            resumed => {
+                // A client that says it processed more than it acknowledged has acknowledged
+                // it now.
+                if let Some(p) = resumed.filter(|p| *p > meta.acked) {
+                    meta.acked = p;
+                    self.set_meta(&name, meta);
+                }
+                if meta.acked + 1 < meta.first {
+                    self.gap(conn, &name, meta.acked, meta.first);
+                }
+            }
         }
         let replayed = self.replay_user_chunk(conn, meta.acked + 1);
         if meta.acked < meta.tail {

@@ -33,6 +33,8 @@ pub struct Conn {
     replay_next: AtomicU64,
     /// Set while a request to continue the replay is on its way to the delivery engine.
     replay_asked: AtomicBool,
+    /// The protocol version negotiated in the handshake (in the padding after the flag).
+    version: u8,
     /// Requests of this connection waiting for the delivery engine (inbound flow control),
     /// with `flow::READER_WAITING` set while the connection's reader is paused for credit.
     requests: AtomicU32,
@@ -79,10 +81,22 @@ impl Conn {
             last_seen_ms: AtomicU64::new(now_ms),
             replay_next: AtomicU64::new(0),
             replay_asked: AtomicBool::new(false),
+            version: 1,
             requests: AtomicU32::new(0),
             publishes: AtomicU32::new(0),
             outbox: Mutex::new(Outbox::default()),
         }
+    }
+
+    /// The same connection, speaking protocol `version` (negotiated in the handshake).
+    pub fn with_version(mut self, version: u16) -> Self {
+        self.version = u8::try_from(version).unwrap_or(u8::MAX);
+        self
+    }
+
+    /// The protocol version negotiated in the handshake.
+    pub fn version(&self) -> u16 {
+        u16::from(self.version)
     }
 
     /// Device label, if the token or HELLO named one.
