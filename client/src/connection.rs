@@ -32,6 +32,9 @@ pub struct ConnectOptions {
     /// Local address to connect from (a multi-homed host, or a load generator spreading its
     /// ephemeral ports over several addresses); `None` = the system's choice.
     pub local_ip: Option<std::net::IpAddr>,
+    /// Send every frame with a crc32 trailer (SPEC.md §8.1), HELLO included: required by a
+    /// server with `require_checksum`.
+    pub checksum: bool,
 }
 
 /// An authenticated connection.
@@ -93,6 +96,7 @@ impl Connection {
     }
 
     async fn hello(mut c: Connection, opts: &ConnectOptions) -> Result<Connection, ClientError> {
+        c.codec.options.checksum = opts.checksum;
         let seq = c
             .send(Frame::Hello(Hello {
                 min_version: MIN_VERSION,

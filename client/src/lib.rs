@@ -2,8 +2,9 @@
 //!
 //! - [`Client`]: the application-facing client. It reconnects with exponential backoff and
 //!   jitter, resumes from the positions it has seen, re-joins rooms, answers heartbeats, detects
-//!   a dead server by its own timeout, acknowledges automatically (or when told, in manual
-//!   mode) and never hands the application the same message id twice.
+//!   a dead server by its own timeout (sooner with `ClientConfig::ping_interval`, protocol
+//!   version 2), acknowledges automatically (or when told, in manual mode) and never hands the
+//!   application the same message id twice. `Client::ping` measures the round trip.
 //! - [`Connection`]: one authenticated connection, frame by frame (tools and tests).
 //! - [`ClientError`]: typed errors; [`ClientError::is_auth_failure`] tells a rejected token
 //!   from a transient failure.

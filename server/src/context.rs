@@ -120,6 +120,7 @@ impl Ctx {
             max_message_len: config.max_message_len,
             max_decompressed_len: config.max_message_len,
             reassembly_timeout_ms: config.reassembly_timeout_ms,
+            require_checksum: config.require_checksum,
             ..Limits::default()
         };
         Ok(Arc::new(Ctx {

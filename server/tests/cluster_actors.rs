@@ -43,3 +43,37 @@ async fn idle_user_actors_sleep_and_wake_where_they_stopped() {
     // And a node that never had the user holds nothing for them.
     assert_eq!(actors(&b), (0, 0));
 }
+
+/// The periodic check purges what a connected user acknowledged, keeping only the last
+/// message (the next compare-and-set stands on it), again and again while the actor sleeps
+/// between checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_checks_keep_only_the_last_acknowledged_message() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut cluster = cluster_config(&nats, "s2", 2000);
+    cluster.tail_check_ms = 200;
+    let a = start(push_server::Config {
+        cluster: Some(cluster),
+        ..config()
+    })
+    .await;
+    let mut c = connect(a.tcp_addr, "pia").await;
+    for i in 1..=4 {
+        push_user(&a, "pia", &format!("m{i}")).await;
+        assert_eq!(next_text(&mut c).await, (i, format!("m{i}")));
+        ack(&mut c, i).await;
+        until("only the last message is kept", async || {
+            let h = user_history(a.http_addr, "pia", "").await;
+            let kept: Vec<u64> = h["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["position"].as_u64().unwrap())
+                .collect();
+            kept == [i]
+        })
+        .await;
+    }
+}

@@ -3,16 +3,18 @@
 //! replay as JOIN with resume does, answered with HELLO's Sequence (§5.1); a position beyond
 //! a stream's last one (a store restored from an older copy, or recreated) gets a GAP saying
 //! where the stream goes on (§5.11); PUBLISH_ACK comes before the publisher's own PUSH
-//! (§5.8); only the user's stream ACKs are checked against its tail (§5.5).
+//! (§5.8); only the user's stream ACKs are checked against its tail (§5.5); a server can
+//! require checksums (§8.1).
 
 mod common;
 
 use common::cluster::node_with;
 use common::*;
 use push_client::protocol::{
-    ErrorCode, Frame, Gap, Join, PayloadFormat, Publish, Stream, StreamPos,
+    encode_to_bytes, EncodeOptions, ErrorCode, Frame, Gap, Join, Packet, PayloadFormat, Publish,
+    Stream, StreamPos,
 };
-use push_client::{ConnectOptions, Connection};
+use push_client::{ClientError, ConnectOptions, Connection};
 
 fn at(stream: Stream, position: u64) -> StreamPos {
     StreamPos { stream, position }
@@ -185,4 +187,45 @@ async fn contract_corners_in_cluster_mode() {
     let a = node_with(&nats, "r1", publishing()).await;
     let b = node_with(&nats, "r1", publishing()).await;
     resume_list(&a, &b).await;
+}
+
+/// SPEC.md §8.1: a server set to require checksums refuses frames without a crc32 trailer,
+/// HELLO included, echoing the frame's Sequence; the SDK sends them when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_requiring_checksums_refuses_frames_without_them() {
+    let server = start(push_server::Config {
+        require_checksum: true,
+        ..config()
+    })
+    .await;
+    let opts = |checksum| ConnectOptions {
+        token: token("cara"),
+        checksum,
+        ..ConnectOptions::default()
+    };
+    let refused = Connection::connect(server.tcp_addr, &opts(false)).await;
+    assert!(
+        matches!(refused, Err(ClientError::Rejected { code, .. }) if code == ErrorCode::CHECKSUM_REQUIRED),
+        "{:?}",
+        refused.err()
+    );
+    let mut c = Connection::connect(server.tcp_addr, &opts(true))
+        .await
+        .unwrap();
+    let (ok, _) = c
+        .request(Frame::Join(Join {
+            room: "sums".into(),
+            resume_after: None,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(ok.frame, Frame::Ok(Some(0)));
+    let bare = encode_to_bytes(&Packet::new(77, Frame::Pong), &EncodeOptions::default()).unwrap();
+    c.send_raw(&bare).await.unwrap();
+    let p = c.next_timeout(WAIT).await.unwrap();
+    assert!(
+        matches!(p.frame, Frame::Error(ref e) if e.code == ErrorCode::CHECKSUM_REQUIRED)
+            && p.seq == 77,
+        "{p:?}"
+    );
 }

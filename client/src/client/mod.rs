@@ -45,6 +45,9 @@ pub struct ClientConfig {
     /// without any frame from it (sooner than the heartbeat timeout). `None`: only the
     /// server's heartbeat.
     pub ping_interval: Option<Duration>,
+    /// Send every frame with a crc32 trailer (a server with `require_checksum` refuses frames
+    /// without one).
+    pub checksum: bool,
 }
 
 impl ClientConfig {
@@ -63,6 +66,7 @@ impl ClientConfig {
             max_attempts: None,
             tls: None,
             ping_interval: None,
+            checksum: false,
             local_ip: None,
         }
     }

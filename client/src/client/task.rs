@@ -68,6 +68,7 @@ pub(super) async fn run(
             timeout: Some(Duration::from_secs(10)),
             tls: state.config.tls.clone(),
             local_ip: state.config.local_ip,
+            checksum: state.config.checksum,
         };
         let end = match Connection::connect(addr, &opts).await {
             Err(e) if e.is_auth_failure() => SessionEnd::Stop(e),

@@ -84,7 +84,8 @@ impl ClusterEngine {
             .filter(self.names.user(user))
             .sequence(delivered.seq);
         match purge.await {
-            Ok(_) => purged.0 = delivered.pos,
+            // Everything before the last delivered message is gone; that one is kept.
+            Ok(_) => purged.0 = delivered.pos - 1,
             Err(e) => tracing::debug!(%user, "purging acknowledged messages: {e}"),
         }
     }

@@ -28,6 +28,10 @@ use crate::stream::StreamKey;
 /// Attempts at one publish before it is refused (lost races and unavailable engine alike).
 pub(crate) const MAX_ATTEMPTS: usize = 8;
 
+/// Users' tails a node caches (~100 B each): every connected user's and recent publish
+/// targets'. The soak showed the unbounded map growing with every user published to.
+const MAX_TAILS: usize = 65_536;
+
 /// What the cluster engine needs to know.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -338,9 +342,18 @@ impl ClusterEngine {
         self.lock_tails().get(user).copied()
     }
 
-    /// Records a tail seen (a commit, a live message), keeping the newest.
+    /// Records a tail seen (a commit, a live message), keeping the newest. The map is a cache
+    /// (a tail it lacks costs one read): at [`MAX_TAILS`] an arbitrary half is forgotten, so
+    /// its memory stays bounded however many users a node publishes to over months.
     pub(crate) fn note_tail(&self, user: &str, tail: Tail) {
         let mut tails = self.lock_tails();
+        if tails.len() >= MAX_TAILS && !tails.contains_key(user) {
+            let mut keep = false;
+            tails.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
+        }
         let t = tails.entry(user.to_string()).or_default();
         if tail.seq > t.seq {
             *t = tail;

@@ -244,6 +244,9 @@ pub struct Config {
     pub max_message_len: usize,
     /// Time a fragmented message may take from its first to its last fragment, in ms.
     pub reassembly_timeout_ms: u64,
+    /// Refuse binary frames without a crc32 trailer, HELLO included (`CHECKSUM_REQUIRED`,
+    /// SPEC.md §8.1): for paths that corrupt bytes TCP does not catch. JSON mode has none.
+    pub require_checksum: bool,
     /// Frames queued for one connection before it counts as a slow consumer.
     pub queue_max_frames: usize,
     /// Bytes queued for one connection before it counts as a slow consumer.
@@ -356,6 +359,7 @@ impl Default for Config {
             max_frame_len: 64 * 1024,
             max_message_len: 1024 * 1024,
             reassembly_timeout_ms: 30_000,
+            require_checksum: false,
             queue_max_frames: 4096,
             queue_max_bytes: 4 * 1024 * 1024,
             max_requests_in_flight: 256,
