@@ -4,7 +4,8 @@
 # 127.0.0.1:7100 (TCP) and :7180 (HTTP) with reuse_port, so the kernel spreads connections
 # and API requests across them. push-bench workers connect from 127.0.0.2-127.0.0.9 (their
 # own ephemeral ports each) and every server figure is summed over the nodes; NATS is
-# reported apart. Raw output in benches/out/nodes/.
+# reported apart. Raw output in benches/out/nodes/; a full-scale run writes its rows into
+# BENCHMARKS.md (benches/nodes_table.py).
 # Usage: benches/run-nodes.sh [small]   (small: 2 nodes, 1,000 connections, debug build; CI)
 # ROWS="idle soak" runs only those rows (default: all, in the order below).
 set -euo pipefail
@@ -74,11 +75,12 @@ run() { # name, then push-bench arguments (each row has users of its own)
     | tee "$OUT/$name.extra"
 }
 BENCH_BIN=$BIN/push-bench
-ROWS=" ${ROWS:-idle broadcast unicast node-kill leader-kill soak} "
+ROWS=" ${ROWS:-idle broadcast room unicast node-kill leader-kill soak} "
 want() { [[ "$ROWS" == *" $1 "* ]]; }
 
 want idle && run idle idle --conns "$CONNS" --hold 5 --concurrency 256
 want broadcast && run broadcast fanout --broadcast --conns "$CONNS" --messages 20 --size 100 --rate 2 --publishers 1
+want room && run room fanout --conns "$CONNS" --messages 20 --size 100 --rate 2 --publishers 1
 want unicast && run unicast unicast --conns "$UCONNS" --messages "$UNICAST" --size 100 --rate "$RATE" --publishers 256
 
 # Failures under load, with receivers that reconnect (the SDK client) and publishers that
@@ -120,6 +122,9 @@ fi
 want soak && run soak soak --conns "$SCONNS" --seconds "$SOAK" --sample "$([ "$SMALL" = small ] && echo 10 || echo 60)" \
   --publish-rate "$SRATE" --room-every "$SROOM" --churn-rate 50 --concurrency 256 \
   --data-dir "$OUT/n0,$OUT/n1,$OUT/n2" --other-pid "$(IFS=,; echo "${NATS_PIDS[*]}")"
+
+# A full-scale run writes its rows into BENCHMARKS.md (between the nodes markers).
+[ "$SMALL" = small ] || python3 benches/nodes_table.py "$OUT" BENCHMARKS.md $ROWS
 
 # Every row must have lost nothing and refused no connection (the CI run fails otherwise).
 python3 - "$OUT" $ROWS <<'PY'
