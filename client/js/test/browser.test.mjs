@@ -1,8 +1,9 @@
 // End-to-end in headless Chromium (Playwright driving Debian's /usr/bin/chromium): the /demo
 // page connects through the browser SDK, receives a pushed message, survives a server kill and
 // restart (receiving what was pushed while it was away), falls back to long-polling when
-// WebSocket is unavailable, moves on to a fallback URL when the first node is down, and pings
-// the server (protocol version 2). Saves
+// WebSocket is unavailable, moves on to a fallback URL when the first node is down, pings the
+// server (protocol version 2), and goes on from the server's positions when its own are ahead
+// (a stream-reset GAP). Saves
 // screenshots under target/e2e/.
 //
 // Run: node client/js/test/browser.test.mjs target/debug/push-server
@@ -151,6 +152,26 @@ async function main() {
     assert.equal(ping[0], 2);
     assert.ok(typeof ping[1] === "number" && ping[1] >= 0, JSON.stringify(ping));
     console.log("client ping: ok, " + ping[1].toFixed(2) + " ms");
+    // A client whose saved position is ahead of the server's stream (restored or recreated
+    // server) is told so by a GAP and goes on from the server's positions.
+    await fb.evaluate(async () => {
+      const { PushClient } = await import("/sdk/push.js");
+      const token = document.querySelector("#token").value;
+      const c = new PushClient({ url: location.origin, token, positions: { user: 999 } });
+      window.resetErrors = [];
+      window.resetGot = [];
+      c.onerror = (text) => window.resetErrors.push(text);
+      c.onmessage = (m) => window.resetGot.push([m.position, m.data && m.data.title]);
+      window.resetClient = c;
+      c.connect();
+    });
+    await fb.waitForFunction(() => window.resetErrors.some((t) => t.startsWith("stream reset")), null, { timeout: TIMEOUT });
+    // first_available - 1: the last position the server knows this user acknowledged (0 or 1).
+    const after = await fb.evaluate(() => window.resetClient.positions.user);
+    assert.ok(after <= 1, "position after the reset GAP: " + after);
+    await server.push({ to: { users: ["fbuser"] }, kind: "k", title: "after the reset", content: "x", level: "info" });
+    await fb.waitForFunction(() => window.resetGot.some(([, t]) => t === "after the reset"), null, { timeout: TIMEOUT });
+    console.log("stream reset GAP: ok");
   } catch (e) {
     for (const p of pages) console.error("page log:\n" + (await p.textContent("#log").catch(() => "?")));
     throw e;
