@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::engine::ClusterEngine;
-use super::js::{last_for_subject, last_for_subject_maybe_fresh, JsError, Outbound};
-use super::names::{self, header_u64};
+use super::js::{last_for_subject, JsError, Outbound};
 
 /// `AckState::seq` of a record kept in memory that could not be stored yet.
 pub(crate) const UNSTORED: u64 = u64::MAX;
@@ -107,13 +106,7 @@ impl ClusterEngine {
         if self.known_tail(user).is_some_and(|t| pos <= t.pos) {
             return None;
         }
-        let subject = self.names.user(user);
-        let last = last_for_subject_maybe_fresh(&self.stream, &subject, true)
-            .await
-            .ok()?;
-        let tail = last
-            .and_then(|m| header_u64(&m.headers, names::POSITION))
-            .unwrap_or(0);
+        let tail = self.stored_tail(user, true).await.ok()?.pos;
         (pos > tail).then_some(tail)
     }
 

@@ -1,8 +1,6 @@
-//! The cluster engine for user streams: publishes go to JetStream as one atomic batch per
-//! publish (an idempotency record that must not exist yet, and per user a message written on
-//! top of the user's last one with compare-and-set, so positions stay contiguous whichever
-//! node writes), and each node delivers what the stream's leader republishes to the users it
-//! holds connections of (`user`).
+//! The cluster engine of one node: its settings, its NATS connection and the two streams
+//! (users; rooms and broadcast), and the per-user writer locks. Publishing is in `publish`
+//! and `room_publish`, the tails cache in `tails`, delivery in `user` and `rooms`.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
@@ -11,26 +9,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use async_nats::Client;
-use bytes::Bytes;
-use push_protocol::{EncodeOptions, MessageId};
-use serde::{Deserialize, Serialize};
+use push_protocol::EncodeOptions;
 
 use super::commit::Committer;
-use super::js::{last_for_subject, JsError, Outbound};
-use super::names::{self, header_u64, message_headers, parse_id, Names};
+use super::names::Names;
 use crate::clock::Clock;
 use crate::delivery::ids::IdGen;
-use crate::delivery::{Accepted, DeliveryError, Message};
+use crate::delivery::DeliveryError;
 use crate::hub::Hub;
 use crate::stats::Stats;
-use crate::stream::StreamKey;
-
-/// Attempts at one publish before it is refused (lost races and unavailable engine alike).
-pub(crate) const MAX_ATTEMPTS: usize = 8;
-
-/// Users' tails a node caches (~100 B each): every connected user's and recent publish
-/// targets'. The soak showed the unbounded map growing with every user published to.
-const MAX_TAILS: usize = 65_536;
 
 /// What the cluster engine needs to know.
 #[derive(Debug, Clone)]
@@ -73,44 +60,6 @@ pub(crate) struct Tail {
     pub(crate) pos: u64,
 }
 
-/// What an idempotency record holds: the publish's result (for rooms and broadcast, one
-/// entry named by the room, or empty for broadcast).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct IdemRecord {
-    pub(crate) id: String,
-    pub(crate) users: Vec<(String, u64)>,
-}
-
-/// Reads an idempotency record.
-pub(crate) async fn read_record(
-    stream: &stream::Stream,
-    subject: &str,
-) -> Result<Option<IdemRecord>, JsError> {
-    let Some(m) = last_for_subject(stream, subject).await? else {
-        return Ok(None);
-    };
-    Ok(serde_json::from_slice(&m.payload).ok())
-}
-
-/// The acceptances a record describes, each entry's name made a stream by `key`.
-pub(crate) fn accepted(
-    rec: IdemRecord,
-    duplicate: bool,
-    key: impl Fn(String) -> StreamKey,
-) -> Vec<Accepted> {
-    let id = parse_id(&rec.id).unwrap_or(MessageId([0; 16]));
-    rec.users
-        .into_iter()
-        .map(|(name, position)| Accepted {
-            id,
-            stream: key(name),
-            position,
-            queued: 0,
-            duplicate,
-        })
-        .collect()
-}
-
 /// The engine of one node.
 pub struct ClusterEngine {
     pub(crate) client: Client,
@@ -129,7 +78,7 @@ pub struct ClusterEngine {
     pub(crate) seq: Arc<AtomicU32>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: IdGen,
-    tails: Mutex<HashMap<String, Tail>>,
+    pub(super) tails: Mutex<HashMap<String, Tail>>,
     /// Stores user publishes, grouping those that wait together.
     pub(crate) commit_users: Committer,
     /// Stores room and broadcast publishes the same way.
@@ -312,200 +261,5 @@ impl ClusterEngine {
                 w.remove(k);
             }
         }
-    }
-
-    /// The user's last stored message, from this node's cache or the stream (through the
-    /// leader when `fresh`: after a lost race a replica may still be behind).
-    pub(crate) async fn tail(&self, user: &str) -> Result<Tail, JsError> {
-        self.tail_from(user, false).await
-    }
-
-    pub(crate) async fn tail_from(&self, user: &str, fresh: bool) -> Result<Tail, JsError> {
-        if let Some(t) = self.lock_tails().get(user) {
-            return Ok(*t);
-        }
-        let subject = self.names.user(user);
-        let last = super::js::last_for_subject_maybe_fresh(&self.stream, &subject, fresh).await?;
-        let tail = match last {
-            Some(m) => Tail {
-                seq: m.sequence,
-                pos: header_u64(&m.headers, names::POSITION).unwrap_or(0),
-            },
-            None => Tail::default(),
-        };
-        self.note_tail(user, tail);
-        Ok(tail)
-    }
-
-    /// The newest tail this node has seen of the user's stream, if any.
-    pub(crate) fn known_tail(&self, user: &str) -> Option<Tail> {
-        self.lock_tails().get(user).copied()
-    }
-
-    /// Records a tail seen (a commit, a live message), keeping the newest. The map is a cache
-    /// (a tail it lacks costs one read): at [`MAX_TAILS`] an arbitrary half is forgotten, so
-    /// its memory stays bounded however many users a node publishes to over months.
-    pub(crate) fn note_tail(&self, user: &str, tail: Tail) {
-        let mut tails = self.lock_tails();
-        if tails.len() >= MAX_TAILS && !tails.contains_key(user) {
-            let mut keep = false;
-            tails.retain(|_, _| {
-                keep = !keep;
-                keep
-            });
-        }
-        let t = tails.entry(user.to_string()).or_default();
-        if tail.seq > t.seq {
-            *t = tail;
-        }
-    }
-
-    fn forget_tails(&self, users: &[String]) {
-        let mut tails = self.lock_tails();
-        for u in users {
-            tails.remove(u);
-        }
-    }
-
-    fn lock_tails(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tail>> {
-        self.tails.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn idem_record(&self, key: &str) -> Result<Option<IdemRecord>, JsError> {
-        read_record(&self.stream, &self.names.idem(key)).await
-    }
-
-    /// The idempotency record of a publish: stored only if absent, forgotten after the
-    /// window when the client gave the key (`client_key`). A publish without one keeps its
-    /// record only as long as its own retries may need it (every attempt's timeout and
-    /// backoff, plus a minute): a record per publish for the whole window (24 h) grew NATS's
-    /// storage and memory without bound in the cluster soak (BENCHMARKS.md).
-    pub(crate) fn idem_message(
-        &self,
-        subject: String,
-        rec: &IdemRecord,
-        client_key: bool,
-    ) -> Result<Outbound, DeliveryError> {
-        let bytes = serde_json::to_vec(rec).map_err(unavailable)?;
-        let mut idem = Outbound::new(subject, Bytes::from(bytes)).expect_last_subject_sequence(0);
-        let own = (self.settings.request_timeout + Duration::from_secs(1)) * MAX_ATTEMPTS as u32
-            + Duration::from_secs(60);
-        let window = if client_key {
-            self.settings.idempotency_window
-        } else {
-            own.min(self.settings.idempotency_window)
-        };
-        let ttl = window.as_secs().max(1);
-        idem.headers.insert("Nats-TTL", format!("{ttl}s").as_str());
-        Ok(idem)
-    }
-
-    fn accepted_of(rec: IdemRecord, duplicate: bool) -> Vec<Accepted> {
-        accepted(rec, duplicate, StreamKey::User)
-    }
-
-    /// Stores a message for `users` (sorted, deduplicated) durably on a majority of the
-    /// replicas; answers with each user's position. A key given before within the window
-    /// answers the first result with `duplicate: true`; a publish retried after an unknown
-    /// outcome (timeout, leader change) is recognised by its own record and stored once.
-    pub async fn publish_users(
-        &self,
-        users: &[String],
-        msg: &Message,
-    ) -> Result<Vec<Accepted>, DeliveryError> {
-        let keys: Vec<String> = users.iter().map(|u| format!("u/{u}")).collect();
-        let guards = self.lock_writers(&keys).await;
-        let r = self.publish_users_locked(users, msg).await;
-        self.unlock_writers(&keys, guards);
-        r
-    }
-
-    async fn publish_users_locked(
-        &self,
-        users: &[String],
-        msg: &Message,
-    ) -> Result<Vec<Accepted>, DeliveryError> {
-        let id = self.ids.next();
-        let key = msg.key.clone().unwrap_or_else(|| format!("~{id}"));
-        let now = self.clock.now().unix_ms;
-        let mut last_error = String::new();
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                // The previous attempt's outcome may be unknown: our own record says.
-                match self.idem_record(&key).await {
-                    Ok(Some(rec)) => {
-                        let ours = rec.id == id.to_string();
-                        if !ours {
-                            self.stats.inc(&self.stats.duplicates);
-                        }
-                        return Ok(Self::accepted_of(rec, !ours));
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!("reading idempotency record {key:?}: {e}"),
-                }
-                let backoff = Duration::from_millis(20 << attempt.min(5));
-                tokio::time::sleep(backoff).await;
-            } else if msg.key.is_some() {
-                if let Ok(Some(rec)) = self.idem_record(&key).await {
-                    self.stats.inc(&self.stats.duplicates);
-                    return Ok(Self::accepted_of(rec, true));
-                }
-            }
-            let mut tails = Vec::with_capacity(users.len());
-            let mut failed = None;
-            for u in users {
-                match self.tail_from(u, attempt > 0).await {
-                    Ok(t) => tails.push(t),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                last_error = e.to_string();
-                continue;
-            }
-            let rec = IdemRecord {
-                id: id.to_string(),
-                users: users
-                    .iter()
-                    .zip(&tails)
-                    .map(|(u, t)| (u.clone(), t.pos + 1))
-                    .collect(),
-            };
-            let mut batch =
-                vec![self.idem_message(self.names.idem(&key), &rec, msg.key.is_some())?];
-            for (u, t) in users.iter().zip(&tails) {
-                let m = Outbound::new(self.names.user(u), msg.payload.clone())
-                    .expect_last_subject_sequence(t.seq);
-                batch.push(message_headers(m, id, t.pos + 1, msg, now));
-            }
-            let result = self.commit_users.commit(batch).await;
-            match result {
-                Ok(ack) => {
-                    let first = ack.sequence + 1 - (users.len() as u64 + 1);
-                    for (i, (u, t)) in users.iter().zip(&tails).enumerate() {
-                        let seq = first + 1 + i as u64;
-                        self.note_tail(
-                            u,
-                            Tail {
-                                seq,
-                                pos: t.pos + 1,
-                            },
-                        );
-                    }
-                    return Ok(Self::accepted_of(rec, false));
-                }
-                Err(e @ (JsError::WrongLastSequence(_) | JsError::Unavailable(_))) => {
-                    last_error = e.to_string();
-                    self.forget_tails(users);
-                }
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        Err(unavailable(format!(
-            "not stored after {MAX_ATTEMPTS} attempts: {last_error}"
-        )))
     }
 }

@@ -1,5 +1,6 @@
 //! Cluster mode on NATS JetStream (issue 14; CLUSTER.md), one concept per file:
-//! - `engine`: connection, streams, publishing to users (idempotent atomic batches);
+//! - `engine`: settings, connection, streams, writer locks; `tails` the tails cache;
+//! - `publish`: publishing to users (idempotent atomic batches);
 //! - `commit`: group commit (publishes waiting together stored as one batch);
 //! - `room_publish`: publishing to rooms and broadcast;
 //! - `live`: the node-wide live subscription, resyncs (reconnect, overflow, new leader),
@@ -22,10 +23,12 @@ mod history;
 pub mod js;
 mod live;
 pub mod names;
+mod publish;
 mod read;
 mod retry;
 mod room_publish;
 mod rooms;
+mod tails;
 mod user;
 
 pub use engine::{ClusterEngine, ClusterSettings};

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::engine::{
-    accepted, read_record, unavailable, ClusterEngine, IdemRecord, Tail, MAX_ATTEMPTS,
-};
+use super::engine::{unavailable, ClusterEngine, Tail};
 use super::js::{JsError, Outbound};
 use super::names::{message_headers, stream_token};
+use super::publish::{accepted, read_record, IdemRecord, MAX_ATTEMPTS};
 use crate::delivery::{Accepted, DeliveryError, Message};
 use crate::stream::StreamKey;
 

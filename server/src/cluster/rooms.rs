@@ -133,7 +133,8 @@ impl ClusterEngine {
         rx.await.map_err(|_| ErrorCode::SHUTTING_DOWN)?
     }
 
-    fn reply(&self, conn: &Conn, seq: u32, frame: Frame) {
+    /// Queues `frame` to `conn` with Sequence `seq`.
+    pub(crate) fn reply(&self, conn: &Conn, seq: u32, frame: Frame) {
         if let Ok(bytes) = encode_to_bytes(&Packet::new(seq, frame), &self.options) {
             let _ = self.hub.send_conn(conn, bytes);
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use push_protocol::{encode_to_bytes, ErrorCode, Packet, Stream};
+use push_protocol::{ErrorCode, Stream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::acks::{AckState, Purged, UNSTORED};
@@ -233,10 +233,7 @@ impl Actor {
                 let (acked, delivered) = (self.ack.acked, self.delivered.pos);
                 if let Some(r) = resume.filter(|r| *r > delivered) {
                     // The client is ahead of the stream (recreated): say so (§5.11).
-                    let gap = reset_gap(Stream::User, r, acked + 1);
-                    if let Ok(bytes) = encode_to_bytes(&Packet::new(0, gap), &engine.options) {
-                        let _ = engine.hub.send_conn(&conn, bytes);
-                    }
+                    engine.reply(&conn, 0, reset_gap(Stream::User, r, acked + 1));
                 }
                 if let Some(r) = resume.filter(|r| *r > acked && *r <= delivered) {
                     let want = AckState {

@@ -95,7 +95,7 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
         return Err(format!("no receiver connected: {:?}", ready.error).into());
     }
     let t0 = Instant::now();
-    let publisher = tokio::spawn(publish(c.clone(), t0, s.clone_rates()));
+    let publisher = tokio::spawn(publish(c.clone(), t0, s.rates()));
     let mut rows: Vec<Value> = Vec::new();
     let mut next = t0;
     while t0.elapsed().as_secs_f64() < s.seconds {
@@ -162,7 +162,7 @@ struct Rates {
 }
 
 impl SoakArgs {
-    fn clone_rates(&self) -> Rates {
+    fn rates(&self) -> Rates {
         Rates {
             rate: self.publish_rate,
             seconds: self.seconds,
