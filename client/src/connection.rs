@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use push_protocol::{
-    encode_packet, AuthOk, EncodeOptions, Frame, FrameCodec, Hello, Limits, Packet, StreamPos,
-    MAX_VERSION, MIN_VERSION,
+    encode_packet, AuthOk, EncodeOptions, Frame, FrameCodec, Hello, HelloOptions, Limits, Packet,
+    StreamPos, MAX_VERSION, MIN_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,6 +35,10 @@ pub struct ConnectOptions {
     /// Send every frame with a crc32 trailer (SPEC.md §8.1), HELLO included: required by a
     /// server with `require_checksum`.
     pub checksum: bool,
+    /// What to ask of the server's frames (protocol version 2, SPEC.md §5.1.2): the largest
+    /// frame this client accepts, no zstd, checksums on every server frame, no echo of its own
+    /// room PUBLISHes. The default asks nothing and keeps HELLO as in version 1.
+    pub hello_options: HelloOptions,
 }
 
 /// An authenticated connection.
@@ -104,11 +108,19 @@ impl Connection {
                 token: opts.token.clone(),
                 device: opts.device.clone(),
                 resume: opts.resume.clone(),
+                options: opts.hello_options,
             }))
             .await?;
+        let ask = opts.hello_options;
+        if ask.max_frame_len != 0 {
+            // Hold the server to what was asked: a larger frame is a protocol error here.
+            c.codec.limits.max_frame_len = ask.max_frame_len;
+        }
         let reply = c.recv().await?;
         match reply.frame {
             Frame::AuthOk(ok) if reply.seq == seq => {
+                // AUTH_OK is the first frame the options apply to (AUTH_ERROR precedes them).
+                c.codec.limits.require_checksum = ask.checksum && ok.version >= 2;
                 c.codec.options.max_frame_len = ok.max_frame_len.min(u32::MAX as u64) as u32;
                 c.auth = ok;
                 Ok(c)

@@ -41,4 +41,5 @@ pub use dedupe::Dedupe;
 pub use error::ClientError;
 pub use push_protocol as protocol;
 pub use push_protocol::token;
+pub use push_protocol::HelloOptions;
 pub use tls::{Stream, TlsOptions};

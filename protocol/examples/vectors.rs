@@ -53,6 +53,27 @@ fn main() {
                             position: 300,
                         },
                     ],
+                    options: HelloOptions::default(),
+                }),
+            ),
+            plain,
+        ),
+        (
+            "hello_v2_options",
+            Packet::new(
+                1,
+                Frame::Hello(Hello {
+                    min_version: 1,
+                    max_version: 2,
+                    token: "tok".into(),
+                    device: String::new(),
+                    resume: vec![],
+                    options: HelloOptions {
+                        max_frame_len: 4096,
+                        no_zstd: true,
+                        checksum: true,
+                        no_echo: true,
+                    },
                 }),
             ),
             plain,

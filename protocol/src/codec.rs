@@ -169,6 +169,25 @@ pub fn encode_to_bytes(packet: &Packet, opts: &EncodeOptions) -> Result<Bytes, P
     Ok(b.freeze())
 }
 
+/// Re-encodes complete wire frames with other options: how a server honours one client's
+/// HELLO options (no zstd, a smaller frame, checksums; SPEC.md §5.1.2) on frames it encoded
+/// once for every connection. `limits` bound the decoding, as for any input.
+pub fn reencode(wire: &[u8], limits: Limits, opts: &EncodeOptions) -> Result<Bytes, ProtocolError> {
+    let mut codec = FrameCodec::new(limits, *opts);
+    let mut src = BytesMut::from(wire);
+    let mut out = BytesMut::with_capacity(wire.len() + 64);
+    while let Some(packet) = codec.decode(&mut src)? {
+        encode_packet(&packet, opts, &mut out)?;
+    }
+    if !src.is_empty() || codec.partial_messages() > 0 {
+        return Err(ProtocolError::Malformed {
+            frame: "re-encoded",
+            reason: "incomplete frame",
+        });
+    }
+    Ok(out.freeze())
+}
+
 /// A `tokio_util` codec for the push protocol.
 ///
 /// Holds no buffers of its own; reassembly state exists only while a fragmented message is open.

@@ -82,6 +82,7 @@ mod tests {
             token: token.into(),
             device: String::new(),
             resume: vec![],
+            options: Default::default(),
         }
     }
 

@@ -27,11 +27,11 @@ pub mod token;
 pub mod wire;
 pub mod ws;
 
-pub use codec::{encode_packet, encode_to_bytes, EncodeOptions, FrameCodec, Limits};
+pub use codec::{encode_packet, encode_to_bytes, reencode, EncodeOptions, FrameCodec, Limits};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
-    types, AuthOk, Close, ErrorBody, Frame, Gap, Hello, Join, MessageId, Packet, PayloadFormat,
-    Publish, PublishAck, Push, Stream, StreamPos,
+    types, AuthOk, Close, ErrorBody, Frame, Gap, Hello, HelloOptions, Join, MessageId, Packet,
+    PayloadFormat, Publish, PublishAck, Push, Stream, StreamPos,
 };
 pub use header::{Header, HEADER_LEN, MAGIC, MAX_VERSION, MIN_VERSION, VERSION};
 pub use notice::{Level, Notice};

@@ -41,17 +41,46 @@ fn error_body() -> impl Strategy<Value = ErrorBody> {
     })
 }
 
+fn hello_options() -> impl Strategy<Value = HelloOptions> {
+    (
+        prop_oneof![Just(0u32), HelloOptions::MIN_FRAME_LEN..],
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(max_frame_len, no_zstd, checksum, no_echo)| HelloOptions {
+            max_frame_len,
+            no_zstd,
+            checksum,
+            no_echo,
+        })
+}
+
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), any::<u16>(), text(300), text(40), positions()).prop_map(
-            |(min_version, max_version, token, device, resume)| Frame::Hello(Hello {
-                min_version,
-                max_version,
-                token,
-                device,
-                resume
-            })
-        ),
+        (
+            any::<u16>(),
+            any::<u16>(),
+            text(300),
+            text(40),
+            positions(),
+            hello_options()
+        )
+            .prop_map(
+                |(min_version, max_version, token, device, resume, options)| Frame::Hello(Hello {
+                    min_version,
+                    max_version,
+                    token,
+                    device,
+                    resume,
+                    // The options block exists only for clients that speak version 2.
+                    options: if max_version >= 2 {
+                        options
+                    } else {
+                        HelloOptions::default()
+                    },
+                })
+            ),
         (
             any::<u16>(),
             any::<u64>(),
@@ -253,4 +282,54 @@ fn an_announced_length_allocates_nothing_ahead_of_its_bytes() {
         before,
         "61,440 bytes announced, none reserved"
     );
+}
+
+/// The options block of HELLO (SPEC.md §5.1.2): absent when it asks nothing (version-1 bytes),
+/// only for a client that speaks version 2, with known flags and a usable frame size.
+#[test]
+fn hello_options_are_checked() {
+    let hello = |max_version, options| {
+        let h = Frame::Hello(Hello {
+            min_version: 1,
+            max_version,
+            token: "t".into(),
+            device: String::new(),
+            resume: vec![],
+            options,
+        });
+        let mut body = BytesMut::new();
+        h.encode_body(&mut body).unwrap();
+        body
+    };
+    let plain = hello(2, HelloOptions::default());
+    let v1 = hello(1, HelloOptions::default());
+    assert_eq!(plain[4..], v1[4..], "asking nothing sends nothing");
+    let asking = HelloOptions {
+        max_frame_len: 300,
+        no_zstd: false,
+        checksum: true,
+        no_echo: true,
+    };
+    let body = hello(2, asking);
+    assert_eq!(body.len(), plain.len() + 3, "varint 300 and the flags");
+    let decoded = Frame::decode_body(types::HELLO, body.clone().freeze()).unwrap();
+    assert!(matches!(decoded, Frame::Hello(ref h) if h.options == asking));
+
+    let refused = |body: BytesMut| {
+        Frame::decode_body(types::HELLO, body.freeze())
+            .unwrap_err()
+            .code()
+    };
+    // Version 1 has no options: the bytes are trailing garbage.
+    let mut b = hello(2, asking);
+    b[2..4].copy_from_slice(&1u16.to_be_bytes());
+    assert_eq!(refused(b), ErrorCode::MALFORMED_BODY);
+    // An unknown flag, and a frame too small to fragment into.
+    let mut b = body.clone();
+    let last = b.len() - 1;
+    b[last] |= 0x80;
+    assert_eq!(refused(b), ErrorCode::MALFORMED_BODY);
+    let mut b = plain.clone();
+    b.extend_from_slice(&[100, 0]);
+    assert_eq!(refused(b), ErrorCode::MALFORMED_BODY);
 }

@@ -64,6 +64,7 @@ async fn flood_until(server: &ServerHandle, user: &str, chunk: Vec<u8>, stop: Ar
         token: token(user),
         device: String::new(),
         resume: vec![],
+        options: Default::default(),
     });
     let hello = encode_to_bytes(&Packet::new(1, hello), &EncodeOptions::default()).unwrap();
     w.write_all(&hello).await.unwrap();

@@ -625,6 +625,7 @@ async fn frames_pipelined_behind_hello_are_answered() {
         token: token("pipe"),
         device: String::new(),
         resume: vec![],
+        options: Default::default(),
     });
     let mut burst = encode_to_bytes(&Packet::new(1, hello), &EncodeOptions::default())
         .unwrap()

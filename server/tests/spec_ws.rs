@@ -76,6 +76,7 @@ fn json_client_vectors_map_to_their_frames() {
                     position: 41
                 },
             ],
+            options: Default::default(),
         })
     );
     let ack = parse_client(block("json-vector", "client_ack").as_bytes()).unwrap();

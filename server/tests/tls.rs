@@ -298,6 +298,7 @@ async fn frames_sent_with_the_hello_in_one_record_are_all_served() {
                 token: token("walt"),
                 device: String::new(),
                 resume: vec![],
+                options: Default::default(),
             }),
         ),
         &Default::default(),

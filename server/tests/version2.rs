@@ -39,6 +39,7 @@ async fn client_ping_in_version_2_and_refused_in_version_1() {
             token: token("olga"),
             device: String::new(),
             resume: vec![],
+            options: Default::default(),
         }))
         .await
         .unwrap();

@@ -19,6 +19,7 @@ fn hello(user: &str) -> Packet {
             token: token(user),
             device: "test".into(),
             resume: vec![],
+            options: Default::default(),
         }),
     )
 }

@@ -48,6 +48,9 @@ pub struct ClientConfig {
     /// Send every frame with a crc32 trailer (a server with `require_checksum` refuses frames
     /// without one).
     pub checksum: bool,
+    /// What to ask of the server's frames in HELLO (protocol version 2; see
+    /// [`crate::ConnectOptions::hello_options`]).
+    pub hello_options: push_protocol::HelloOptions,
 }
 
 impl ClientConfig {
@@ -67,6 +70,7 @@ impl ClientConfig {
             tls: None,
             ping_interval: None,
             checksum: false,
+            hello_options: push_protocol::HelloOptions::default(),
             local_ip: None,
         }
     }

@@ -69,6 +69,7 @@ pub(super) async fn run(
             tls: state.config.tls.clone(),
             local_ip: state.config.local_ip,
             checksum: state.config.checksum,
+            hello_options: state.config.hello_options,
         };
         let end = match Connection::connect(addr, &opts).await {
             Err(e) if e.is_auth_failure() => SessionEnd::Stop(e),

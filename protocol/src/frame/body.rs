@@ -106,6 +106,78 @@ pub struct Hello {
     pub device: String,
     /// Last processed position per stream, for replay.
     pub resume: Vec<StreamPos>,
+    /// What the client asks of the server's frames (version 2; the default asks nothing and
+    /// is not sent, so the bytes stay those of version 1).
+    pub options: HelloOptions,
+}
+
+/// The version-2 options block a client may append to HELLO (SPEC.md §5.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HelloOptions {
+    /// Largest wire frame (Length) the client accepts; 0 = no limit of its own. The server
+    /// fragments to it.
+    pub max_frame_len: u32,
+    /// The client cannot inflate zstd: no server frame is compressed.
+    pub no_zstd: bool,
+    /// Every server frame from AUTH_OK on carries a crc32 trailer.
+    pub checksum: bool,
+    /// The connection's own room PUBLISHes are not pushed back to it.
+    pub no_echo: bool,
+}
+
+impl HelloOptions {
+    /// Smallest non-zero `max_frame_len` a client may ask for.
+    pub const MIN_FRAME_LEN: u32 = 256;
+    const NO_ZSTD: u8 = 1;
+    const CHECKSUM: u8 = 2;
+    const NO_ECHO: u8 = 4;
+
+    /// True when the block asks for nothing (and is therefore not sent).
+    pub fn is_default(&self) -> bool {
+        *self == HelloOptions::default()
+    }
+
+    pub(super) fn encode(&self, dst: &mut BytesMut) {
+        put_varint(dst, u64::from(self.max_frame_len));
+        let mut flags = 0;
+        for (on, bit) in [
+            (self.no_zstd, Self::NO_ZSTD),
+            (self.checksum, Self::CHECKSUM),
+            (self.no_echo, Self::NO_ECHO),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
+        dst.put_u8(flags);
+    }
+
+    /// Reads the block after HELLO's resume list, when there is one. Only a client that
+    /// speaks version 2 may send it; in version 1 such bytes are trailing garbage.
+    pub(super) fn decode(r: &mut Reader, max_version: u16) -> Result<Self, ProtocolError> {
+        if r.remaining() == 0 {
+            return Ok(HelloOptions::default());
+        }
+        if max_version < 2 {
+            return Err(r.err("options after the resume list need max_version 2 or more"));
+        }
+        let max_frame_len = r.varint("max_frame_len")?;
+        let max_frame_len = match u32::try_from(max_frame_len) {
+            Ok(0) => 0,
+            Ok(n) if n >= Self::MIN_FRAME_LEN => n,
+            _ => return Err(r.err("max_frame_len must be 0 or 256..=4294967295")),
+        };
+        let flags = r.u8("option flags")?;
+        if flags & !(Self::NO_ZSTD | Self::CHECKSUM | Self::NO_ECHO) != 0 {
+            return Err(r.err("unknown option flag"));
+        }
+        Ok(HelloOptions {
+            max_frame_len,
+            no_zstd: flags & Self::NO_ZSTD != 0,
+            checksum: flags & Self::CHECKSUM != 0,
+            no_echo: flags & Self::NO_ECHO != 0,
+        })
+    }
 }
 
 /// AUTH_OK: the server accepted the session.

@@ -165,6 +165,9 @@ impl Frame {
                 put_bytesv(dst, "token", h.token.as_bytes(), MAX_TOKEN_LEN)?;
                 put_str8(dst, "device", &h.device)?;
                 put_positions(dst, &h.resume)?;
+                if !h.options.is_default() {
+                    h.options.encode(dst);
+                }
             }
             Frame::AuthOk(a) => {
                 dst.put_u16(a.version);
@@ -237,13 +240,18 @@ impl Frame {
         use types::*;
         let mut r = Reader::new(Frame::type_name(ty), body);
         let frame = match ty {
-            HELLO => Frame::Hello(Hello {
-                min_version: r.u16("min_version")?,
-                max_version: r.u16("max_version")?,
-                token: r.strv(MAX_TOKEN_LEN, "token")?,
-                device: r.str8("device")?,
-                resume: read_positions(&mut r)?,
-            }),
+            HELLO => {
+                let min_version = r.u16("min_version")?;
+                let max_version = r.u16("max_version")?;
+                Frame::Hello(Hello {
+                    min_version,
+                    max_version,
+                    token: r.strv(MAX_TOKEN_LEN, "token")?,
+                    device: r.str8("device")?,
+                    resume: read_positions(&mut r)?,
+                    options: HelloOptions::decode(&mut r, max_version)?,
+                })
+            }
             AUTH_OK => Frame::AuthOk(AuthOk {
                 version: r.u16("version")?,
                 conn_id: r.varint("conn_id")?,

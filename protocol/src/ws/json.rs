@@ -3,8 +3,8 @@
 //! one to one onto the binary protocol's frames so the session logic is shared.
 
 use crate::{
-    Frame, Hello, Join, Level, Notice, Packet, PayloadFormat, Publish, Push, Stream, StreamPos,
-    MAX_VERSION, MIN_VERSION,
+    Frame, Hello, HelloOptions, Join, Level, Notice, Packet, PayloadFormat, Publish, Push, Stream,
+    StreamPos, MAX_VERSION, MIN_VERSION,
 };
 use base64::Engine as _;
 use bytes::Bytes;
@@ -121,15 +121,31 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
     let seq = u64_field(o, "seq")?.unwrap_or(0).min(u64::from(u32::MAX)) as u32;
     let op = required(o, "op")?;
     let frame = match op {
-        "hello" => Frame::Hello(Hello {
-            min_version: MIN_VERSION,
+        "hello" => {
             // A client may hold the session to an older version (`"max_version": 1`).
-            max_version: u64_field(o, "max_version")?
-                .map_or(MAX_VERSION, |v| v.min(u64::from(u16::MAX)) as u16),
-            token: required(o, "token")?.to_string(),
-            device: str_field(o, "device")?.unwrap_or_default().to_string(),
-            resume: positions(o.get("resume"))?,
-        }),
+            let max_version = u64_field(o, "max_version")?
+                .map_or(MAX_VERSION, |v| v.min(u64::from(u16::MAX)) as u16);
+            // Frame size, zstd and checksums do not exist in JSON mode; echo does.
+            let no_echo = match o.get("no_echo") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad("\"no_echo\" must be true or false")),
+            };
+            if no_echo && max_version < 2 {
+                return Err(bad("\"no_echo\" needs max_version 2 or more"));
+            }
+            Frame::Hello(Hello {
+                min_version: MIN_VERSION,
+                max_version,
+                token: required(o, "token")?.to_string(),
+                device: str_field(o, "device")?.unwrap_or_default().to_string(),
+                resume: positions(o.get("resume"))?,
+                options: HelloOptions {
+                    no_echo,
+                    ..HelloOptions::default()
+                },
+            })
+        }
         "pong" => Frame::Pong,
         // Version 2: answered by {"op":"pong","seq":...}.
         "ping" => Frame::Ping,

@@ -23,6 +23,7 @@ mod history;
 pub mod js;
 mod live;
 pub mod names;
+mod no_echo;
 mod publish;
 mod read;
 mod retry;

@@ -16,6 +16,7 @@ use super::engine::{ClusterEngine, Tail};
 use super::js::{last_for_subject, next_for_subject, JsError};
 use super::names::header_u64;
 use super::names::{self, stream_token};
+use super::no_echo::OwnPublishes;
 use crate::delivery::Message;
 use crate::hub::{Conn, Stamp};
 use crate::stream::StreamKey;
@@ -145,10 +146,11 @@ impl ClusterEngine {
         self.reply(conn, seq, Frame::Error(ErrorBody { code, reason }));
     }
 
-    fn send_live(&self, key: &StreamKey, frame: &Bytes) {
+    /// Queues a live message to the stream's connections here, but connection `skip`.
+    fn send_live(&self, key: &StreamKey, frame: &Bytes, skip: Option<u64>) {
         match key {
             StreamKey::Room(r) => {
-                self.hub.send_room(r, frame, Stamp::NONE);
+                self.hub.send_room_except(r, frame, Stamp::NONE, skip);
             }
             _ => {
                 self.hub.broadcast(frame, Stamp::NONE);
@@ -252,7 +254,13 @@ async fn start_point(engine: &ClusterEngine, key: &StreamKey) -> Tail {
     }
 }
 
-async fn fill_gap(engine: &ClusterEngine, key: &StreamKey, from: Tail, upto: u64) -> Tail {
+async fn fill_gap(
+    engine: &ClusterEngine,
+    key: &StreamKey,
+    from: Tail,
+    upto: u64,
+    own: &mut OwnPublishes,
+) -> Tail {
     let tok = stream_token(key);
     let subject = engine.names.room(&tok);
     let wire = key.wire();
@@ -273,7 +281,7 @@ async fn fill_gap(engine: &ClusterEngine, key: &StreamKey, from: Tail, upto: u64
         let last_seq = last.0;
         for (seq, pos, frame) in batch {
             if pos > at.pos {
-                engine.send_live(key, &frame);
+                engine.send_live(key, &frame, own.take(pos));
                 at = Tail { seq, pos };
             }
         }
@@ -283,13 +291,18 @@ async fn fill_gap(engine: &ClusterEngine, key: &StreamKey, from: Tail, upto: u64
 }
 
 /// Sends what was stored after `delivered` and not received live.
-async fn catch_up(engine: &ClusterEngine, key: &StreamKey, delivered: Tail) -> Tail {
+async fn catch_up(
+    engine: &ClusterEngine,
+    key: &StreamKey,
+    delivered: Tail,
+    own: &mut OwnPublishes,
+) -> Tail {
     let tok = stream_token(key);
     let Ok(Some(m)) = last_for_subject(&engine.rooms, &engine.names.room(&tok)).await else {
         return delivered;
     };
     match header_u64(&m.headers, names::POSITION) {
-        Some(pos) if pos > delivered.pos => fill_gap(engine, key, delivered, pos).await,
+        Some(pos) if pos > delivered.pos => fill_gap(engine, key, delivered, pos, own).await,
         _ => delivered,
     }
 }
@@ -305,6 +318,7 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
         }
     };
     let mut delivered = start_point(&engine, &key).await;
+    let mut own = OwnPublishes::default();
     let mut tick = tokio::time::interval(CHECK);
     let mut resync = engine.resync.subscribe();
     let mut tail_check = tokio::time::interval_at(
@@ -315,7 +329,11 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 None => return,
-                Some(cmd) => handle(&engine, &key, cmd, delivered).await,
+                Some(cmd) => {
+                    if let Some((pos, conn)) = handle(&engine, &key, cmd, delivered).await {
+                        own.note(pos, conn);
+                    }
+                }
             },
             msg = sub.next() => {
                 let Some(msg) = msg else { return };
@@ -326,12 +344,12 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
                     continue;
                 }
                 if pos > delivered.pos + 1 {
-                    delivered = fill_gap(&engine, &key, delivered, pos - 1).await;
+                    delivered = fill_gap(&engine, &key, delivered, pos - 1, &mut own).await;
                 }
                 if pos == delivered.pos + 1 {
                     if !engine.expired(h) {
                         if let Some((_, frame)) = engine.push_frame(h, msg.payload.clone(), &key.wire()) {
-                            engine.send_live(&key, &frame);
+                            engine.send_live(&key, &frame, own.take(pos));
                         }
                     }
                     delivered = Tail { seq, pos };
@@ -347,13 +365,22 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
                 }
             }
             // Republish is at most once: catch up with the stored tail.
-            _ = tail_check.tick() => delivered = catch_up(&engine, &key, delivered).await,
-            Ok(()) = resync.changed() => delivered = catch_up(&engine, &key, delivered).await,
+            _ = tail_check.tick() => delivered = catch_up(&engine, &key, delivered, &mut own).await,
+            Ok(()) = resync.changed() => {
+                delivered = catch_up(&engine, &key, delivered, &mut own).await;
+            }
         }
     }
 }
 
-async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivered: Tail) {
+/// Handles one request; for a new message published by a connection that wants no echo,
+/// returns its position and the connection.
+async fn handle(
+    engine: &Arc<ClusterEngine>,
+    key: &StreamKey,
+    cmd: Cmd,
+    delivered: Tail,
+) -> Option<(u64, u64)> {
     let room = match key {
         StreamKey::Room(r) => r.as_str(),
         _ => "",
@@ -381,7 +408,8 @@ async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivere
                         format!("cannot join {room}")
                     };
                     conn.end_request();
-                    return engine.refuse(&conn, seq, code, reason);
+                    engine.refuse(&conn, seq, code, reason);
+                    return None;
                 }
             }
             engine.reply(&conn, seq, Frame::Ok(Some(delivered.pos)));
@@ -396,7 +424,8 @@ async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivere
             conn.end_request();
             if !conn.in_room(room) {
                 let reason = format!("join room {room} before publishing to it");
-                return engine.refuse(&conn, seq, ErrorCode::FORBIDDEN, reason);
+                engine.refuse(&conn, seq, ErrorCode::FORBIDDEN, reason);
+                return None;
             }
             match engine.publish_stream(key, &msg).await {
                 Ok(a) => {
@@ -407,6 +436,9 @@ async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivere
                             duplicate: a.duplicate,
                         };
                         engine.reply(&conn, seq, Frame::PublishAck(ack));
+                        if conn.no_echo() && !a.duplicate {
+                            return Some((a.position, conn.id));
+                        }
                     }
                 }
                 Err(e) => engine.refuse(&conn, seq, e.code(), e.to_string()),
@@ -420,4 +452,5 @@ async fn handle(engine: &Arc<ClusterEngine>, key: &StreamKey, cmd: Cmd, delivere
             let _ = done.send(engine.hub.register(conn));
         }
     }
+    None
 }

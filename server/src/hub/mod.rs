@@ -309,10 +309,24 @@ impl Hub {
 
     /// Queues a frame to every member of `room`.
     pub fn send_room(&self, room: &str, frame: &Bytes, stamp: Stamp) -> FanOut {
+        self.send_room_except(room, frame, stamp, None)
+    }
+
+    /// Queues a frame to every member of `room` but connection `skip` (a publisher that asked
+    /// not to receive its own messages).
+    pub fn send_room_except(
+        &self,
+        room: &str,
+        frame: &Bytes,
+        stamp: Stamp,
+        skip: Option<u64>,
+    ) -> FanOut {
         let mut out = FanOut::default();
         if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(room) {
-            for c in members.values() {
-                out.record(self.enqueue(c, frame, stamp));
+            for (id, c) in members {
+                if Some(*id) != skip {
+                    out.record(self.enqueue(c, frame, stamp));
+                }
             }
         }
         out

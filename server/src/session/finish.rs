@@ -33,9 +33,8 @@ impl Session {
                     code: e.code(),
                     reason: e.to_string(),
                 });
-                let bytes = self
-                    .transport
-                    .encode(&Packet::new(*seq, frame), &Default::default());
+                let options = self.conn.encoding().copied().unwrap_or_default();
+                let bytes = self.transport.encode(&Packet::new(*seq, frame), &options);
                 (bytes, Some((wsf::close_code_for(e.code()), e.to_string())))
             }
             Ending::Ordered(order) => {

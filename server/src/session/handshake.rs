@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use push_protocol::{hello, AuthOk, ErrorBody, ErrorCode, Frame, Hello, Join, Packet, Stream};
+use push_protocol::{
+    hello, AuthOk, EncodeOptions, ErrorBody, ErrorCode, Frame, Hello, HelloOptions, Join, Packet,
+    Stream,
+};
 
 use super::link::Link;
 use crate::context::Ctx;
@@ -182,7 +185,11 @@ pub(super) async fn handshake(
             claims.rooms,
             ctx.hub.now_ms(),
         )
-        .with_version(version),
+        .with_version(version)
+        .with_client_options(
+            client_encoding(ctx.delivery.options(), &hello.options),
+            hello.options.no_echo,
+        ),
     );
     let rooms = hello
         .resume
@@ -214,8 +221,10 @@ pub(super) async fn handshake(
         max_frame_len: ctx.limits.max_frame_len as u64,
         max_message_len: ctx.limits.max_message_len as u64,
     });
+    // From AUTH_OK on, frames follow the client's options (checksums, size, no zstd).
+    let options = conn.encoding().unwrap_or(ctx.delivery.options());
     let bytes = transport
-        .encode(&Packet::new(seq, ok), ctx.delivery.options())
+        .encode(&Packet::new(seq, ok), options)
         .ok_or_else(|| std::io::Error::other("AUTH_OK cannot be encoded"));
     let written = match bytes {
         Ok(b) => stream.write_all(&b).await,
@@ -227,4 +236,26 @@ pub(super) async fn handshake(
     }
     tracing::debug!(%peer, conn = conn.id, user = %conn.user, "authenticated");
     Ok(Handshaken { conn, seq, rooms })
+}
+
+/// How the server's frames must be re-encoded for a client with these HELLO options
+/// (SPEC.md §5.1.2); `None` when the server's own encoding already suits it.
+pub(super) fn client_encoding(server: &EncodeOptions, o: &HelloOptions) -> Option<EncodeOptions> {
+    let max_frame_len = match o.max_frame_len {
+        0 => server.max_frame_len,
+        n => n.min(server.max_frame_len),
+    };
+    if !o.no_zstd && !o.checksum && max_frame_len == server.max_frame_len {
+        return None;
+    }
+    Some(EncodeOptions {
+        compress_min: if o.no_zstd {
+            usize::MAX
+        } else {
+            server.compress_min
+        },
+        checksum: server.checksum || o.checksum,
+        max_frame_len,
+        ..*server
+    })
 }

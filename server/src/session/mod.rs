@@ -30,7 +30,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use push_protocol::{
-    encode_to_bytes, ErrorBody, ErrorCode, Frame, FrameCodec, Hello, Packet, ProtocolError,
+    encode_to_bytes, reencode, ErrorBody, ErrorCode, Frame, FrameCodec, Hello, Limits, Packet,
+    ProtocolError,
 };
 use tokio::net::TcpStream;
 
@@ -91,6 +92,37 @@ struct Wake {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Decoding limits for frames the server encoded itself, to re-encode them for one client.
+const OWN_FRAMES: Limits = Limits {
+    max_frame_len: u32::MAX,
+    max_message_len: usize::MAX,
+    max_decompressed_len: usize::MAX,
+    max_partial: 1,
+    reassembly_timeout_ms: u64::MAX,
+    require_checksum: false,
+};
+
+/// Puts server wire bytes into a client's encoding (its version-2 HELLO options: no zstd, a
+/// smaller frame, checksums) and its transport's framing. Frames are encoded once for every
+/// connection; only a client that asked for something else pays for a re-encode.
+fn wrap_frame(transport: Transport, conn: &Conn, ctx: &Admission, frame: Bytes) -> Bytes {
+    let frame = match conn.encoding() {
+        // JSON mode has neither compression, fragments nor checksums.
+        Some(opts) if transport != Transport::WsJson => match reencode(&frame, OWN_FRAMES, opts) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(
+                    conn = conn.id,
+                    "cannot re-encode a frame for the client: {e}"
+                );
+                frame
+            }
+        },
+        _ => frame,
+    };
+    transport.wrap(frame, ctx.limits, *ctx.delivery.options())
+}
 
 /// Session size is part of the memory budget per idle connection.
 const _: () = assert!(std::mem::size_of::<Session>() <= 96);
@@ -298,12 +330,12 @@ impl Session {
             match self.conn.poll_output(cx, &mut self.batch, WRITE_BATCH) {
                 Poll::Ready(Output::Frames) => {
                     wake.output = true;
-                    if self.transport.is_ws() {
-                        let (limits, options) = (self.ctx.limits, *self.ctx.delivery.options());
+                    if self.transport.is_ws() || self.conn.encoding().is_some() {
+                        let (transport, conn, ctx) = (self.transport, &self.conn, &self.ctx);
                         for q in &mut self.batch {
                             if !q.stamp.framed {
                                 let wire = std::mem::take(&mut q.frame);
-                                q.frame = self.transport.wrap(wire, limits, options);
+                                q.frame = wrap_frame(transport, conn, ctx, wire);
                             }
                         }
                     }
@@ -339,13 +371,13 @@ impl Session {
         }
     }
 
-    /// Puts protocol wire bytes into this connection's transport framing.
+    /// Puts protocol wire bytes into this client's encoding and transport framing, unless
+    /// `raw` (already framed).
     fn wrap(&self, frame: Bytes, raw: bool) -> Bytes {
         if raw {
             return frame;
         }
-        self.transport
-            .wrap(frame, self.ctx.limits, *self.ctx.delivery.options())
+        wrap_frame(self.transport, &self.conn, &self.ctx, frame)
     }
 
     /// Records accept-to-write latency for the first `done` frames of the batch, which have

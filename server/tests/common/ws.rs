@@ -69,9 +69,28 @@ impl WsClient {
         buf.advance(head_end);
         let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
         if status != 101 {
-            let mut rest = Vec::new();
-            let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
-            buf.extend_from_slice(&rest);
+            // Read the body by its length: the connection may be kept alive.
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            });
+            match length {
+                Some(n) => {
+                    while buf.len() < n {
+                        match tokio::time::timeout(WAIT, s.read_buf(&mut buf)).await {
+                            Ok(Ok(read)) if read > 0 => {}
+                            _ => break,
+                        }
+                    }
+                }
+                None => {
+                    let mut rest = Vec::new();
+                    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+                    buf.extend_from_slice(&rest);
+                }
+            }
             let body = String::from_utf8_lossy(&buf).to_string();
             return Err(Refused { status, head, body });
         }

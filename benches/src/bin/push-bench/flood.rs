@@ -149,6 +149,7 @@ async fn flooder(c: &Common, i: usize, kind: FloodKind, until: Instant, counts: 
         token,
         device: String::new(),
         resume: vec![],
+        options: Default::default(),
     });
     let room = format!("flood-{i}");
     let (first, chunk, per_chunk) = flood_bytes(kind, &room);

@@ -61,7 +61,15 @@ impl Engine {
         }
     }
 
-    pub(super) fn fan_out(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
+    /// Queues each accepted message to its stream's connections, except connection `skip` (a
+    /// publisher that asked not to get its own messages back).
+    pub(super) fn fan_out(
+        &mut self,
+        accepted: &mut [Accepted],
+        sends: Sends,
+        staged: Instant,
+        skip: Option<u64>,
+    ) {
         let stamp_us = self
             .hub
             .now_us()
@@ -93,7 +101,7 @@ impl Engine {
                     }
                     fan
                 }
-                StreamKey::Room(r) => self.hub.send_room(r, &frame, stamp),
+                StreamKey::Room(r) => self.hub.send_room_except(r, &frame, stamp, skip),
                 StreamKey::Broadcast => self.hub.broadcast(&frame, stamp),
             };
             a.queued = fan.queued;
@@ -111,14 +119,20 @@ impl Engine {
     }
 
     /// Counts a committed publish and fans it out; `accepted` gets the queued counts.
-    pub(super) fn deliver(&mut self, accepted: &mut [Accepted], sends: Sends, staged: Instant) {
+    pub(super) fn deliver(
+        &mut self,
+        accepted: &mut [Accepted],
+        sends: Sends,
+        staged: Instant,
+        skip: Option<u64>,
+    ) {
         if !sends.is_empty() {
             self.stats.inc(&self.stats.messages_accepted);
             self.stats
                 .publish_latency
                 .observe_micros(staged.elapsed().as_micros() as u64);
         }
-        self.fan_out(accepted, sends, staged);
+        self.fan_out(accepted, sends, staged, skip);
     }
 
     pub(super) fn complete(&mut self, done: Done) {
@@ -130,7 +144,7 @@ impl Engine {
                 staged,
                 ..
             } => {
-                self.deliver(&mut accepted, sends, staged);
+                self.deliver(&mut accepted, sends, staged, None);
                 let _ = reply.send(Ok(accepted));
             }
             Done::Conn {
@@ -152,7 +166,8 @@ impl Engine {
                         }),
                     );
                 }
-                self.deliver(&mut accepted, sends, staged);
+                let skip = conn.no_echo().then_some(conn.id);
+                self.deliver(&mut accepted, sends, staged, skip);
             }
         }
     }

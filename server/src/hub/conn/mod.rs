@@ -13,7 +13,7 @@ use outbox::Outbox;
 pub use outbox::{close_frame, CloseOrder, EnqueueError, Output, QueueLimits, Queued, Stamp};
 
 use bytes::Bytes;
-use push_protocol::ErrorCode;
+use push_protocol::{EncodeOptions, ErrorCode};
 
 /// Shared handle to one authenticated connection.
 #[derive(Debug)]
@@ -49,6 +49,11 @@ pub struct Conn {
 struct Extra {
     device: Option<Box<str>>,
     room_grants: Box<[Box<str>]>,
+    /// How frames must be re-encoded for this client (its version-2 HELLO options), when they
+    /// differ from the server's.
+    encoding: Option<EncodeOptions>,
+    /// The client asked not to receive its own room PUBLISHes.
+    no_echo: bool,
 }
 
 impl Conn {
@@ -72,6 +77,7 @@ impl Conn {
                     .into_iter()
                     .map(String::into_boxed_str)
                     .collect(),
+                ..Extra::default()
             })
         });
         Conn {
@@ -92,6 +98,27 @@ impl Conn {
     pub fn with_version(mut self, version: u16) -> Self {
         self.version = u8::try_from(version).unwrap_or(u8::MAX);
         self
+    }
+
+    /// The same connection, with what its client asked of the server's frames in HELLO:
+    /// `encoding` when frames must be re-encoded for it, `no_echo` to skip its own PUBLISHes.
+    pub fn with_client_options(mut self, encoding: Option<EncodeOptions>, no_echo: bool) -> Self {
+        if encoding.is_some() || no_echo {
+            let extra = self.extra.get_or_insert_with(Box::default);
+            extra.encoding = encoding;
+            extra.no_echo = no_echo;
+        }
+        self
+    }
+
+    /// How frames are re-encoded for this client; `None` when the server's encoding suits it.
+    pub fn encoding(&self) -> Option<&EncodeOptions> {
+        self.extra.as_deref().and_then(|e| e.encoding.as_ref())
+    }
+
+    /// True when the client asked not to receive its own room PUBLISHes.
+    pub fn no_echo(&self) -> bool {
+        self.extra.as_deref().is_some_and(|e| e.no_echo)
     }
 
     /// The protocol version negotiated in the handshake.

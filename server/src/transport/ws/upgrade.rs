@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
-use push_protocol::{ErrorCode, Hello, StreamPos, MAX_VERSION, MIN_VERSION};
+use push_protocol::{ErrorCode, Hello, HelloOptions, StreamPos, MAX_VERSION, MIN_VERSION};
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use tokio::net::TcpStream;
@@ -34,6 +34,14 @@ pub(crate) struct WsQuery {
     device: Option<String>,
     /// Resume positions: `user:5,broadcast:3`.
     resume: Option<String>,
+    /// HELLO options of version 2 (SPEC.md §5.1.2): largest frame the client accepts.
+    max_frame_len: Option<u32>,
+    /// The client cannot inflate zstd.
+    no_zstd: Option<bool>,
+    /// Every server frame carries a crc32 trailer.
+    checksum: Option<bool>,
+    /// The connection's own room PUBLISHes are not pushed back to it.
+    no_echo: Option<bool>,
 }
 
 /// `Sec-WebSocket-Accept` for a client key.
@@ -184,12 +192,26 @@ pub(crate) async fn handler(
         Ok(r) => r.unwrap_or_default(),
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason, Some("resume")),
     };
+    let options = HelloOptions {
+        max_frame_len: q.max_frame_len.unwrap_or(0),
+        no_zstd: q.no_zstd.unwrap_or(false),
+        checksum: q.checksum.unwrap_or(false),
+        no_echo: q.no_echo.unwrap_or(false),
+    };
+    if (1..HelloOptions::MIN_FRAME_LEN).contains(&options.max_frame_len) {
+        let reason = format!(
+            "max_frame_len must be 0 or at least {}",
+            HelloOptions::MIN_FRAME_LEN
+        );
+        return error(StatusCode::BAD_REQUEST, reason, Some("max_frame_len"));
+    }
     let hello = q.token.map(|token| Hello {
         min_version: MIN_VERSION,
         max_version: MAX_VERSION,
         token,
         device: q.device.unwrap_or_default(),
         resume,
+        options,
     });
     let admission = match ctx.admit(peer) {
         Ok(a) => a,
