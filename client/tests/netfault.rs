@@ -155,6 +155,7 @@ async fn publish(server: &ServerHandle, n: usize) {
         payload: Bytes::from(format!("m{n}")),
         ttl_ms: None,
         high_priority: false,
+        transient: false,
     };
     server
         .ctx

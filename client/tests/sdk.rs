@@ -39,6 +39,7 @@ fn text(kind: &str, payload: &str) -> Message {
         payload: Bytes::from(payload.to_string()),
         ttl_ms: None,
         high_priority: false,
+        transient: false,
     }
 }
 

@@ -208,6 +208,38 @@ fn main() {
                     kind: "chat".into(),
                     format: PayloadFormat::OPAQUE,
                     payload: Bytes::from_static(b"hi"),
+                    transient: false,
+                }),
+            ),
+            plain,
+        ),
+        (
+            "publish_transient",
+            Packet::new(
+                16,
+                Frame::Publish(Publish {
+                    room: "lobby".into(),
+                    key: String::new(),
+                    kind: "typing".into(),
+                    format: PayloadFormat::OPAQUE,
+                    payload: Bytes::from_static(b"ann"),
+                    transient: true,
+                }),
+            ),
+            plain,
+        ),
+        (
+            "push_transient",
+            Packet::new(
+                103,
+                Frame::Push(Push {
+                    id: id(5),
+                    stream: Stream::Room("lobby".into()),
+                    position: 0,
+                    timestamp_ms: 1_763_800_000_000,
+                    kind: "typing".into(),
+                    format: PayloadFormat::OPAQUE,
+                    payload: Bytes::from_static(b"ann"),
                 }),
             ),
             plain,

@@ -7,7 +7,7 @@ use crate::compress::{compress, decompress};
 use crate::error::ProtocolError;
 use crate::fragment::{Reassembler, ReassemblyLimits, FRAGMENT_HEADER_LEN};
 use crate::frame::{Frame, Packet};
-use crate::header::{flags, Header, HEADER_LEN, MAGIC, VERSION};
+use crate::header::{flags, Header, HEADER_LEN, MAGIC};
 
 /// Receive-side limits (SPEC.md §9).
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +99,7 @@ pub fn encode_packet(
             frame_flags |= flags::CHECKSUM;
         }
         let header = Header {
-            version: VERSION,
+            version: packet.frame.layout_version(),
             flags: frame_flags,
             ty: packet.frame.type_id(),
             length: (body_len + crc_len) as u32,
@@ -144,7 +144,7 @@ fn fragment_into(
     for (index, chunk) in body.chunks(chunk_len).enumerate() {
         let frame_start = dst.len();
         Header {
-            version: VERSION,
+            version: packet.frame.layout_version(),
             flags: frag_flags,
             ty: packet.frame.type_id(),
             length: (FRAGMENT_HEADER_LEN + chunk.len() + crc_len) as u32,
@@ -302,7 +302,7 @@ impl FrameCodec {
                 max: self.limits.max_decompressed_len as u64,
             });
         }
-        let frame = Frame::decode_body(header.ty, body)?;
+        let frame = Frame::decode_body_of(header.ty, header.version, body)?;
         Ok(Some(Packet::new(header.seq, frame)))
     }
 }

@@ -129,15 +129,24 @@ fn frame() -> impl Strategy<Value = Frame> {
         (text(60), proptest::option::of(any::<u64>()))
             .prop_map(|(room, resume_after)| Frame::Join(Join { room, resume_after })),
         text(60).prop_map(Frame::Leave),
-        (text(60), text(60), text(30), any::<u8>(), payload()).prop_map(
-            |(room, key, kind, f, payload)| Frame::Publish(Publish {
-                room,
-                key,
-                kind,
-                format: PayloadFormat(f),
-                payload
-            })
-        ),
+        (
+            text(60),
+            text(60),
+            text(30),
+            any::<u8>(),
+            payload(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(room, key, kind, f, payload, transient)| Frame::Publish(Publish {
+                    room,
+                    key,
+                    kind,
+                    format: PayloadFormat(f),
+                    payload,
+                    transient,
+                })
+            ),
         proptest::option::of(any::<u64>()).prop_map(Frame::Ok),
         (any::<[u8; 16]>(), any::<u64>(), any::<bool>()).prop_map(|(id, position, duplicate)| {
             Frame::PublishAck(PublishAck {

@@ -218,6 +218,11 @@ impl Collector for Exporter {
             by_scenario(&s.accepted_by),
         )?;
         f.counters(
+            "push_transient_messages_total",
+            "Transient messages published (not stored, version-2 connections online only), by scenario.",
+            by_scenario(&s.transient_by),
+        )?;
+        f.counters(
             "push_messages_failed_total",
             "Publishes refused (storage, overload), by scenario.",
             by_scenario(&s.failed_by),

@@ -48,6 +48,10 @@ pub(crate) struct PushRequest {
     /// `normal` (default) or `high`: accepted ahead of normal publishes waiting for storage.
     #[serde(default)]
     pub priority: Option<String>,
+    /// Not stored, no position: delivered at most once to the version-2 connections online
+    /// now (typing indicators, live scores).
+    #[serde(default)]
+    pub transient: bool,
 }
 
 /// The `to` object.
@@ -139,6 +143,21 @@ pub(crate) fn validate(
             ));
         }
     }
+    if req.transient {
+        // Both only mean something for a stored message.
+        if req.id.is_some() {
+            return Err(invalid(
+                "id",
+                "a transient message is not stored, so it has no idempotency id",
+            ));
+        }
+        if req.ttl_seconds.is_some() {
+            return Err(invalid(
+                "ttl_seconds",
+                "a transient message is delivered now or never; it has no time to live",
+            ));
+        }
+    }
     let ttl_ms = req.ttl_seconds.map(|t| t * 1000);
     let high_priority = match req.priority.as_deref() {
         None | Some("normal") => false,
@@ -196,6 +215,7 @@ pub(crate) fn validate(
             payload,
             ttl_ms,
             high_priority,
+            transient: req.transient,
         },
     ))
 }
@@ -251,6 +271,14 @@ mod tests {
             ),
             (
                 r#"{"to":{"broadcast":true},"kind":"k","payload":"p","ttl_seconds":0}"#,
+                "ttl_seconds",
+            ),
+            (
+                r#"{"to":{"broadcast":true},"kind":"k","payload":"p","transient":true,"id":"x"}"#,
+                "id",
+            ),
+            (
+                r#"{"to":{"room":"r"},"kind":"k","payload":"p","transient":true,"ttl_seconds":5}"#,
                 "ttl_seconds",
             ),
         ];

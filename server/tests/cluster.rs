@@ -95,6 +95,7 @@ async fn rooms_and_broadcast_reach_members_on_every_node_with_resume_and_gap() {
             kind: "chat".into(),
             format: push_client::protocol::PayloadFormat::OPAQUE,
             payload: "r2".into(),
+            transient: false,
             key: String::new(),
         }))
         .await

@@ -132,6 +132,7 @@ async fn resume_list(on: &TestServer, via: &TestServer) {
             kind: "k".into(),
             format: PayloadFormat(0),
             payload: "l5".into(),
+            transient: false,
         }))
         .await
         .unwrap();

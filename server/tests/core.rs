@@ -23,6 +23,7 @@ fn opaque(kind: &str, payload: &[u8]) -> Message {
         payload: Bytes::copy_from_slice(payload),
         ttl_ms: None,
         high_priority: false,
+        transient: false,
     }
 }
 
@@ -496,6 +497,7 @@ async fn upstream_publish_respects_config_and_membership() {
             kind: "msg".into(),
             format: PayloadFormat::OPAQUE,
             payload: Bytes::from_static(b"hello room"),
+            transient: false,
         })
     };
     match a.request(publish("")).await {

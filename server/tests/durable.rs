@@ -36,6 +36,7 @@ fn msg(text: &str) -> Message {
         payload: Bytes::from(text.to_string()),
         ttl_ms: None,
         high_priority: false,
+        transient: false,
     }
 }
 

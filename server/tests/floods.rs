@@ -271,6 +271,7 @@ fn publish(room: &str, i: usize) -> Frame {
         kind: "k".into(),
         format: PayloadFormat::OPAQUE,
         payload: Bytes::from(format!("p{i}")),
+        transient: false,
     })
 }
 

@@ -224,6 +224,7 @@ async fn publish(c: &mut Connection, room: &str, kind: &str) -> Vec<String> {
             kind: kind.into(),
             format: PayloadFormat::OPAQUE,
             payload: bytes::Bytes::from_static(b"x"),
+            transient: false,
         }))
         .await
         .unwrap();

@@ -94,6 +94,7 @@ fn publish(room: &str, payload: Vec<u8>) -> Frame {
         kind: "k".into(),
         format: PayloadFormat::OPAQUE,
         payload: Bytes::from(payload),
+        transient: false,
     })
 }
 

@@ -90,20 +90,38 @@ fn json_client_vectors_map_to_their_frames() {
     );
 }
 
-/// The JSON push vector is the binary `push_notice` vector (§11) in JSON mode: the same
-/// message, so the two modes can be checked against each other.
-#[test]
-fn json_server_push_vector() {
+/// The binary frame of §11 vector `name`.
+fn binary_vector(name: &str) -> Packet {
     use tokio_util::codec::Decoder;
-    let bytes: Vec<u8> = block("vector", "push_notice")
+    let bytes: Vec<u8> = block("vector", name)
         .split_whitespace()
         .map(|t| u8::from_str_radix(t, 16).unwrap())
         .collect();
     let mut buf = BytesMut::from(&bytes[..]);
-    let packet = push_protocol::FrameCodec::default()
+    push_protocol::FrameCodec::default()
         .decode(&mut buf)
         .unwrap()
-        .expect("one whole frame");
+        .expect("one whole frame")
+}
+
+/// The transient JSON vectors are the binary `push_transient` and `publish_transient`
+/// vectors in JSON mode (version 2).
+#[test]
+fn json_transient_vectors() {
+    let push = binary_vector("push_transient");
+    let want: serde_json::Value =
+        serde_json::from_str(&block("json-vector", "server_push_transient")).unwrap();
+    assert_eq!(server_json(&Packet::new(0, push.frame)), want);
+    let publish = binary_vector("publish_transient");
+    let parsed = parse_client(block("json-vector", "client_publish_transient").as_bytes()).unwrap();
+    assert_eq!((parsed.seq, parsed.frame), (publish.seq, publish.frame));
+}
+
+/// The JSON push vector is the binary `push_notice` vector (§11) in JSON mode: the same
+/// message, so the two modes can be checked against each other.
+#[test]
+fn json_server_push_vector() {
+    let packet = binary_vector("push_notice");
     let Frame::Push(push) = packet.frame else {
         panic!("push_notice is not a PUSH");
     };

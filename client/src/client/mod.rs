@@ -83,7 +83,8 @@ pub struct Message {
     pub id: MessageId,
     /// Stream it belongs to.
     pub stream: Stream,
-    /// Position in the stream; pass it to [`Client::ack`] in manual-ack mode.
+    /// Position in the stream; pass it to [`Client::ack`] in manual-ack mode. 0 for a
+    /// transient message (see [`Message::is_transient`]).
     pub position: u64,
     /// Server acceptance time, ms since the Unix epoch.
     pub timestamp_ms: u64,
@@ -93,6 +94,14 @@ pub struct Message {
     pub format: PayloadFormat,
     /// Payload.
     pub payload: Bytes,
+}
+
+impl Message {
+    /// A transient message (protocol version 2): not stored, so nothing to acknowledge, and
+    /// never replayed.
+    pub fn is_transient(&self) -> bool {
+        self.position == 0
+    }
 }
 
 impl From<Message> for push_protocol::Push {
@@ -228,6 +237,27 @@ impl Client {
             kind: kind.into(),
             format: PayloadFormat::OPAQUE,
             payload,
+            transient: false,
+        };
+        self.call(|tx| Command::Publish(p, tx)).await
+    }
+
+    /// Version 2: publishes a transient message to a room this client has joined: not
+    /// stored, no position (the ack's is 0), delivered at most once to the members connected
+    /// now. Fails with [`ClientError::Unsupported`] on a version-1 session.
+    pub async fn publish_transient(
+        &self,
+        room: &str,
+        kind: &str,
+        payload: Bytes,
+    ) -> Result<PublishAck, ClientError> {
+        let p = Publish {
+            room: room.into(),
+            key: String::new(),
+            kind: kind.into(),
+            format: PayloadFormat::OPAQUE,
+            payload,
+            transient: true,
         };
         self.call(|tx| Command::Publish(p, tx)).await
     }

@@ -294,6 +294,10 @@ async fn session(
                             pending.insert(seq, Pending::Leave(tx));
                         })
                     }
+                    Command::Publish(p, tx) if p.transient && conn.auth.version < 2 => {
+                        let _ = tx.send(Err(ClientError::Unsupported("a transient PUBLISH needs protocol version 2")));
+                        Ok(())
+                    }
                     Command::Publish(p, tx) => conn.send(Frame::Publish(p)).await.map(|seq| {
                         pending.insert(seq, Pending::Publish(tx));
                     }),
@@ -324,7 +328,8 @@ async fn on_push(
         *last = p.position;
     }
     let fresh = state.dedupe.insert(p.id);
-    if state.config.auto_ack && p.stream == Stream::User {
+    // A transient message (position 0, version 2) is neither acknowledged nor resumed from.
+    if state.config.auto_ack && p.stream == Stream::User && p.position != 0 {
         // Only the user's own stream keeps per-recipient state on the server; room and
         // broadcast positions are remembered here for resume and need no ACK. Duplicates are
         // acknowledged too, so the server stops resending them. In manual mode the application

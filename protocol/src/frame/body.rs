@@ -227,6 +227,9 @@ pub struct Push {
     pub payload: Bytes,
 }
 
+/// PUBLISH flag bits of the version-2 layout.
+pub(super) const PUBLISH_TRANSIENT: u8 = 1;
+
 /// JOIN: subscribe this connection to a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Join {
@@ -249,6 +252,9 @@ pub struct Publish {
     pub format: PayloadFormat,
     /// Message content.
     pub payload: Bytes,
+    /// Version 2: not stored, no position, delivered at most once to members connected now
+    /// (SPEC.md §5.8). Sent with the version-2 layout (a flags byte after `format`).
+    pub transient: bool,
 }
 
 /// PUBLISH_ACK: the server accepted an upstream message.

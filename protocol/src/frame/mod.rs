@@ -208,6 +208,9 @@ impl Frame {
                 put_str8(dst, "key", &p.key)?;
                 put_str8(dst, "kind", &p.kind)?;
                 dst.put_u8(p.format.0);
+                if p.transient {
+                    dst.put_u8(body::PUBLISH_TRANSIENT);
+                }
                 dst.put_slice(&p.payload);
             }
             Frame::Ok(pos) => {
@@ -235,8 +238,22 @@ impl Frame {
         Ok(())
     }
 
-    /// Parses a complete (decompressed, reassembled) body of type `ty`.
+    /// Parses a complete (decompressed, reassembled) body of type `ty` in its version-1 layout.
     pub fn decode_body(ty: u8, body: Bytes) -> Result<Frame, ProtocolError> {
+        Frame::decode_body_of(ty, 1, body)
+    }
+
+    /// The lowest protocol version defining this frame's layout, which its header carries
+    /// (SPEC.md §9): 2 for a transient PUBLISH, 1 for everything else.
+    pub fn layout_version(&self) -> u16 {
+        match self {
+            Frame::Publish(p) if p.transient => 2,
+            _ => 1,
+        }
+    }
+
+    /// Parses a complete body of type `ty` sent with header Version `version`.
+    pub fn decode_body_of(ty: u8, version: u16, body: Bytes) -> Result<Frame, ProtocolError> {
         use types::*;
         let mut r = Reader::new(Frame::type_name(ty), body);
         let frame = match ty {
@@ -287,13 +304,28 @@ impl Frame {
                 Frame::Join(Join { room, resume_after })
             }
             LEAVE => Frame::Leave(r.str8("room")?),
-            PUBLISH => Frame::Publish(Publish {
-                room: r.str8("room")?,
-                key: r.str8("key")?,
-                kind: r.str8("kind")?,
-                format: PayloadFormat(r.u8("format")?),
-                payload: r.rest(),
-            }),
+            PUBLISH => {
+                let room = r.str8("room")?;
+                let key = r.str8("key")?;
+                let kind = r.str8("kind")?;
+                let format = PayloadFormat(r.u8("format")?);
+                // The version-2 layout has a flags byte before the payload.
+                let transient = version >= 2 && {
+                    let f = r.u8("publish flags")?;
+                    if f & !body::PUBLISH_TRANSIENT != 0 {
+                        return Err(r.err("unknown publish flag"));
+                    }
+                    f & body::PUBLISH_TRANSIENT != 0
+                };
+                Frame::Publish(Publish {
+                    room,
+                    key,
+                    kind,
+                    format,
+                    payload: r.rest(),
+                    transient,
+                })
+            }
             OK => Frame::Ok(if r.remaining() == 0 {
                 None
             } else {

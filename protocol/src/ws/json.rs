@@ -172,12 +172,18 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
         "leave" => Frame::Leave(required(o, "room")?.to_string()),
         "publish" => {
             let (format, payload) = content(o)?;
+            let transient = match o.get("transient") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(bad("\"transient\" must be true or false")),
+            };
             Frame::Publish(Publish {
                 room: required(o, "room")?.to_string(),
                 key: str_field(o, "key")?.unwrap_or_default().to_string(),
                 kind: str_field(o, "type")?.unwrap_or_default().to_string(),
                 format,
                 payload,
+                transient,
             })
         }
         "close" => Frame::Close(crate::Close {
@@ -204,6 +210,10 @@ pub fn push_json(p: &Push) -> Value {
         "stream": stream_name(&p.stream),
         "position": p.position,
     });
+    if p.position == 0 {
+        // Version 2: not stored, nothing to acknowledge or resume from (SPEC.md §5.4).
+        v["transient"] = json!(true);
+    }
     let notice = (p.format == PayloadFormat::NOTICE)
         .then(|| Notice::decode(p.payload.clone()).ok())
         .flatten();

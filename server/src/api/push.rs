@@ -31,6 +31,9 @@ pub(super) struct AcceptedJson {
     pub online: usize,
     /// True when this id had been accepted before.
     pub duplicate: bool,
+    /// A transient message (not stored, position 0); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 impl From<&Accepted> for AcceptedJson {
@@ -41,6 +44,7 @@ impl From<&Accepted> for AcceptedJson {
             position: a.position,
             online: a.queued,
             duplicate: a.duplicate,
+            transient: a.position == 0,
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct ClusterEngine {
     pub(crate) seq: Arc<AtomicU32>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: IdGen,
+    /// Marks this node's transient messages, which it delivers itself before other nodes.
+    pub(crate) origin: u64,
     pub(super) tails: Mutex<HashMap<String, Tail>>,
     /// Stores user publishes, grouping those that wait together.
     pub(crate) commit_users: Committer,
@@ -203,6 +205,7 @@ impl ClusterEngine {
             seq,
             clock,
             ids: IdGen::default(),
+            origin: crate::delivery::ids::random_u64(),
             tails: Mutex::new(HashMap::new()),
             commit_users: Committer::start(client.clone(), timeout, slots(inflight)),
             commit_rooms: Committer::start(client.clone(), timeout, slots(inflight)),
@@ -213,6 +216,7 @@ impl ClusterEngine {
         });
         engine.start_broadcast();
         engine.start_live_users().await.map_err(unavailable)?;
+        engine.start_transient().await.map_err(unavailable)?;
         engine.watch_leaders().await.map_err(unavailable)?;
         engine.watch_departures();
         engine.start_user_checks();

@@ -30,6 +30,7 @@ mod retry;
 mod room_publish;
 mod rooms;
 mod tails;
+mod transient;
 mod user;
 
 pub use engine::{ClusterEngine, ClusterSettings};

@@ -120,6 +120,11 @@ impl Names {
         format!("{}.live.r.{tok}", self.prefix)
     }
 
+    /// Transient messages (not stored): every node subscribes.
+    pub fn transient(&self) -> String {
+        format!("{}.transient", self.prefix)
+    }
+
     /// The control subject every node answers admin requests on.
     pub fn control(&self) -> String {
         format!("{}.ctl", self.prefix)

@@ -427,6 +427,24 @@ async fn handle(
                 engine.refuse(&conn, seq, ErrorCode::FORBIDDEN, reason);
                 return None;
             }
+            if msg.transient {
+                let t = crate::delivery::transient::Transient {
+                    hub: &engine.hub,
+                    stats: &engine.stats,
+                    options: &engine.options,
+                };
+                let push_seq = engine
+                    .seq
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(frame) =
+                    t.publish_for(engine.ids.next(), push_seq, &conn, seq, room, &msg)
+                {
+                    if let Err(e) = engine.publish_transient(key, frame).await {
+                        tracing::warn!(%room, "transient message not handed to other nodes: {e}");
+                    }
+                }
+                return None;
+            }
             match engine.publish_stream(key, &msg).await {
                 Ok(a) => {
                     if let Some(a) = a.first() {

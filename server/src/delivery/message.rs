@@ -53,6 +53,9 @@ pub struct Message {
     pub ttl_ms: Option<u64>,
     /// Accepted ahead of normal publishes waiting for the same commit.
     pub high_priority: bool,
+    /// Not stored, no position: queued once to the version-2 connections online now
+    /// (SPEC.md §5.4).
+    pub transient: bool,
 }
 
 /// One stream's acceptance of a message.
@@ -111,6 +114,9 @@ pub enum DeliveryError {
     /// The engine has stopped (shutdown).
     #[error("the server is shutting down")]
     Stopped,
+    /// The other nodes of the cluster cannot be reached.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl DeliveryError {
@@ -118,9 +124,9 @@ impl DeliveryError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DeliveryError::Encode(_) => ErrorCode::BAD_REQUEST,
-            DeliveryError::Storage(_) | DeliveryError::Overloaded(_) => {
-                ErrorCode::STORAGE_UNAVAILABLE
-            }
+            DeliveryError::Storage(_)
+            | DeliveryError::Overloaded(_)
+            | DeliveryError::Unavailable(_) => ErrorCode::STORAGE_UNAVAILABLE,
             DeliveryError::Stopped => ErrorCode::SHUTTING_DOWN,
         }
     }

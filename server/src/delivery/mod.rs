@@ -8,6 +8,7 @@ mod engine;
 mod idempotency;
 pub mod ids;
 mod message;
+pub(crate) mod transient;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -42,6 +43,8 @@ pub struct Delivery {
     seq: Arc<AtomicU32>,
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    /// Ids of transient messages (stored ones get theirs from the engine).
+    ids: ids::IdGen,
 }
 
 impl Delivery {
@@ -82,6 +85,7 @@ impl Delivery {
             seq,
             pending,
             max_pending: config.max_pending_publishes,
+            ids: ids::IdGen::default(),
         })
     }
 
@@ -103,6 +107,7 @@ impl Delivery {
             seq: Arc::new(AtomicU32::new(1)),
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: config.max_pending_publishes,
+            ids: ids::IdGen::default(),
         }
     }
 
@@ -183,6 +188,9 @@ impl Delivery {
         target: &Target,
         msg: Message,
     ) -> Result<Vec<Accepted>, DeliveryError> {
+        if msg.transient {
+            return self.publish_transient(target, &msg).await;
+        }
         if let Some(cluster) = self.cluster() {
             self.reserve_pending(target.scenario())?;
             let r = match target {
@@ -220,6 +228,9 @@ impl Delivery {
     /// Upstream PUBLISH from a connection; the engine answers on the connection. Counted
     /// against `max_pending_publishes` like every other publish.
     pub fn publish_from_conn(&self, conn: Arc<Conn>, seq: u32, room: String, msg: Message) {
+        if msg.transient && conn.requests_in_flight() == 0 {
+            return self.transient_from_conn(conn, seq, room, msg);
+        }
         if let Some(cluster) = self.cluster() {
             let req = crate::cluster::RoomRequest::Publish {
                 conn: conn.clone(),

@@ -6,6 +6,7 @@
 //! reverse.
 
 mod conn;
+mod transient;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

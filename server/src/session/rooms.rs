@@ -37,6 +37,14 @@ impl Session {
                 "client publishing is disabled on this server (allow_client_publish)",
             );
         }
+        if p.transient && self.conn.version() < 2 {
+            let reason = "a transient PUBLISH needs protocol version 2";
+            return self.error(seq, ErrorCode::BAD_REQUEST, reason);
+        }
+        if p.transient && !p.key.is_empty() {
+            let reason = "a transient message is not stored, so it has no idempotency key";
+            return self.error(seq, ErrorCode::BAD_REQUEST, reason);
+        }
         let key = (!p.key.is_empty()).then(|| format!("conn-publish:{}:{}", self.conn.user, p.key));
         let msg = Message {
             key,
@@ -45,8 +53,10 @@ impl Session {
             payload: p.payload,
             ttl_ms: None,
             high_priority: false,
+            transient: p.transient,
         };
-        // PUBLISH_ACK (or ERROR) comes from the engine once the message is durable.
+        // PUBLISH_ACK (or ERROR) comes from the engine once the message is durable (at once
+        // for a transient one), in order with the connection's JOIN and LEAVE.
         self.ctx
             .delivery
             .publish_from_conn(self.conn.clone(), seq, p.room, msg);

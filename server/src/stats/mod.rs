@@ -87,6 +87,8 @@ pub struct Stats {
     pub failed_by: [AtomicU64; 3],
     /// Frames queued per scenario.
     pub queued_by: [AtomicU64; 3],
+    /// Transient messages published (not stored), per scenario.
+    pub transient_by: [AtomicU64; 3],
     /// Commit-to-queued latency per scenario.
     pub fanout_latency: [Histogram; 3],
     /// Acceptance to the frame being written to the socket, per scenario.

@@ -104,6 +104,7 @@ fn flood_bytes(kind: FloodKind, room: &str) -> (Vec<u8>, Vec<u8>, u64) {
                     kind: "flood".into(),
                     format: PayloadFormat::OPAQUE,
                     payload: Bytes::from(format!("flood {i}")),
+                    transient: false,
                 })
             })
             .collect(),

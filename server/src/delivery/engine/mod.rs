@@ -309,6 +309,17 @@ impl Engine {
                     let reason = format!("join room {room} before publishing to it");
                     return self.send_error(&conn, seq, ErrorCode::FORBIDDEN, reason);
                 }
+                if msg.transient {
+                    // Nothing to store: answered and queued now, in order with its JOINs.
+                    let t = crate::delivery::transient::Transient {
+                        hub: &self.hub,
+                        stats: &self.stats,
+                        options: &self.options,
+                    };
+                    let push_seq = self.seq.fetch_add(1, Ordering::Relaxed);
+                    t.publish_for(self.ids.next(), push_seq, &conn, seq, &room, &msg);
+                    return;
+                }
                 match self.stage_publish(&Target::Room(room), &msg) {
                     Ok((accepted, sends)) => self.stage.done.push(Done::Conn {
                         conn,

@@ -120,6 +120,7 @@ mod tests {
                 payload: Bytes::from(text.to_string()),
                 ttl_ms: None,
                 high_priority: high,
+                transient: false,
             },
             reply,
         }

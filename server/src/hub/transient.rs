@@ -1,0 +1,54 @@
+//! Fan-out of transient messages (protocol version 2, SPEC.md §5.4): queued once, right now,
+//! to the connections that speak version 2 (a version-1 client has no "position 0") and are
+//! not catching up on a replay; nobody else ever gets them.
+
+use bytes::Bytes;
+
+use super::{lock, Conn, Devices, FanOut, Hub, Stamp};
+use crate::stream::StreamKey;
+
+/// True for a connection that may be handed a transient message now.
+fn takes_transient(c: &Conn) -> bool {
+    c.version() >= 2 && c.replay_next() == 0
+}
+
+impl Hub {
+    /// Queues a transient message of `stream` to the connections online for it here, but
+    /// connection `skip` (a publisher that asked for no echo).
+    pub fn send_transient(
+        &self,
+        stream: &StreamKey,
+        frame: &Bytes,
+        stamp: Stamp,
+        skip: Option<u64>,
+    ) -> FanOut {
+        let keep = |c: &Conn| Some(c.id) != skip && takes_transient(c);
+        let mut out = FanOut::default();
+        match stream {
+            StreamKey::User(user) => {
+                if let Some(list) = lock(&self.users[self.shard_of(user)]).get(&**user) {
+                    for c in list.as_slice().iter().filter(|c| keep(c)) {
+                        out.record(self.enqueue(c, frame, stamp));
+                    }
+                }
+            }
+            StreamKey::Room(room) => {
+                if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(&**room) {
+                    for c in members.values().filter(|c| keep(c)) {
+                        out.record(self.enqueue(c, frame, stamp));
+                    }
+                }
+            }
+            StreamKey::Broadcast => {
+                for shard in self.users.iter() {
+                    for c in lock(shard).values().flat_map(Devices::as_slice) {
+                        if keep(c) {
+                            out.record(self.enqueue(c, frame, stamp));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
