@@ -269,7 +269,9 @@ export class PushClient {
 
   _deliver(msg) {
     const seen = this.positions[msg.stream] || 0;
-    if (this._seen.has(msg.id) || (msg.stream !== "user" && msg.position <= seen)) {
+    // Version 2: a transient message (position 0) is not stored; nothing to ack or resume.
+    const transient = msg.transient === true;
+    if (this._seen.has(msg.id) || (!transient && msg.stream !== "user" && msg.position <= seen)) {
       // Already delivered (a replay after reconnect): acknowledge again, do not repeat.
       if (msg.stream === "user") this._flushAck();
       return;
@@ -278,8 +280,9 @@ export class PushClient {
     try {
       if (this.onmessage) this.onmessage(msg);
     } finally {
-      if (this.opts.autoAck || msg.stream !== "user") this._advance(msg.stream, msg.position);
-      if (this.opts.autoAck) this._flushAck();
+      if (!transient && (this.opts.autoAck || msg.stream !== "user"))
+        this._advance(msg.stream, msg.position);
+      if (!transient && this.opts.autoAck) this._flushAck();
     }
   }
 

@@ -2,8 +2,9 @@
 // page connects through the browser SDK, receives a pushed message, survives a server kill and
 // restart (receiving what was pushed while it was away), falls back to long-polling when
 // WebSocket is unavailable, moves on to a fallback URL when the first node is down, pings the
-// server (protocol version 2), and goes on from the server's positions when its own are ahead
-// (a stream-reset GAP). Saves
+// server (protocol version 2), receives transient messages (version 2) over WebSocket and
+// long-poll without moving its positions, and goes on from the server's positions when its own
+// are ahead (a stream-reset GAP). Saves
 // screenshots under target/e2e/.
 //
 // Run: node client/js/test/browser.test.mjs target/debug/push-server
@@ -115,6 +116,14 @@ async function main() {
       if (acked < 1) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(acked, 1, "the long-poll client acknowledged by position");
+    // A transient message (version 2, not stored) reaches a waiting poll too.
+    // At most once: pushed while a poll of the page is waiting (the user is online).
+    for (let i = 0; i < 100; i++) {
+      if ((await server.api("GET", "/api/v1/users/polluser/presence")).body.online) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await server.push({ to: { users: ["polluser"] }, kind: "typing", title: "typing over long-poll", content: "...", transient: true });
+    await seeMessage(blocked, "typing over long-poll");
     console.log("long-poll fallback: ok");
 
     // 4. Fallback URLs (cluster nodes): the first node given is down, so the SDK moves on to
@@ -152,6 +161,12 @@ async function main() {
     assert.equal(ping[0], 2);
     assert.ok(typeof ping[1] === "number" && ping[1] >= 0, JSON.stringify(ping));
     console.log("client ping: ok, " + ping[1].toFixed(2) + " ms");
+    // A transient message: delivered, but neither acknowledged nor a position to resume from.
+    const before = await fb.evaluate(() => window.fbClient.positions.user);
+    await server.push({ to: { users: ["fbuser"] }, kind: "typing", title: "transient hello", content: "...", transient: true });
+    await fb.waitForFunction(() => window.fbGot.includes("transient hello"), null, { timeout: TIMEOUT });
+    assert.equal(await fb.evaluate(() => window.fbClient.positions.user), before);
+    console.log("transient message: ok");
     // A client whose saved position is ahead of the server's stream (restored or recreated
     // server) is told so by a GAP and goes on from the server's positions.
     await fb.evaluate(async () => {

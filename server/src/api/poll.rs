@@ -174,13 +174,17 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
         limit,
         wait,
     } = plan;
-    let conn = Arc::new(Conn::with_grants(
-        ctx.next_conn_id(),
-        user.as_str().into(),
-        Some("long-poll".into()),
-        grants,
-        ctx.hub.now_ms(),
-    ));
+    let conn = Arc::new(
+        Conn::with_grants(
+            ctx.next_conn_id(),
+            user.as_str().into(),
+            Some("long-poll".into()),
+            grants,
+            ctx.hub.now_ms(),
+        )
+        // Its JSON carries what version 2 adds (transient messages).
+        .with_version(2),
+    );
     let restricted = &ctx.config.restricted_room_prefixes;
     let grants = conn.room_grants();
     if let Some((room, _)) = rooms.iter().find(|(r, _)| !may_join(grants, r, restricted)) {
@@ -285,6 +289,10 @@ impl Collected {
             let mut src = BytesMut::from(&q.frame[..]);
             while let Ok(Some(packet)) = codec.decode(&mut src) {
                 match packet.frame {
+                    // Transient (position 0): nothing to track or resume from.
+                    Frame::Push(p) if !self.full() && p.position == 0 => {
+                        self.messages.push(push_json(&p));
+                    }
                     Frame::Push(p) if !self.full() => {
                         let name = stream_name(&p.stream);
                         // A retry can queue a message this poll already holds.

@@ -163,9 +163,9 @@ impl Delivery {
             return;
         }
         let id = self.ids.next();
-        let Some(frame) = self
-            .transient()
-            .publish_for(id, self.next_seq(), &conn, seq, &room, &msg)
+        let Some(frame) =
+            self.transient()
+                .publish_for(id, self.next_seq(), &conn, seq, &room, &msg)
         else {
             return;
         };
