@@ -40,6 +40,7 @@ export class PushClient {
    * @param {number} [opts.wsRetryMs=60000] while long-polling, try WebSocket again this often
    * @param {number} [opts.pollWaitMs=25000] long-poll wait per request
    * @param {object} [opts.positions] starting positions, e.g. saved from a previous page
+   * @param {number} [opts.epoch] the epoch those positions belong to (saved with them from `client.epoch`)
    */
   constructor(opts) {
     if (!opts || !opts.url) throw new Error("PushClient: url is required");
@@ -67,6 +68,8 @@ export class PushClient {
     this.wsUrl = this._nodes[0].wsUrl;
     /** Last processed position per stream ("user", "broadcast", "room:<name>"). */
     this.positions = Object.assign({}, opts.positions || {});
+    /** The epoch `positions` belong to (protocol version 2; 0 = unknown). Save it with them. */
+    this.epoch = opts.epoch || 0;
     /** Rooms to be in (re-joined after every reconnect). */
     this.rooms = new Set();
     this.state = "idle";
@@ -181,7 +184,9 @@ export class PushClient {
       for (const [s, p] of Object.entries(this.positions)) {
         if (s === "user" || (s === "broadcast" && this.opts.broadcast)) resume[s] = p;
       }
-      this._send({ op: "hello", token, resume });
+      const hello = { op: "hello", token, resume };
+      if (this.epoch) hello.epoch = this.epoch;
+      this._send(hello);
     };
     ws.onmessage = (ev) => {
       opened = true; // a session answered: this transport works here
@@ -227,6 +232,7 @@ export class PushClient {
         this._wsFailures = 0;
         this._reconnectHint = undefined;
         this.version = msg.version;
+        if (msg.epoch && msg.epoch !== this.epoch) this._newEpoch(msg.epoch);
         this._setState("connected", { transport: "ws", user: msg.user, conn_id: msg.conn_id });
         for (const room of this.rooms) this._sendJoin(room);
         break;
@@ -284,6 +290,20 @@ export class PushClient {
         this._advance(msg.stream, msg.position);
       if (!transient && this.opts.autoAck) this._flushAck();
     }
+  }
+
+  /** The server's streams started a new timeline (SPEC.md §5.2): the server answers the
+   * positions sent in HELLO with GAPs; room positions, sent later with JOIN, start over here. */
+  _newEpoch(epoch) {
+    if (this.epoch) {
+      for (const s of Object.keys(this.positions)) {
+        if (s.startsWith("room:") && this.positions[s] > 0) {
+          this._error("stream reset: new epoch " + JSON.stringify({ stream: s, requested_after: this.positions[s], first_available: 1 }));
+          this.positions[s] = 0;
+        }
+      }
+    }
+    this.epoch = epoch;
   }
 
   _advance(stream, position) {

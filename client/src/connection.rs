@@ -151,6 +151,7 @@ impl Connection {
                 heartbeat_ms: 0,
                 max_frame_len: 0,
                 max_message_len: 0,
+                epoch: 0,
             },
         }
     }

@@ -47,13 +47,17 @@ fn hello_options() -> impl Strategy<Value = HelloOptions> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        any::<u64>(),
     )
-        .prop_map(|(max_frame_len, no_zstd, checksum, no_echo)| HelloOptions {
-            max_frame_len,
-            no_zstd,
-            checksum,
-            no_echo,
-        })
+        .prop_map(
+            |(max_frame_len, no_zstd, checksum, no_echo, epoch)| HelloOptions {
+                max_frame_len,
+                no_zstd,
+                checksum,
+                no_echo,
+                epoch,
+            },
+        )
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
@@ -87,10 +91,11 @@ fn frame() -> impl Strategy<Value = Frame> {
             text(50),
             any::<u64>(),
             any::<u64>(),
+            any::<u64>(),
             any::<u64>()
         )
             .prop_map(
-                |(version, conn_id, user, heartbeat_ms, max_frame_len, max_message_len)| {
+                |(version, conn_id, user, heartbeat_ms, max_frame_len, max_message_len, epoch)| {
                     Frame::AuthOk(AuthOk {
                         version,
                         conn_id,
@@ -98,6 +103,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                         heartbeat_ms,
                         max_frame_len,
                         max_message_len,
+                        epoch,
                     })
                 }
             ),
@@ -318,9 +324,14 @@ fn hello_options_are_checked() {
         no_zstd: false,
         checksum: true,
         no_echo: true,
+        epoch: 0,
     };
     let body = hello(2, asking);
-    assert_eq!(body.len(), plain.len() + 3, "varint 300 and the flags");
+    assert_eq!(
+        body.len(),
+        plain.len() + 4,
+        "varint 300, the flags, varint epoch 0"
+    );
     let decoded = Frame::decode_body(types::HELLO, body.clone().freeze()).unwrap();
     assert!(matches!(decoded, Frame::Hello(ref h) if h.options == asking));
 
@@ -335,10 +346,10 @@ fn hello_options_are_checked() {
     assert_eq!(refused(b), ErrorCode::MALFORMED_BODY);
     // An unknown flag, and a frame too small to fragment into.
     let mut b = body.clone();
-    let last = b.len() - 1;
-    b[last] |= 0x80;
+    let flags = b.len() - 2;
+    b[flags] |= 0x80;
     assert_eq!(refused(b), ErrorCode::MALFORMED_BODY);
     let mut b = plain.clone();
-    b.extend_from_slice(&[100, 0]);
+    b.extend_from_slice(&[100, 0, 0]);
     assert_eq!(refused(b), ErrorCode::MALFORMED_BODY);
 }

@@ -150,6 +150,7 @@ pub async fn start_with_clock(
             tail_check: Duration::from_millis(c.tail_check_ms),
             retry_interval: Duration::from_millis(config.retry_interval_ms),
             max_retries: config.max_retries,
+            new_epoch: config.new_epoch,
         });
     let ctx = Ctx::build(config, tls, clock.clone())?;
     if let Some(settings) = cluster {

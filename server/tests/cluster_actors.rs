@@ -42,6 +42,16 @@ async fn idle_user_actors_sleep_and_wake_where_they_stopped() {
     until("the actor retires", async || actors(&a) == (0, 0)).await;
     // And a node that never had the user holds nothing for them.
     assert_eq!(actors(&b), (0, 0));
+    // A message stored while the user has no actor here: the user's next connection here
+    // gets it at once (the node's tail cache followed it), not at the next periodic check.
+    push_user(&b, "sam", "m5").await;
+    let mut e = connect(a.tcp_addr, "sam").await;
+    assert_eq!(
+        next_text(&mut e).await,
+        (4, "m4".into()),
+        "never acknowledged"
+    );
+    assert_eq!(next_text(&mut e).await, (5, "m5".into()));
 }
 
 /// The periodic check purges what a connected user acknowledged, keeping only the last

@@ -111,6 +111,7 @@ async fn frames_follow_the_options_of_the_client_that_asked() {
         no_zstd: true,
         checksum: true,
         no_echo: false,
+        epoch: 0,
     };
     let mut asking = Raw::connect(server.tcp_addr, "ria", small).await;
     let mut plain = Raw::connect(server.tcp_addr, "ria", HelloOptions::default()).await;

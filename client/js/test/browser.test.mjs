@@ -3,8 +3,8 @@
 // restart (receiving what was pushed while it was away), falls back to long-polling when
 // WebSocket is unavailable, moves on to a fallback URL when the first node is down, pings the
 // server (protocol version 2), receives transient messages (version 2) over WebSocket and
-// long-poll without moving its positions, and goes on from the server's positions when its own
-// are ahead (a stream-reset GAP). Saves
+// long-poll without moving its positions, goes on from the server's positions when its own
+// are ahead (a stream-reset GAP) or belong to another epoch. Saves
 // screenshots under target/e2e/.
 //
 // Run: node client/js/test/browser.test.mjs target/debug/push-server
@@ -187,6 +187,23 @@ async function main() {
     await server.push({ to: { users: ["fbuser"] }, kind: "k", title: "after the reset", content: "x", level: "info" });
     await fb.waitForFunction(() => window.resetGot.some(([, t]) => t === "after the reset"), null, { timeout: TIMEOUT });
     console.log("stream reset GAP: ok");
+    // Positions saved under another epoch (SPEC.md §5.2): the server answers with a GAP
+    // instead of taking them as acknowledgements, and the client takes the server's epoch.
+    const epoch = await fb.evaluate(async () => {
+      const { PushClient } = await import("/sdk/push.js");
+      const token = document.querySelector("#token").value;
+      const server = window.resetClient.epoch;
+      const c = new PushClient({ url: location.origin, token, positions: { user: 1 }, epoch: server + 1 });
+      window.epochErrors = [];
+      c.onerror = (text) => window.epochErrors.push(text);
+      window.epochClient = c;
+      c.connect();
+      return server;
+    });
+    assert.ok(epoch > 0, "the session told the epoch: " + epoch);
+    await fb.waitForFunction(() => window.epochErrors.some((t) => t.startsWith("stream reset")), null, { timeout: TIMEOUT });
+    assert.equal(await fb.evaluate(() => window.epochClient.epoch), epoch);
+    console.log("epoch change: ok");
   } catch (e) {
     for (const p of pages) console.error("page log:\n" + (await p.textContent("#log").catch(() => "?")));
     throw e;

@@ -18,6 +18,8 @@ use crate::error::ClientError;
 struct State {
     config: ClientConfig,
     positions: HashMap<Stream, u64>,
+    /// The epoch `positions` belong to (from the last AUTH_OK; 0 = none yet).
+    epoch: u64,
     rooms: BTreeSet<String>,
     dedupe: Dedupe,
 }
@@ -44,6 +46,7 @@ pub(super) async fn run(
         dedupe: Dedupe::new(config.dedupe_window),
         config,
         positions: HashMap::new(),
+        epoch: 0,
         rooms: BTreeSet::new(),
     };
     let mut failures = 0u32;
@@ -69,13 +72,17 @@ pub(super) async fn run(
             tls: state.config.tls.clone(),
             local_ip: state.config.local_ip,
             checksum: state.config.checksum,
-            hello_options: state.config.hello_options,
+            hello_options: push_protocol::HelloOptions {
+                epoch: state.epoch,
+                ..state.config.hello_options
+            },
         };
         let end = match Connection::connect(addr, &opts).await {
             Err(e) if e.is_auth_failure() => SessionEnd::Stop(e),
             Err(e) => SessionEnd::Retry(e),
             Ok(conn) => {
                 failures = 0;
+                new_epoch(&mut state, conn.auth.epoch, &events);
                 let _ = events.send(Event::Connected {
                     conn_id: conn.auth.conn_id,
                     user: conn.auth.user.clone(),
@@ -315,6 +322,28 @@ async fn session(
             }
         }
     }
+}
+
+/// The server's streams are in epoch `epoch` (0: a version-1 server says nothing). Positions
+/// of an earlier epoch mean nothing now: the server answers the ones sent in HELLO with GAPs;
+/// the rooms about to be re-joined are reset here, with a GAP event each, and re-joined from
+/// the start of what the room retains.
+fn new_epoch(state: &mut State, epoch: u64, events: &mpsc::UnboundedSender<Event>) {
+    if epoch == 0 || epoch == state.epoch {
+        return;
+    }
+    if state.epoch != 0 {
+        for (stream, position) in state.positions.iter_mut() {
+            if matches!(stream, Stream::Room(_)) && *position != 0 {
+                *position = 0;
+                let _ = events.send(Event::Gap {
+                    stream: stream.clone(),
+                    first_available: 1,
+                });
+            }
+        }
+    }
+    state.epoch = epoch;
 }
 
 async fn on_push(

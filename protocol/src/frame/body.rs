@@ -123,6 +123,9 @@ pub struct HelloOptions {
     pub checksum: bool,
     /// The connection's own room PUBLISHes are not pushed back to it.
     pub no_echo: bool,
+    /// The epoch the client's resume positions belong to (from its last AUTH_OK); 0 = none
+    /// known. From another epoch, they are answered by GAPs and not applied.
+    pub epoch: u64,
 }
 
 impl HelloOptions {
@@ -150,6 +153,7 @@ impl HelloOptions {
             }
         }
         dst.put_u8(flags);
+        put_varint(dst, self.epoch);
     }
 
     /// Reads the block after HELLO's resume list, when there is one. Only a client that
@@ -176,6 +180,7 @@ impl HelloOptions {
             no_zstd: flags & Self::NO_ZSTD != 0,
             checksum: flags & Self::CHECKSUM != 0,
             no_echo: flags & Self::NO_ECHO != 0,
+            epoch: r.varint("epoch")?,
         })
     }
 }
@@ -195,6 +200,9 @@ pub struct AuthOk {
     pub max_frame_len: u64,
     /// Largest reassembled (and decompressed) body the server accepts.
     pub max_message_len: u64,
+    /// Version 2: the epoch of the server's streams (SPEC.md §5.2), sent with the version-2
+    /// layout; 0 = not sent (a version-1 session).
+    pub epoch: u64,
 }
 
 /// Body format of a PUSH or PUBLISH payload.

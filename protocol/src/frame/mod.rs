@@ -176,6 +176,9 @@ impl Frame {
                 put_varint(dst, a.heartbeat_ms);
                 put_varint(dst, a.max_frame_len);
                 put_varint(dst, a.max_message_len);
+                if a.epoch != 0 {
+                    put_varint(dst, a.epoch);
+                }
             }
             Frame::AuthError(e) | Frame::Error(e) => {
                 dst.put_u16(e.code.0);
@@ -244,10 +247,12 @@ impl Frame {
     }
 
     /// The lowest protocol version defining this frame's layout, which its header carries
-    /// (SPEC.md §9): 2 for a transient PUBLISH, 1 for everything else.
+    /// (SPEC.md §9): 2 for a transient PUBLISH and an AUTH_OK with an epoch, 1 for everything
+    /// else.
     pub fn layout_version(&self) -> u16 {
         match self {
             Frame::Publish(p) if p.transient => 2,
+            Frame::AuthOk(a) if a.epoch != 0 => 2,
             _ => 1,
         }
     }
@@ -276,6 +281,8 @@ impl Frame {
                 heartbeat_ms: r.varint("heartbeat_ms")?,
                 max_frame_len: r.varint("max_frame_len")?,
                 max_message_len: r.varint("max_message_len")?,
+                // The version-2 layout ends with the epoch.
+                epoch: if version >= 2 { r.varint("epoch")? } else { 0 },
             }),
             AUTH_ERROR => Frame::AuthError(read_error(&mut r)?),
             ERROR => Frame::Error(read_error(&mut r)?),

@@ -131,8 +131,9 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err(bad("\"no_echo\" must be true or false")),
             };
-            if no_echo && max_version < 2 {
-                return Err(bad("\"no_echo\" needs max_version 2 or more"));
+            let epoch = u64_field(o, "epoch")?.unwrap_or(0);
+            if (no_echo || epoch != 0) && max_version < 2 {
+                return Err(bad("\"no_echo\" and \"epoch\" need max_version 2 or more"));
             }
             Frame::Hello(Hello {
                 min_version: MIN_VERSION,
@@ -142,6 +143,7 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
                 resume: positions(o.get("resume"))?,
                 options: HelloOptions {
                     no_echo,
+                    epoch,
                     ..HelloOptions::default()
                 },
             })
@@ -239,10 +241,17 @@ fn error_json(op: &str, seq: u32, e: &crate::ErrorBody) -> Value {
 pub fn server_json(packet: &Packet) -> Value {
     let seq = packet.seq;
     match &packet.frame {
-        Frame::AuthOk(a) => json!({
-            "op": "welcome", "seq": seq, "version": a.version, "conn_id": a.conn_id,
-            "user": a.user, "heartbeat_ms": a.heartbeat_ms, "max_message_len": a.max_message_len,
-        }),
+        Frame::AuthOk(a) => {
+            let mut v = json!({
+                "op": "welcome", "seq": seq, "version": a.version, "conn_id": a.conn_id,
+                "user": a.user, "heartbeat_ms": a.heartbeat_ms,
+                "max_message_len": a.max_message_len,
+            });
+            if a.epoch != 0 {
+                v["epoch"] = json!(a.epoch);
+            }
+            v
+        }
         Frame::AuthError(e) => error_json("auth_error", seq, e),
         Frame::Error(e) => error_json("error", seq, e),
         Frame::Ping => json!({"op": "ping"}),

@@ -75,7 +75,14 @@ impl ClusterEngine {
             },
             Some(Slot::Asleep(a)) => Some(*a),
             None if start == Start::Always => None,
-            None => return Ok(()),
+            None => {
+                // No actor here: keep the cached tail current, or the next actor to start
+                // (a connection of the user arriving) would begin behind this message.
+                if let Cmd::Live(msg) = &cmd {
+                    self.note_live_tail(user, msg);
+                }
+                return Ok(());
+            }
         };
         self.start(&mut users, user, cmd, woken)
     }

@@ -51,6 +51,8 @@ pub struct ClusterSettings {
     pub max_retries: u8,
     /// How often the node checks every user's stored tail for missed live messages.
     pub tail_check: Duration,
+    /// Start a new epoch (after restoring the streams from a backup).
+    pub new_epoch: bool,
 }
 
 /// A user's last stored message: its stream sequence and its position.
@@ -80,6 +82,8 @@ pub struct ClusterEngine {
     pub(crate) ids: IdGen,
     /// Marks this node's transient messages, which it delivers itself before other nodes.
     pub(crate) origin: u64,
+    /// The epoch of every stream of the deployment (SPEC.md §5.2).
+    pub epoch: u64,
     pub(super) tails: Mutex<HashMap<String, Tail>>,
     /// Stores user publishes, grouping those that wait together.
     pub(crate) commit_users: Committer,
@@ -186,6 +190,9 @@ impl ClusterEngine {
             ..Default::default()
         };
         let rooms = ensure_stream(&js, rooms_config).await?;
+        let epoch = super::epoch::load_epoch(&client, &rooms, &names, timeout, settings.new_epoch)
+            .await
+            .map_err(|e| DeliveryError::Storage(format!("reading the cluster's epoch: {e}")))?;
         tracing::info!(
             node = %settings.node,
             stream = %names.users_stream,
@@ -206,6 +213,7 @@ impl ClusterEngine {
             clock,
             ids: IdGen::default(),
             origin: crate::delivery::ids::random_u64(),
+            epoch,
             tails: Mutex::new(HashMap::new()),
             commit_users: Committer::start(client.clone(), timeout, slots(inflight)),
             commit_rooms: Committer::start(client.clone(), timeout, slots(inflight)),

@@ -19,6 +19,7 @@ mod actors;
 pub mod commit;
 pub mod control;
 pub mod engine;
+mod epoch;
 mod history;
 pub mod js;
 mod live;

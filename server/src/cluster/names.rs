@@ -120,6 +120,11 @@ impl Names {
         format!("{}.live.r.{tok}", self.prefix)
     }
 
+    /// The deployment's epoch (in the rooms stream; no room token starts with `_`).
+    pub fn epoch(&self) -> String {
+        format!("{}.rm._e", self.prefix)
+    }
+
     /// Transient messages (not stored): every node subscribes.
     pub fn transient(&self) -> String {
         format!("{}.transient", self.prefix)

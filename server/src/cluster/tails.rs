@@ -42,6 +42,19 @@ impl ClusterEngine {
         })
     }
 
+    /// Records the tail a live message of the user's stream shows.
+    pub(crate) fn note_live_tail(&self, user: &str, msg: &async_nats::Message) {
+        let Some(h) = msg.headers.as_ref() else {
+            return;
+        };
+        if let (Some(pos), Some(seq)) = (
+            header_u64(h, names::POSITION),
+            header_u64(h, "Nats-Sequence"),
+        ) {
+            self.note_tail(user, Tail { seq, pos });
+        }
+    }
+
     /// The newest tail this node has seen of the user's stream, if any.
     pub(crate) fn known_tail(&self, user: &str) -> Option<Tail> {
         self.lock_tails().get(user).copied()

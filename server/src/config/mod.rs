@@ -288,6 +288,10 @@ pub struct Config {
     pub compress_min: usize,
     /// Storage backend: `sled` or `redb`.
     pub store: crate::store::Backend,
+    /// Start a new epoch at startup (SPEC.md §5.2): set it for the one start after restoring
+    /// the data directory from a backup, so clients that saw positions of the lost timeline
+    /// are told (GAP) instead of having them taken as acknowledgements.
+    pub new_epoch: bool,
     /// Room and broadcast history kept per stream (count).
     pub room_retention_count: u64,
     /// Room and broadcast history kept per stream (age, ms).
@@ -375,6 +379,7 @@ impl Default for Config {
             reconnect_hint_ms: 2_000,
             compress_min: 512,
             store: crate::store::Backend::Sled,
+            new_epoch: false,
             room_retention_count: 1000,
             room_retention_ms: 24 * 3600 * 1000,
             user_max_pending: 10_000,

@@ -45,6 +45,8 @@ pub struct Delivery {
     max_pending: usize,
     /// Ids of transient messages (stored ones get theirs from the engine).
     ids: ids::IdGen,
+    /// The store's epoch (single node; in cluster mode the cluster's).
+    epoch: u64,
 }
 
 impl Delivery {
@@ -58,6 +60,13 @@ impl Delivery {
         clock: Arc<dyn Clock>,
     ) -> Result<Delivery, StoreError> {
         let kv = store::open(config.store, Path::new(&config.data_dir))?;
+        let epoch = store::load_epoch(&*kv, config.new_epoch)?;
+        if config.new_epoch {
+            tracing::warn!(
+                epoch,
+                "new_epoch: a new epoch starts; clients resuming positions of the old one get GAPs"
+            );
+        }
         let seq = Arc::new(AtomicU32::new(1));
         let pending = Arc::new(AtomicUsize::new(0));
         let engine = Engine::load(
@@ -86,6 +95,7 @@ impl Delivery {
             pending,
             max_pending: config.max_pending_publishes,
             ids: ids::IdGen::default(),
+            epoch,
         })
     }
 
@@ -108,6 +118,7 @@ impl Delivery {
             pending: Arc::new(AtomicUsize::new(0)),
             max_pending: config.max_pending_publishes,
             ids: ids::IdGen::default(),
+            epoch: 0,
         }
     }
 
@@ -131,6 +142,11 @@ impl Delivery {
     }
 
     /// The cluster engine, in cluster mode.
+    /// The epoch of every stream this server serves (SPEC.md §5.2).
+    pub fn epoch(&self) -> u64 {
+        self.cluster().map_or(self.epoch, |c| c.epoch)
+    }
+
     pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterEngine>> {
         self.cluster.get()
     }

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use push_protocol::{
-    hello, AuthOk, EncodeOptions, ErrorBody, ErrorCode, Frame, Hello, HelloOptions, Join, Packet,
-    Stream,
+    encode_to_bytes, hello, AuthOk, EncodeOptions, ErrorBody, ErrorCode, Frame, Gap, Hello,
+    HelloOptions, Join, Packet, Stream, StreamPos,
 };
 
 use super::link::Link;
@@ -191,8 +191,12 @@ pub(super) async fn handshake(
             hello.options.no_echo,
         ),
     );
-    let rooms = hello
-        .resume
+    let epoch = ctx.delivery.epoch();
+    let mut resume = hello.resume;
+    if hello.options.epoch != 0 && hello.options.epoch != epoch {
+        restart_positions(ctx, &conn, &mut resume);
+    }
+    let rooms = resume
         .iter()
         .filter_map(|p| match &p.stream {
             Stream::Room(room) => Some(Join {
@@ -202,7 +206,7 @@ pub(super) async fn handshake(
             _ => None,
         })
         .collect();
-    if let Err(code) = ctx.delivery.attach(conn.clone(), hello.resume).await {
+    if let Err(code) = ctx.delivery.attach(conn.clone(), resume).await {
         let reason = if code == ErrorCode::TOO_MANY_USER_CONNECTIONS {
             format!(
                 "user {} already holds {} connections",
@@ -220,6 +224,7 @@ pub(super) async fn handshake(
         heartbeat_ms: ctx.config.heartbeat_interval_ms,
         max_frame_len: ctx.limits.max_frame_len as u64,
         max_message_len: ctx.limits.max_message_len as u64,
+        epoch: if version >= 2 { epoch } else { 0 },
     });
     // From AUTH_OK on, frames follow the client's options (checksums, size, no zstd).
     let options = conn.encoding().unwrap_or(ctx.delivery.options());
@@ -236,6 +241,23 @@ pub(super) async fn handshake(
     }
     tracing::debug!(%peer, conn = conn.id, user = %conn.user, "authenticated");
     Ok(Handshaken { conn, seq, rooms })
+}
+
+/// Resume positions of another epoch name places in a timeline this server does not have:
+/// they are never taken as acknowledgements or resume points. Each gets a GAP saying its
+/// stream starts again at 1 (queued ahead of any replay) and resumes from 0 (SPEC.md §5.2).
+fn restart_positions(ctx: &Ctx, conn: &Conn, resume: &mut [StreamPos]) {
+    for p in resume.iter_mut().filter(|p| p.position != 0) {
+        let gap = Frame::Gap(Gap {
+            stream: p.stream.clone(),
+            requested_after: p.position,
+            first_available: 1,
+        });
+        if let Ok(bytes) = encode_to_bytes(&Packet::new(0, gap), ctx.delivery.options()) {
+            let _ = ctx.hub.send_conn(conn, bytes);
+        }
+        p.position = 0;
+    }
 }
 
 /// How the server's frames must be re-encoded for a client with these HELLO options

@@ -5,6 +5,7 @@
 //! | `r` `len:u8` `stream` `position:u64be` | a [`super::Record`] |
 //! | `m` `stream` | a [`super::Meta`]: tail, acked and first retained position |
 //! | `i` `idempotency key` | accepted time and the (id, stream, position) list |
+//! | `e` | the epoch of every stream in the store (u64 big-endian) |
 //!
 //! Streams are named by [`StreamKey::name`] (`user:<id>`, `room:<id>`, `broadcast`). The
 //! length byte keeps one stream's records contiguous and ordered by position even when one
@@ -18,6 +19,8 @@ pub(super) const RECORD_PREFIX: u8 = b'r';
 pub const META_PREFIX: u8 = b'm';
 /// Prefix of idempotency entries.
 pub const IDEM_PREFIX: u8 = b'i';
+/// Key of the store's epoch (a big-endian u64).
+pub(super) const EPOCH_KEY: &[u8] = b"e";
 
 fn stream_prefix(stream: &StreamKey) -> Vec<u8> {
     let len = stream.name_len();

@@ -5,6 +5,7 @@
 //! goes through [`Kv::apply`]: one atomic batch, durable when it returns (group commit happens
 //! above, in the delivery engine).
 
+mod epoch;
 mod keys;
 mod mem_kv;
 mod record;
@@ -14,6 +15,7 @@ mod sled_kv;
 
 use std::path::Path;
 
+pub use epoch::{load_epoch, new_epoch};
 pub use keys::{
     idem_key, meta_key, position_of as keys_position, record_key, record_range, IDEM_PREFIX,
     META_PREFIX,

@@ -42,6 +42,8 @@ pub(crate) struct WsQuery {
     checksum: Option<bool>,
     /// The connection's own room PUBLISHes are not pushed back to it.
     no_echo: Option<bool>,
+    /// The epoch the resume positions belong to.
+    epoch: Option<u64>,
 }
 
 /// `Sec-WebSocket-Accept` for a client key.
@@ -197,6 +199,7 @@ pub(crate) async fn handler(
         no_zstd: q.no_zstd.unwrap_or(false),
         checksum: q.checksum.unwrap_or(false),
         no_echo: q.no_echo.unwrap_or(false),
+        epoch: q.epoch.unwrap_or(0),
     };
     if (1..HelloOptions::MIN_FRAME_LEN).contains(&options.max_frame_len) {
         let reason = format!(
