@@ -55,6 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             } => {
                 eprintln!("history of {stream:?} before {first_available} is gone")
             }
+            Event::Recalled {
+                id,
+                stream,
+                position,
+            } => eprintln!("{stream:?} #{position} ({id}) was withdrawn by its publisher"),
         }
     }
     Ok(())

@@ -75,6 +75,8 @@ export class PushClient {
     this.state = "idle";
     this.transport = null;
     this.onmessage = null;
+    /** Version 2: the publisher withdrew a message ({id, stream, position}); take it back. */
+    this.onrecall = null;
     this.onstate = null;
     this.onerror = null;
     this._seen = new Set();
@@ -238,6 +240,9 @@ export class PushClient {
         break;
       case "push":
         this._deliver(msg);
+        break;
+      case "recall":
+        if (this.onrecall) this.onrecall(msg);
         break;
       case "ping":
         this._send({ op: "pong" });

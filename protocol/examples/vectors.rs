@@ -310,6 +310,29 @@ fn main() {
             ),
             plain,
         ),
+        (
+            "recall",
+            Packet::new(
+                104,
+                Frame::Recall(Recall {
+                    id: id(6),
+                    stream: Stream::Room("lobby".into()),
+                    position: 302,
+                }),
+            ),
+            plain,
+        ),
+        (
+            "withdraw",
+            Packet::new(
+                17,
+                Frame::Withdraw(Withdraw {
+                    room: "lobby".into(),
+                    key: "k1".into(),
+                }),
+            ),
+            plain,
+        ),
     ];
     for (name, packet, opts) in cases {
         let bytes = encode_to_bytes(&packet, &opts).unwrap();

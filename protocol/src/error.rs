@@ -92,6 +92,8 @@ codes! {
     BAD_REQUEST = 401, "request values not acceptable";
     /// An ACK named a position beyond the last position of its stream.
     INVALID_ACK = 402, "ack for a position beyond the stream's last position";
+    /// A recall or withdrawal named a message the server does not have.
+    NOT_FOUND = 403, "no such message";
     /// The server failed internally.
     INTERNAL = 500, "internal server error";
     /// The server is shutting down.

@@ -31,7 +31,7 @@ pub use codec::{encode_packet, encode_to_bytes, reencode, EncodeOptions, FrameCo
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     types, AuthOk, Close, ErrorBody, Frame, Gap, Hello, HelloOptions, Join, MessageId, Packet,
-    PayloadFormat, Publish, PublishAck, Push, Stream, StreamPos,
+    PayloadFormat, Publish, PublishAck, Push, Recall, Stream, StreamPos, Withdraw,
 };
 pub use header::{Header, HEADER_LEN, MAGIC, MAX_VERSION, MIN_VERSION, VERSION};
 pub use notice::{Level, Notice};

@@ -180,6 +180,14 @@ fn frame() -> impl Strategy<Value = Frame> {
                 })
             }
         ),
+        (any::<[u8; 16]>(), stream(), any::<u64>()).prop_map(|(id, stream, position)| {
+            Frame::Recall(Recall {
+                id: MessageId(id),
+                stream,
+                position,
+            })
+        }),
+        (text(60), text(60)).prop_map(|(room, key)| Frame::Withdraw(Withdraw { room, key })),
         (
             0x10u8..=0xff,
             proptest::collection::vec(any::<u8>(), 0..100)

@@ -2,9 +2,10 @@
 // page connects through the browser SDK, receives a pushed message, survives a server kill and
 // restart (receiving what was pushed while it was away), falls back to long-polling when
 // WebSocket is unavailable, moves on to a fallback URL when the first node is down, pings the
-// server (protocol version 2), receives transient messages (version 2) over WebSocket and
-// long-poll without moving its positions, goes on from the server's positions when its own
-// are ahead (a stream-reset GAP) or belong to another epoch. Saves
+// server (protocol version 2), is told of a recalled message, receives transient messages
+// (version 2) over WebSocket and long-poll without moving its positions, goes on from the
+// server's positions when its own are ahead (a stream-reset GAP) or belong to another epoch.
+// Saves
 // screenshots under target/e2e/.
 //
 // Run: node client/js/test/browser.test.mjs target/debug/push-server
@@ -167,6 +168,20 @@ async function main() {
     await fb.waitForFunction(() => window.fbGot.includes("transient hello"), null, { timeout: TIMEOUT });
     assert.equal(await fb.evaluate(() => window.fbClient.positions.user), before);
     console.log("transient message: ok");
+    // Recall (version 2): the publisher withdraws a message the page has; the SDK says so.
+    await fb.evaluate(() => {
+      window.fbRecalls = [];
+      window.fbClient.onrecall = (r) => window.fbRecalls.push(r);
+    });
+    const sent = await server.push({ to: { users: ["fbuser"] }, kind: "k", title: "to be recalled", content: "x", level: "info" });
+    await fb.waitForFunction(() => window.fbGot.includes("to be recalled"), null, { timeout: TIMEOUT });
+    const { stream, position, id } = sent.accepted[0];
+    const recalled = await server.api("POST", "/api/v1/recall", { stream, position });
+    assert.equal(recalled.status, 200, JSON.stringify(recalled));
+    await fb.waitForFunction((id) => window.fbRecalls.some((r) => r.id === id), id, { timeout: TIMEOUT });
+    const r = await fb.evaluate(() => window.fbRecalls[0]);
+    assert.deepEqual([r.stream, r.position], ["user", position]);
+    console.log("recall: ok");
     // A client whose saved position is ahead of the server's stream (restored or recreated
     // server) is told so by a GAP and goes on from the server's positions.
     await fb.evaluate(async () => {
@@ -181,9 +196,10 @@ async function main() {
       c.connect();
     });
     await fb.waitForFunction(() => window.resetErrors.some((t) => t.startsWith("stream reset")), null, { timeout: TIMEOUT });
-    // first_available - 1: the last position the server knows this user acknowledged (0 or 1).
+    // first_available - 1: the last position the server knows this user acknowledged (0 to
+    // 2: two stored messages were pushed to this user above).
     const after = await fb.evaluate(() => window.resetClient.positions.user);
-    assert.ok(after <= 1, "position after the reset GAP: " + after);
+    assert.ok(after <= 2, "position after the reset GAP: " + after);
     await server.push({ to: { users: ["fbuser"] }, kind: "k", title: "after the reset", content: "x", level: "info" });
     await fb.waitForFunction(() => window.resetGot.some(([, t]) => t === "after the reset"), null, { timeout: TIMEOUT });
     console.log("stream reset GAP: ok");

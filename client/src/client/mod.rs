@@ -138,6 +138,16 @@ pub enum Event {
         /// First position still available.
         first_available: u64,
     },
+    /// Version 2: the publisher withdrew a message. An application that showed it should
+    /// take it back; one that never got it can ignore this.
+    Recalled {
+        /// The message's id.
+        id: push_protocol::MessageId,
+        /// Its stream.
+        stream: Stream,
+        /// Its position.
+        position: u64,
+    },
     /// The session ended; the client reconnects unless the error is final.
     Disconnected {
         /// Why.
@@ -152,6 +162,10 @@ enum Command {
     Join(String, oneshot::Sender<Result<u64, ClientError>>),
     Leave(String, oneshot::Sender<Result<(), ClientError>>),
     Publish(Publish, oneshot::Sender<Result<PublishAck, ClientError>>),
+    Withdraw(
+        push_protocol::Withdraw,
+        oneshot::Sender<Result<(), ClientError>>,
+    ),
     Ack(Stream, u64),
     Ping(oneshot::Sender<Result<Duration, ClientError>>),
     Close,
@@ -260,6 +274,17 @@ impl Client {
             transient: true,
         };
         self.call(|tx| Command::Publish(p, tx)).await
+    }
+
+    /// Version 2: withdraws what this user published to `room` with idempotency `key` (see
+    /// [`Client::publish`]); the room's members get [`Event::Recalled`]. Fails with
+    /// [`ClientError::Unsupported`] on a version-1 session.
+    pub async fn withdraw(&self, room: &str, key: &str) -> Result<(), ClientError> {
+        let w = push_protocol::Withdraw {
+            room: room.into(),
+            key: key.into(),
+        };
+        self.call(|tx| Command::Withdraw(w, tx)).await
     }
 
     /// Version 2: the round trip of a PING to the server on the current session (the PONG

@@ -149,6 +149,9 @@ fn fail_command(cmd: Command) {
         Command::Publish(_, tx) => {
             let _ = tx.send(Err(ClientError::ConnectionLost));
         }
+        Command::Withdraw(_, tx) => {
+            let _ = tx.send(Err(ClientError::ConnectionLost));
+        }
         Command::Ping(tx) => {
             let _ = tx.send(Err(ClientError::ConnectionLost));
         }
@@ -158,6 +161,7 @@ fn fail_command(cmd: Command) {
 
 enum Pending {
     Join(String, oneshot::Sender<Result<u64, ClientError>>),
+    /// A LEAVE or a WITHDRAW: answered by an empty OK.
     Leave(oneshot::Sender<Result<(), ClientError>>),
     Publish(oneshot::Sender<Result<PublishAck, ClientError>>),
     Ping(
@@ -223,6 +227,9 @@ async fn session(
                     Frame::Gap(g) => {
                         state.positions.insert(g.stream.clone(), g.first_available.saturating_sub(1));
                         let _ = events.send(Event::Gap { stream: g.stream, first_available: g.first_available });
+                    }
+                    Frame::Recall(r) => {
+                        let _ = events.send(Event::Recalled { id: r.id, stream: r.stream, position: r.position });
                     }
                     Frame::Close(c) => {
                         return SessionEnd::Retry(ClientError::Closed {
@@ -301,6 +308,13 @@ async fn session(
                             pending.insert(seq, Pending::Leave(tx));
                         })
                     }
+                    Command::Withdraw(_, tx) if conn.auth.version < 2 => {
+                        let _ = tx.send(Err(ClientError::Unsupported("WITHDRAW needs protocol version 2")));
+                        Ok(())
+                    }
+                    Command::Withdraw(w, tx) => conn.send(Frame::Withdraw(w)).await.map(|seq| {
+                        pending.insert(seq, Pending::Leave(tx));
+                    }),
                     Command::Publish(p, tx) if p.transient && conn.auth.version < 2 => {
                         let _ = tx.send(Err(ClientError::Unsupported("a transient PUBLISH needs protocol version 2")));
                         Ok(())

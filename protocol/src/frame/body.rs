@@ -296,6 +296,26 @@ pub struct Close {
     pub reason: String,
 }
 
+/// RECALL (version 2): the publisher withdrew a message; a client that has it drops it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recall {
+    /// The withdrawn message's id.
+    pub id: MessageId,
+    /// Its stream.
+    pub stream: Stream,
+    /// Its position (it stays taken: positions are not reused).
+    pub position: u64,
+}
+
+/// WITHDRAW (version 2): a client withdraws the message it published to `room` with `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdraw {
+    /// The room it was published to.
+    pub room: String,
+    /// The PUBLISH's idempotency key.
+    pub key: String,
+}
+
 /// GAP: part of a stream the client asked for is no longer retained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {

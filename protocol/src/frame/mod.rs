@@ -49,6 +49,10 @@ pub mod types {
     pub const CLOSE: u8 = 0x0E;
     /// Server reports that history before a position is gone.
     pub const GAP: u8 = 0x0F;
+    /// Server withdraws a message the connection may have received (version 2).
+    pub const RECALL: u8 = 0x10;
+    /// Client withdraws a message it published (version 2).
+    pub const WITHDRAW: u8 = 0x11;
 }
 
 /// A logical frame (one or more wire frames when fragmented).
@@ -84,6 +88,10 @@ pub enum Frame {
     Close(Close),
     /// 0x0F, server to client.
     Gap(Gap),
+    /// 0x10, server to client (version 2).
+    Recall(Recall),
+    /// 0x11, client to server (version 2).
+    Withdraw(Withdraw),
     /// A type this build does not know; kept so the session can answer UNKNOWN_FRAME_TYPE.
     Unknown {
         /// Type number.
@@ -129,6 +137,8 @@ impl Frame {
             Frame::Error(_) => ERROR,
             Frame::Close(_) => CLOSE,
             Frame::Gap(_) => GAP,
+            Frame::Recall(_) => RECALL,
+            Frame::Withdraw(_) => WITHDRAW,
             Frame::Unknown { ty, .. } => *ty,
         }
     }
@@ -152,6 +162,8 @@ impl Frame {
             ERROR => "ERROR",
             CLOSE => "CLOSE",
             GAP => "GAP",
+            RECALL => "RECALL",
+            WITHDRAW => "WITHDRAW",
             _ => "UNKNOWN",
         }
     }
@@ -236,6 +248,15 @@ impl Frame {
                 put_varint(dst, g.requested_after);
                 put_varint(dst, g.first_available);
             }
+            Frame::Recall(r) => {
+                dst.put_slice(&r.id.0);
+                r.stream.encode(dst)?;
+                put_varint(dst, r.position);
+            }
+            Frame::Withdraw(w) => {
+                put_str8(dst, "room", &w.room)?;
+                put_str8(dst, "key", &w.key)?;
+            }
             Frame::Unknown { body, .. } => dst.put_slice(body),
         }
         Ok(())
@@ -247,12 +268,13 @@ impl Frame {
     }
 
     /// The lowest protocol version defining this frame's layout, which its header carries
-    /// (SPEC.md §9): 2 for a transient PUBLISH and an AUTH_OK with an epoch, 1 for everything
-    /// else.
+    /// (SPEC.md §9): 2 for a transient PUBLISH, an AUTH_OK with an epoch, RECALL and
+    /// WITHDRAW; 1 for everything else.
     pub fn layout_version(&self) -> u16 {
         match self {
             Frame::Publish(p) if p.transient => 2,
             Frame::AuthOk(a) if a.epoch != 0 => 2,
+            Frame::Recall(_) | Frame::Withdraw(_) => 2,
             _ => 1,
         }
     }
@@ -360,6 +382,16 @@ impl Frame {
                 stream: Stream::decode(&mut r)?,
                 requested_after: r.varint("requested_after")?,
                 first_available: r.varint("first_available")?,
+            }),
+            // Frame types of version 2 exist only with its header Version.
+            RECALL if version >= 2 => Frame::Recall(Recall {
+                id: read_id(&mut r)?,
+                stream: Stream::decode(&mut r)?,
+                position: r.varint("position")?,
+            }),
+            WITHDRAW if version >= 2 => Frame::Withdraw(Withdraw {
+                room: r.str8("room")?,
+                key: r.str8("key")?,
             }),
             _ => Frame::Unknown { ty, body: r.rest() },
         };

@@ -172,6 +172,11 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
             resume_after: u64_field(o, "after")?,
         }),
         "leave" => Frame::Leave(required(o, "room")?.to_string()),
+        // Version 2: answered by `ok`, or `error` NOT_FOUND.
+        "withdraw" => Frame::Withdraw(crate::Withdraw {
+            room: required(o, "room")?.to_string(),
+            key: required(o, "key")?.to_string(),
+        }),
         "publish" => {
             let (format, payload) = content(o)?;
             let transient = match o.get("transient") {
@@ -195,7 +200,7 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
         }),
         other => {
             return Err(bad(format!(
-                "unknown op \"{other}\" (hello, ping, pong, ack, join, leave, publish, close)"
+                "unknown op \"{other}\" (hello, ping, pong, ack, join, leave, publish, withdraw, close)"
             )))
         }
     };
@@ -268,6 +273,10 @@ pub fn server_json(packet: &Packet) -> Value {
         Frame::Gap(g) => json!({
             "op": "gap", "stream": stream_name(&g.stream),
             "requested_after": g.requested_after, "first_available": g.first_available,
+        }),
+        Frame::Recall(r) => json!({
+            "op": "recall", "id": r.id.to_string(), "stream": stream_name(&r.stream),
+            "position": r.position,
         }),
         other => json!({"op": Frame::type_name(other.type_id()).to_ascii_lowercase(), "seq": seq}),
     }

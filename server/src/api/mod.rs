@@ -7,6 +7,7 @@ mod demo;
 mod history;
 mod poll;
 mod push;
+mod recall;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub(crate) use crate::http::error;
 pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/api/v1/push", post(push::handler))
+        .route("/api/v1/recall", post(recall::handler))
         .route("/api/v1/poll", get(poll::poll))
         .route("/api/v1/dev/token", post(demo::mint_token))
         .route("/demo", get(demo::page))

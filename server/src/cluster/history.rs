@@ -22,6 +22,7 @@ fn record(h: &HeaderMap, payload: bytes::Bytes) -> Record {
             .unwrap_or(MessageId([0; 16])),
         timestamp_ms: ts,
         failed: false,
+        recalled: false,
         retries: 0,
         updated_ms: ts,
         expires_ms: header_u64(h, names::EXPIRES).unwrap_or(0),

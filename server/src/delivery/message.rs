@@ -117,6 +117,47 @@ pub enum DeliveryError {
     /// The other nodes of the cluster cannot be reached.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// A recall named a message the server does not have (or no longer knows the key of).
+    #[error("no such message: {0}")]
+    NotFound(String),
+    /// Not possible in this deployment mode.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// What a publisher withdraws (SPEC.md §5.12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecallTarget {
+    /// The message at `position` of `stream`; when `id` is given it must be that message.
+    At {
+        /// Its stream.
+        stream: StreamKey,
+        /// Its position.
+        position: u64,
+        /// Its id, to make sure.
+        id: Option<MessageId>,
+    },
+    /// Every message a publish with this idempotency key accepted (within the window); when
+    /// `stream` is given, only if that is the stream it reached (else nothing is recalled).
+    Key {
+        /// The publish's idempotency key.
+        key: String,
+        /// The stream it must have reached.
+        stream: Option<StreamKey>,
+    },
+}
+
+/// A withdrawn message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recalled {
+    /// Its id.
+    pub id: MessageId,
+    /// Its stream.
+    pub stream: StreamKey,
+    /// Its position.
+    pub position: u64,
+    /// It had been recalled before (nothing changed).
+    pub already: bool,
 }
 
 impl DeliveryError {
@@ -128,6 +169,8 @@ impl DeliveryError {
             | DeliveryError::Overloaded(_)
             | DeliveryError::Unavailable(_) => ErrorCode::STORAGE_UNAVAILABLE,
             DeliveryError::Stopped => ErrorCode::SHUTTING_DOWN,
+            DeliveryError::NotFound(_) => ErrorCode::NOT_FOUND,
+            DeliveryError::Unsupported(_) => ErrorCode::BAD_REQUEST,
         }
     }
 }

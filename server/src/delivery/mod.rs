@@ -27,7 +27,9 @@ use crate::store::{self, StoreError};
 use crate::stream::{StreamKey, SCENARIO_ROOM};
 use engine::{Engine, EngineConfig, Request};
 pub use idempotency::IdempotencyCache;
-pub use message::{Accepted, DeliveryError, HistoryItem, HistoryPage, Message, Target};
+pub use message::{
+    Accepted, DeliveryError, HistoryItem, HistoryPage, Message, RecallTarget, Recalled, Target,
+};
 
 /// The delivery service shared by the API, the sessions and the queue consumer: the local
 /// engine thread, or in cluster mode the cluster engine.
@@ -390,6 +392,19 @@ impl Delivery {
             reply,
         })
         .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)?
+    }
+
+    /// Withdraws stored messages (SPEC.md §5.12).
+    pub async fn recall(&self, target: RecallTarget) -> Result<Vec<Recalled>, DeliveryError> {
+        if self.cluster().is_some() {
+            return Err(DeliveryError::Unsupported(
+                "recall is not available in cluster mode yet",
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Recall { target, reply })
+            .map_err(|_| DeliveryError::Stopped)?;
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }
 

@@ -1,6 +1,6 @@
-//! Fan-out of transient messages (protocol version 2, SPEC.md §5.4): queued once, right now,
-//! to the connections that speak version 2 (a version-1 client has no "position 0") and are
-//! not catching up on a replay; nobody else ever gets them.
+//! Fan-out to version-2 connections only: transient messages (SPEC.md §5.4), queued once,
+//! right now, to the connections that speak version 2 (a version-1 client has no "position
+//! 0") and are not catching up on a replay; and RECALL (§5.12), which version 1 lacks.
 
 use bytes::Bytes;
 
@@ -22,7 +22,23 @@ impl Hub {
         stamp: Stamp,
         skip: Option<u64>,
     ) -> FanOut {
-        let keep = |c: &Conn| Some(c.id) != skip && takes_transient(c);
+        self.send_where(stream, frame, stamp, |c| {
+            Some(c.id) != skip && takes_transient(c)
+        })
+    }
+
+    /// Queues a frame of version 2 (RECALL) to every version-2 connection of `stream` here.
+    pub fn send_version_2(&self, stream: &StreamKey, frame: &Bytes) -> FanOut {
+        self.send_where(stream, frame, Stamp::NONE, |c| c.version() >= 2)
+    }
+
+    fn send_where(
+        &self,
+        stream: &StreamKey,
+        frame: &Bytes,
+        stamp: Stamp,
+        keep: impl Fn(&Conn) -> bool,
+    ) -> FanOut {
         let mut out = FanOut::default();
         match stream {
             StreamKey::User(user) => {

@@ -114,7 +114,7 @@ impl Session {
             let (room_op, publish) = match &inbound {
                 Inbound::Packet(p) => (
                     matches!(p.frame, Frame::Join(_) | Frame::Leave(_)),
-                    matches!(p.frame, Frame::Publish(_)),
+                    matches!(p.frame, Frame::Publish(_) | Frame::Withdraw(_)),
                 ),
                 _ => (false, false),
             };
@@ -226,6 +226,7 @@ impl Session {
             Frame::Join(join) => self.on_join(seq, join),
             Frame::Leave(room) => self.on_leave(seq, room),
             Frame::Publish(p) => self.on_publish(seq, p),
+            Frame::Withdraw(w) => self.on_withdraw(seq, w),
             Frame::Close(c) => {
                 tracing::debug!(conn = self.conn.id, code = %c.code, reason = %c.reason, "client closed");
                 return Err(Ending::ClientClose);

@@ -7,6 +7,8 @@ use super::StoreError;
 
 /// Record flag: retries exhausted (the notes' "failed" state).
 const FLAG_FAILED: u8 = 1;
+/// Record flag: withdrawn by its publisher (its payload is gone).
+const FLAG_RECALLED: u8 = 2;
 
 /// One stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct Record {
     pub timestamp_ms: u64,
     /// Retries exhausted while the user was online.
     pub failed: bool,
+    /// Withdrawn by its publisher: never delivered again; the payload is dropped.
+    pub recalled: bool,
     /// Deliveries retried.
     pub retries: u8,
     /// Last state change, ms since the Unix epoch.
@@ -32,6 +36,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// True when the message is not to be delivered at `now_ms`: recalled, or expired.
+    pub fn gone(&self, now_ms: u64) -> bool {
+        self.recalled || self.expired(now_ms)
+    }
+
     /// True when the message has a TTL that ran out before `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_ms != 0 && now_ms > self.expires_ms
@@ -42,7 +51,9 @@ impl Record {
         let mut b = bytes::BytesMut::with_capacity(36 + self.kind.len() + self.payload.len());
         b.extend_from_slice(&self.id.0);
         b.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        b.extend_from_slice(&[u8::from(self.failed) * FLAG_FAILED, self.retries]);
+        let flags =
+            (u8::from(self.failed) * FLAG_FAILED) | (u8::from(self.recalled) * FLAG_RECALLED);
+        b.extend_from_slice(&[flags, self.retries]);
         b.extend_from_slice(&self.updated_ms.to_be_bytes());
         b.extend_from_slice(&self.expires_ms.to_be_bytes());
         // Kinds are validated to at most 64 bytes before they get here.
@@ -82,6 +93,7 @@ impl Record {
             id: MessageId(id),
             timestamp_ms: ts,
             failed: flags & FLAG_FAILED != 0,
+            recalled: flags & FLAG_RECALLED != 0,
             retries,
             updated_ms: updated,
             expires_ms: expires,
@@ -189,6 +201,7 @@ mod tests {
             id: MessageId([3; 16]),
             timestamp_ms: 42,
             failed: true,
+            recalled: false,
             retries: 4,
             updated_ms: 43,
             expires_ms: 44,
@@ -197,6 +210,13 @@ mod tests {
             payload: bytes::Bytes::from_static(b"hello"),
         };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        let recalled = Record {
+            failed: false,
+            recalled: true,
+            ..r.clone()
+        };
+        assert_eq!(Record::decode(&recalled.encode()).unwrap(), recalled);
+        assert!(recalled.gone(0) && !r.gone(0));
         assert!(Record::decode(&[1, 2, 3]).is_err());
         let m = Meta {
             tail: 9,

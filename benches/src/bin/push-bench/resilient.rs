@@ -71,7 +71,7 @@ impl PushSource for Resilient {
                 }
                 Some(Event::Gap { .. }) => self.counts.gaps.set(self.counts.gaps.get() + 1),
                 Some(Event::Disconnected { error, fatal: true }) => return Err(error.to_string()),
-                Some(Event::Disconnected { .. }) => {}
+                Some(Event::Disconnected { .. }) | Some(Event::Recalled { .. }) => {}
                 None => return Err("the client stopped".into()),
             }
         }

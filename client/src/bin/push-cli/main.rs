@@ -265,6 +265,11 @@ async fn subscribe(
                 stream,
                 first_available,
             } => eprintln!("history of {stream:?} before position {first_available} is gone"),
+            Event::Recalled {
+                id,
+                stream,
+                position,
+            } => eprintln!("{stream:?} position {position} ({id}) was withdrawn by its publisher"),
             Event::Message(m) => {
                 let push = Push::from(m);
                 let (text, v) = describe(&push);

@@ -22,7 +22,9 @@ impl Engine {
                 .filter_map(|(k, v)| {
                     let position = crate::store::keys_position(&k)?;
                     let rec = Record::decode(&v).ok()?;
-                    let state = if stream.as_user().is_none() {
+                    let state = if rec.recalled {
+                        "recalled"
+                    } else if stream.as_user().is_none() {
                         "stored"
                     } else if position <= meta.acked {
                         "sent"

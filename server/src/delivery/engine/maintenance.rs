@@ -68,7 +68,7 @@ impl Engine {
                 let (Some(position), Ok(mut rec)) = (keys_position(&k), Record::decode(&v)) else {
                     continue;
                 };
-                if rec.expired(now_ms) {
+                if rec.gone(now_ms) {
                     continue;
                 }
                 if exhausted {

@@ -28,6 +28,7 @@ mod commit;
 mod history;
 mod maintenance;
 mod publish;
+mod recall;
 mod replay;
 mod request;
 
@@ -295,6 +296,9 @@ impl Engine {
                         let _ = reply.send(Err(e));
                     }
                 }
+            }
+            Request::Recall { target, reply } => {
+                let _ = reply.send(self.recall(&target));
             }
             Request::PublishFromConn {
                 conn,

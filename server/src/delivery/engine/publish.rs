@@ -54,6 +54,7 @@ impl Engine {
             id,
             timestamp_ms: now,
             failed: false,
+            recalled: false,
             retries: 0,
             updated_ms: now,
             expires_ms: msg.ttl_ms.map_or(0, |t| now.saturating_add(t)),

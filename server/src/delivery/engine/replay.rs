@@ -32,6 +32,11 @@ impl Engine {
                 tracing::error!(stream = %name, "skipping an undecodable stored record");
                 continue;
             };
+            if rec.recalled {
+                // The client may hold it from before the recall (an unacknowledged copy).
+                self.send_recall(conn, rec.id, name, position);
+                continue;
+            }
             if rec.expired(now_ms) {
                 continue;
             }

@@ -24,6 +24,13 @@ pub(crate) enum Request {
         /// Answered once durable.
         reply: Reply<Vec<Accepted>>,
     },
+    /// Withdraw a stored message (SPEC.md §5.12).
+    Recall {
+        /// Which.
+        target: crate::delivery::RecallTarget,
+        /// Answered once durable.
+        reply: Reply<Vec<crate::delivery::Recalled>>,
+    },
     /// Accept an upstream PUBLISH; the engine answers on the connection itself.
     PublishFromConn {
         /// Publisher.
