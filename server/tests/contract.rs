@@ -167,13 +167,6 @@ async fn resume_list(on: &TestServer, via: &TestServer) {
     assert_eq!((p.seq, p.frame), (seq, Frame::Ok(None)));
 }
 
-fn publishing() -> push_server::Config {
-    push_server::Config {
-        allow_client_publish: true,
-        ..config()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_corners_on_one_node() {
     let server = start(publishing()).await;

@@ -12,8 +12,8 @@ use common::ws::WsClient;
 use common::*;
 use push_client::protocol::header::flags;
 use push_client::protocol::{
-    encode_to_bytes, EncodeOptions, Frame, FrameCodec, Header, Hello, HelloOptions, Join, Limits,
-    Packet, PayloadFormat, Publish, Push, HEADER_LEN,
+    encode_to_bytes, EncodeOptions, Frame, FrameCodec, Header, Hello, HelloOptions, Limits, Packet,
+    PayloadFormat, Publish, Push, HEADER_LEN,
 };
 use push_client::{ConnectOptions, Connection};
 use serde_json::json;
@@ -205,17 +205,6 @@ async fn kinds_until(c: &mut Connection, last: &str) -> Vec<String> {
     }
 }
 
-async fn join(c: &mut Connection, room: &str) {
-    let (ok, _) = c
-        .request(Frame::Join(Join {
-            room: room.into(),
-            resume_after: None,
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(ok.frame, Frame::Ok(_)), "{ok:?}");
-}
-
 /// Publishes and returns the kinds of the room messages that arrived before the ack.
 async fn publish(c: &mut Connection, room: &str, kind: &str) -> Vec<String> {
     let (ack, before) = c
@@ -300,13 +289,6 @@ async fn no_echo(a: &TestServer, b: &TestServer) {
         ["from-p", "from-q", "from-j", "from-api"],
         "a client that did not ask gets its own messages"
     );
-}
-
-fn publishing() -> push_server::Config {
-    push_server::Config {
-        allow_client_publish: true,
-        ..config()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,12 +9,9 @@ mod common;
 use common::cluster::node_with;
 use common::ws::WsClient;
 use common::*;
-use push_client::protocol::{
-    ErrorCode, Frame, Hello, Join, PayloadFormat, Publish, Recall, Stream, Withdraw,
-};
+use push_client::protocol::{ErrorCode, Frame, PayloadFormat, Publish, Recall, Stream, Withdraw};
 use push_client::{Client, ClientConfig, ClientError, Connection, Event};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 async fn recall(server: &TestServer, body: Value) -> (u16, Value) {
     let (status, text) = http(
@@ -53,25 +50,6 @@ async fn next_event(c: &mut Connection) -> String {
             _ => {}
         }
     }
-}
-
-async fn version_1(server: &TestServer, user: &str) -> Connection {
-    let mut c = Connection::from_stream(TcpStream::connect(server.tcp_addr).await.unwrap());
-    c.send(Frame::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        token: token(user),
-        device: String::new(),
-        resume: vec![],
-        options: Default::default(),
-    }))
-    .await
-    .unwrap();
-    assert!(matches!(
-        c.next_timeout(WAIT).await.unwrap().frame,
-        Frame::AuthOk(_)
-    ));
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,24 +123,6 @@ async fn the_api_recalls_delivered_and_undelivered_messages() {
     let mut ray = connect(server.tcp_addr, "ray").await;
     assert_eq!(next_event(&mut ray).await, "recall 1");
     assert_eq!(next_event(&mut ray).await, "push 2 stays");
-}
-
-fn publishing() -> push_server::Config {
-    push_server::Config {
-        allow_client_publish: true,
-        ..config()
-    }
-}
-
-async fn join(c: &mut Connection, room: &str) {
-    let (ok, _) = c
-        .request(Frame::Join(Join {
-            room: room.into(),
-            resume_after: None,
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(ok.frame, Frame::Ok(_)), "{ok:?}");
 }
 
 /// A member publishes with a key and withdraws it: every member hears RECALL, through the SDK

@@ -8,10 +8,9 @@ mod common;
 use common::cluster::node_with;
 use common::ws::WsClient;
 use common::*;
-use push_client::protocol::{ErrorCode, Frame, Hello, Join, PayloadFormat, Publish, Stream};
+use push_client::protocol::{ErrorCode, Frame, Join, PayloadFormat, Publish, Stream};
 use push_client::{Client, ClientConfig, ClientError, Connection, Event};
 use serde_json::json;
-use tokio::net::TcpStream;
 
 async fn publish_api(server: &TestServer, to: serde_json::Value, kind: &str) -> serde_json::Value {
     let body = json!({"to": to, "kind": kind, "payload": kind, "transient": true});
@@ -33,38 +32,6 @@ async fn next_push(c: &mut Connection) -> (Stream, u64, String) {
             return (m.stream, m.position, m.kind);
         }
     }
-}
-
-async fn join(c: &mut Connection, room: &str) {
-    let (ok, _) = c
-        .request(Frame::Join(Join {
-            room: room.into(),
-            resume_after: None,
-        }))
-        .await
-        .unwrap();
-    assert!(matches!(ok.frame, Frame::Ok(_)), "{ok:?}");
-}
-
-/// A version-1 session (HELLO 1..=1) of `user`.
-async fn version_1(server: &TestServer, user: &str) -> Connection {
-    let mut c = Connection::from_stream(TcpStream::connect(server.tcp_addr).await.unwrap());
-    c.send(Frame::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        token: token(user),
-        device: String::new(),
-        resume: vec![],
-        options: Default::default(),
-    }))
-    .await
-    .unwrap();
-    let p = c.next_timeout(WAIT).await.unwrap();
-    assert!(
-        matches!(p.frame, Frame::AuthOk(ref a) if a.version == 1),
-        "{p:?}"
-    );
-    c
 }
 
 fn transient_publish(room: &str, kind: &str) -> Frame {
@@ -201,13 +168,6 @@ async fn transient(a: &TestServer, b: &TestServer) {
         before.iter().all(|p| !matches!(p.frame, Frame::Push(_))),
         "nothing replayed: {before:?}"
     );
-}
-
-fn publishing() -> push_server::Config {
-    push_server::Config {
-        allow_client_publish: true,
-        ..config()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

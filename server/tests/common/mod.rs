@@ -13,7 +13,7 @@ pub(crate) use push_test_support::*;
 
 use std::net::SocketAddr;
 
-use push_client::protocol::{Frame, Stream, StreamPos};
+use push_client::protocol::{Frame, Hello, Join, Stream, StreamPos};
 use push_client::{ClientError, ConnectOptions, Connection};
 use push_server::ServerHandle;
 
@@ -79,4 +79,48 @@ pub(crate) async fn still_served(server: &ServerHandle, b: &mut Connection, n: u
             return;
         }
     }
+}
+
+/// The test config with upstream PUBLISH allowed.
+pub(crate) fn publishing() -> push_server::Config {
+    push_server::Config {
+        allow_client_publish: true,
+        ..config()
+    }
+}
+
+/// A version-1 session (HELLO 1..=1) of `user`, authenticated.
+pub(crate) async fn version_1(server: &ServerHandle, user: &str) -> Connection {
+    let tcp = tokio::net::TcpStream::connect(server.tcp_addr)
+        .await
+        .unwrap();
+    let mut c = Connection::from_stream(tcp);
+    c.send(Frame::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        token: token(user),
+        device: String::new(),
+        resume: vec![],
+        options: Default::default(),
+    }))
+    .await
+    .unwrap();
+    let p = c.next_timeout(WAIT).await.unwrap();
+    assert!(
+        matches!(p.frame, Frame::AuthOk(ref a) if a.version == 1),
+        "{p:?}"
+    );
+    c
+}
+
+/// JOINs `room` and checks the OK.
+pub(crate) async fn join(c: &mut Connection, room: &str) {
+    let (ok, _) = c
+        .request(Frame::Join(Join {
+            room: room.into(),
+            resume_after: None,
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(ok.frame, Frame::Ok(_)), "{ok:?}");
 }

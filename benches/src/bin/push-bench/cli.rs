@@ -169,6 +169,9 @@ pub(crate) struct Load {
     /// Seconds into publishing before `--kill-pid` is killed.
     #[arg(long, default_value_t = 5.0)]
     pub kill_after: f64,
+    /// Publish transient messages (not stored, position 0; protocol version 2 receivers).
+    #[arg(long, conflicts_with = "resilient")]
+    pub transient: bool,
 }
 
 /// The TLS name and CA PEM for workers, from --tls-ca and --tls-name.

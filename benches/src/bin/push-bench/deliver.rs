@@ -75,6 +75,9 @@ fn body(target: Target, i: usize, load: &Load, prefix: &str) -> String {
     };
     let size = load.size;
     let mut body = json!({ "to": to, "kind": "bench", "payload": stamped_payload(size) });
+    if load.transient {
+        body["transient"] = json!(true);
+    }
     if load.resilient {
         // Unique to this run, so ids of an earlier run within the window are not duplicates.
         static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -93,10 +93,12 @@ async fn receive<S: PushSource>(
         if let Some(ts) = stamp_of(&push.payload) {
             let _ = hist.borrow_mut().record(now.saturating_sub(ts).max(1));
         }
-        if matches!(&last, Some((s, pos)) if *s == push.stream && push.position <= *pos) {
+        // A transient message (position 0) has no place in its stream to check or acknowledge.
+        let stored = push.position != 0;
+        if stored && matches!(&last, Some((s, pos)) if *s == push.stream && push.position <= *pos) {
             tally.duplicates.set(tally.duplicates.get() + 1);
         }
-        if push.stream == Stream::User {
+        if stored && push.stream == Stream::User {
             // Acknowledge like the SDK does, so the server neither keeps nor resends what was
             // received.
             let ack = Frame::Ack(vec![StreamPos {
@@ -108,7 +110,9 @@ async fn receive<S: PushSource>(
                 return;
             }
         }
-        last = Some((push.stream, push.position));
+        if stored {
+            last = Some((push.stream, push.position));
+        }
         tally.received.set(tally.received.get() + 1);
     }
 }
