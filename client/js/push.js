@@ -382,6 +382,7 @@ export class PushClient {
       if (this.opts.broadcast) q.set("broadcast_after", String(this.positions.broadcast || 0));
       const rooms = [...this.rooms].map((r) => r + ":" + (this.positions["room:" + r] || 0));
       if (rooms.length) q.set("rooms", rooms.join(","));
+      if (this.epoch) q.set("epoch", String(this.epoch));
       const abort = new AbortController();
       this._pollAbort = abort;
       let res, body;
@@ -408,6 +409,8 @@ export class PushClient {
       }
       this._attempt = 0;
       this._setState("connected", { transport: "poll", user: body.user });
+      // Every position of the poll was in its query, so the server's GAPs cover an epoch change.
+      if (body.epoch) this.epoch = body.epoch;
       for (const g of body.gaps) this._onServer(Object.assign({ op: "gap" }, g));
       for (const m of body.messages) this._deliver(m);
       // The next poll's `after` acknowledges what was processed.

@@ -146,6 +146,15 @@ async fn positions_of_another_epoch_get_gaps_and_lose_nothing() {
     );
     drop(ws);
 
+    // Long-poll: the same, with `epoch` in the query and the server's in the answer.
+    let path = format!("/api/v1/poll?after=3&epoch={old}&wait_ms=0");
+    let (status, body) = http(second.http_addr, "GET", &path, Some(&token("eve")), "").await;
+    assert_eq!(status, 200, "{body}");
+    let poll: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(poll["gaps"][0]["first_available"], 1, "{poll}");
+    assert_eq!(poll["messages"].as_array().map(Vec::len), Some(5), "{poll}");
+    assert_ne!(poll["epoch"], json!(old));
+
     // Without the epoch (a version-1 resume) the same position is an acknowledgement: what
     // epochs prevent.
     let mut legacy = resume(&second, "eve", 0, vec![at(Stream::User, 3)]).await;

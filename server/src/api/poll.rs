@@ -47,6 +47,9 @@ pub(super) struct PollQuery {
     limit: Option<usize>,
     /// Access token, for clients that cannot set the Authorization header.
     token: Option<String>,
+    /// The epoch the positions belong to (SPEC.md §5.2); 0 or absent: none known.
+    #[serde(default)]
+    epoch: u64,
 }
 
 /// Index of long-poll in `stats::TRANSPORTS`.
@@ -135,6 +138,7 @@ pub(super) async fn poll(
         rooms,
         limit,
         wait,
+        epoch: q.epoch,
     };
     // The poll runs in a task of its own so that a client hanging up never interrupts the
     // registration half-way (which would leave a connection in the hub); the guard tells the
@@ -160,6 +164,7 @@ struct Plan {
     rooms: Vec<(String, u64)>,
     limit: usize,
     wait: Duration,
+    epoch: u64,
 }
 
 /// Registers the poll's connection, collects messages until there are some (or the wait, the
@@ -173,6 +178,7 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
         rooms,
         limit,
         wait,
+        epoch,
     } = plan;
     let conn = Arc::new(
         Conn::with_grants(
@@ -201,6 +207,23 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
             position: b,
         });
     }
+    resume.extend(rooms.iter().map(|(room, after)| StreamPos {
+        stream: Stream::Room(room.clone()),
+        position: *after,
+    }));
+    // Positions of another epoch: GAPs, and every stream from its start.
+    ctx.delivery.restart_positions(&conn, epoch, &mut resume);
+    let at = |s: &Stream| resume.iter().find(|p| &p.stream == s).map(|p| p.position);
+    let after = at(&Stream::User).unwrap_or(0);
+    let broadcast_after = broadcast_after.and(at(&Stream::Broadcast));
+    let rooms: Vec<(String, u64)> = rooms
+        .into_iter()
+        .map(|(room, _)| {
+            let after = at(&Stream::Room(room.clone())).unwrap_or(0);
+            (room, after)
+        })
+        .collect();
+    resume.retain(|p| !matches!(p.stream, Stream::Room(_)));
     if let Err(code) = ctx.delivery.attach(conn.clone(), resume).await {
         let status = if code == ErrorCode::TOO_MANY_USER_CONNECTIONS {
             StatusCode::TOO_MANY_REQUESTS
@@ -258,6 +281,7 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
         StatusCode::OK,
         Json(json!({
             "user": user,
+            "epoch": ctx.delivery.epoch(),
             "messages": out.messages,
             "positions": out.positions,
             "gaps": out.gaps,

@@ -144,6 +144,27 @@ impl Delivery {
     }
 
     /// The cluster engine, in cluster mode.
+    /// Resume positions of another epoch than this server's name places in a timeline it
+    /// does not have: they are never taken as acknowledgements or resume points. Each gets a
+    /// GAP saying its stream starts again at 1 (queued ahead of any replay) and resumes from
+    /// 0 (SPEC.md §5.2). An `epoch` of 0 (none known) leaves the positions as they are.
+    pub fn restart_positions(&self, conn: &Conn, epoch: u64, resume: &mut [StreamPos]) {
+        if epoch == 0 || epoch == self.epoch() {
+            return;
+        }
+        for p in resume.iter_mut().filter(|p| p.position != 0) {
+            let gap = Frame::Gap(push_protocol::Gap {
+                stream: p.stream.clone(),
+                requested_after: p.position,
+                first_available: 1,
+            });
+            if let Ok(bytes) = encode_to_bytes(&Packet::new(0, gap), &self.options) {
+                let _ = self.hub.send_conn(conn, bytes);
+            }
+            p.position = 0;
+        }
+    }
+
     /// The epoch of every stream this server serves (SPEC.md §5.2).
     pub fn epoch(&self) -> u64 {
         self.cluster().map_or(self.epoch, |c| c.epoch)

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use push_protocol::{
-    encode_to_bytes, hello, AuthOk, EncodeOptions, ErrorBody, ErrorCode, Frame, Gap, Hello,
-    HelloOptions, Join, Packet, Stream, StreamPos,
+    hello, AuthOk, EncodeOptions, ErrorBody, ErrorCode, Frame, Hello, HelloOptions, Join, Packet,
+    Stream,
 };
 
 use super::link::Link;
@@ -193,9 +193,8 @@ pub(super) async fn handshake(
     );
     let epoch = ctx.delivery.epoch();
     let mut resume = hello.resume;
-    if hello.options.epoch != 0 && hello.options.epoch != epoch {
-        restart_positions(ctx, &conn, &mut resume);
-    }
+    ctx.delivery
+        .restart_positions(&conn, hello.options.epoch, &mut resume);
     let rooms = resume
         .iter()
         .filter_map(|p| match &p.stream {
@@ -241,23 +240,6 @@ pub(super) async fn handshake(
     }
     tracing::debug!(%peer, conn = conn.id, user = %conn.user, "authenticated");
     Ok(Handshaken { conn, seq, rooms })
-}
-
-/// Resume positions of another epoch name places in a timeline this server does not have:
-/// they are never taken as acknowledgements or resume points. Each gets a GAP saying its
-/// stream starts again at 1 (queued ahead of any replay) and resumes from 0 (SPEC.md §5.2).
-fn restart_positions(ctx: &Ctx, conn: &Conn, resume: &mut [StreamPos]) {
-    for p in resume.iter_mut().filter(|p| p.position != 0) {
-        let gap = Frame::Gap(Gap {
-            stream: p.stream.clone(),
-            requested_after: p.position,
-            first_available: 1,
-        });
-        if let Ok(bytes) = encode_to_bytes(&Packet::new(0, gap), ctx.delivery.options()) {
-            let _ = ctx.hub.send_conn(conn, bytes);
-        }
-        p.position = 0;
-    }
 }
 
 /// How the server's frames must be re-encoded for a client with these HELLO options
