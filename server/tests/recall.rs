@@ -1,8 +1,8 @@
 //! Recall (protocol version 2, SPEC.md §5.12): a publisher withdraws a stored message through
 //! the HTTP API (by stream and position, or by the publish's idempotency id) or with WITHDRAW
 //! (by its PUBLISH key). Online version-2 connections get RECALL, a replay meets RECALL where
-//! the message was, history shows it recalled; version-1 sessions see nothing new. In cluster
-//! mode recall is refused as not yet available.
+//! the message was (one node), history shows it recalled; version-1 sessions see nothing new.
+//! In cluster mode the recall is a tombstone in the stream: every node tells its connections.
 
 mod common;
 
@@ -236,30 +236,119 @@ async fn a_member_withdraws_what_it_published() {
     assert_eq!(ok.frame, Frame::Ok(None));
 }
 
-/// Not in cluster mode yet: refused with a reason, never silently ignored.
+/// Cluster mode: the recall is a tombstone in the stream, so every node tells its version-2
+/// connections; positions are not reused; history lists it; a replay skips it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recall_is_refused_in_cluster_mode() {
+async fn recall_in_cluster_mode() {
     let Some(nats) = NatsCluster::start(3).await else {
         return;
     };
     let a = node_with(&nats, "rc1", publishing()).await;
-    push_json(
+    let b = node_with(&nats, "rc1", publishing()).await;
+    let mut rae = connect(b.tcp_addr, "rae").await;
+    let mut old = version_1(&b, "rae").await;
+    let v = push_json(
         &a,
-        json!({"to": {"users": ["cal"]}, "kind": "k", "payload": "x"}),
+        json!({"to": {"users": ["rae"]}, "kind": "k", "payload": "oops"}),
     )
     .await;
-    let (status, v) = recall(&a, json!({"stream": "user:cal", "position": 1})).await;
-    assert_eq!(status, 501, "{v}");
-    let mut c = connect(a.tcp_addr, "cal").await;
-    join(&mut c, "hall").await;
-    let refused = c
+    let id = v["accepted"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(next_event(&mut rae).await, "push 1 oops");
+    assert_eq!(next_event(&mut old).await, "push 1 oops");
+    let (status, v) = recall(
+        &a,
+        json!({"stream": "user:rae", "position": 1, "message_id": id}),
+    )
+    .await;
+    assert_eq!(
+        (status, &v["recalled"][0]["already"]),
+        (200, &json!(false)),
+        "{v}"
+    );
+    assert_eq!(
+        next_event(&mut rae).await,
+        "recall 1",
+        "told on the other node"
+    );
+    push_json(
+        &a,
+        json!({"to": {"users": ["rae"]}, "kind": "k", "payload": "next"}),
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut old).await,
+        "push 2 next",
+        "version 1: nothing new"
+    );
+    assert_eq!(
+        next_event(&mut rae).await,
+        "push 2 next",
+        "position 1 is not reused"
+    );
+    let (status, v) = recall(&b, json!({"stream": "user:rae", "position": 1})).await;
+    assert_eq!(
+        (status, &v["recalled"][0]["already"]),
+        (200, &json!(true)),
+        "{v}"
+    );
+    let wrong = "00000000000000000000000000000000";
+    let (status, _) = recall(
+        &a,
+        json!({"stream": "user:rae", "position": 2, "message_id": wrong}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let h = user_history(b.http_addr, "rae", "after=0&limit=10").await;
+    assert_eq!(
+        (&h["messages"][0]["position"], &h["messages"][0]["state"]),
+        (&json!(1), &json!("recalled")),
+        "{h}"
+    );
+    assert_eq!(h["messages"][1]["state"], "pending", "{h}");
+
+    // Offline: the replay skips what was recalled.
+    let body =
+        json!({"to": {"users": ["ray", "roy"]}, "kind": "k", "payload": "gone", "id": "p-1"});
+    push_json(&a, body).await;
+    push_json(
+        &a,
+        json!({"to": {"users": ["ray"]}, "kind": "k", "payload": "stays"}),
+    )
+    .await;
+    let (status, v) = recall(&b, json!({"id": "p-1"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["recalled"].as_array().unwrap().len(), 2, "{v}");
+    let mut ray = connect(b.tcp_addr, "ray").await;
+    assert_eq!(next_event(&mut ray).await, "push 2 stays");
+
+    // A member withdraws its room message: members on both nodes are told.
+    let mut quinn = connect(a.tcp_addr, "quinn").await;
+    join(&mut quinn, "hall").await;
+    let mut pia = connect(b.tcp_addr, "pia").await;
+    join(&mut pia, "hall").await;
+    let (ack, _) = pia
+        .request(Frame::Publish(Publish {
+            room: "hall".into(),
+            key: "m-1".into(),
+            kind: "chat".into(),
+            format: PayloadFormat::OPAQUE,
+            payload: bytes::Bytes::from_static(b"typo"),
+            transient: false,
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(ack.frame, Frame::PublishAck(_)), "{ack:?}");
+    assert_eq!(next_event(&mut quinn).await, "push 1 typo");
+    let (ok, _) = pia
         .request(Frame::Withdraw(Withdraw {
             room: "hall".into(),
-            key: "k".into(),
+            key: "m-1".into(),
         }))
-        .await;
-    assert!(
-        matches!(refused, Err(ClientError::Request { ref reason, .. }) if reason.contains("cluster mode")),
-        "{refused:?}"
-    );
+        .await
+        .unwrap();
+    assert_eq!(ok.frame, Frame::Ok(None));
+    assert_eq!(next_event(&mut quinn).await, "recall 1");
+    let body = json!({"to": {"room": "hall"}, "kind": "k", "payload": "after"});
+    push_json(&b, body).await;
+    assert_eq!(next_event(&mut quinn).await, "push 2 after");
 }

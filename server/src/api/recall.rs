@@ -38,6 +38,14 @@ struct RecallRequest {
     id: Option<String>,
 }
 
+fn scope_of(stream: &StreamKey) -> Scope {
+    match stream {
+        StreamKey::User(_) => Scope::Users,
+        StreamKey::Room(_) => Scope::Rooms,
+        StreamKey::Broadcast => Scope::Broadcast,
+    }
+}
+
 fn bad(reason: impl Into<String>, field: &'static str) -> Response {
     error(StatusCode::BAD_REQUEST, reason.into(), Some(field))
 }
@@ -52,25 +60,30 @@ pub(super) async fn handler(
         Ok(r) => r,
         Err(e) => return Ok(bad(format!("invalid JSON: {e}"), "body")),
     };
-    let target = match (req.stream, req.position, req.id) {
+    let stream = match req.stream.as_deref().map(StreamKey::parse) {
+        None => None,
+        Some(Some(s)) => Some(s),
+        Some(None) => return Ok(bad("must be user:<id>, room:<name> or broadcast", "stream")),
+    };
+    let target = match (stream, req.position, req.id) {
         (Some(stream), Some(position), None) => {
-            let Some(stream) = StreamKey::parse(&stream) else {
-                return Ok(bad("must be user:<id>, room:<name> or broadcast", "stream"));
-            };
             let id = match req.message_id.as_deref().map(parse_id) {
                 None => None,
                 Some(Some(id)) => Some(id),
                 Some(None) => return Ok(bad("must be 32 hex digits", "message_id")),
             };
-            caller.require(match &stream {
-                StreamKey::User(_) => Scope::Users,
-                StreamKey::Room(_) => Scope::Rooms,
-                StreamKey::Broadcast => Scope::Broadcast,
-            })?;
+            caller.require(scope_of(&stream))?;
             RecallTarget::At {
                 stream,
                 position,
                 id,
+            }
+        }
+        (Some(stream), None, Some(id)) if req.message_id.is_none() => {
+            caller.require(scope_of(&stream))?;
+            RecallTarget::Key {
+                key: id,
+                stream: Some(stream),
             }
         }
         (None, None, Some(id)) if req.message_id.is_none() => {
@@ -81,12 +94,10 @@ pub(super) async fn handler(
                 stream: None,
             }
         }
-        _ => {
-            return Ok(bad(
-                "give stream and position (and optionally message_id), or id",
-                "body",
-            ))
-        }
+        _ => return Ok(bad(
+            "give stream and position (and optionally message_id), or id (and optionally stream)",
+            "body",
+        )),
     };
     Ok(match ctx.delivery.recall(target).await {
         Ok(list) => {
@@ -100,9 +111,6 @@ pub(super) async fn handler(
             (StatusCode::OK, Json(json!({ "recalled": list }))).into_response()
         }
         Err(e @ DeliveryError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string(), None),
-        Err(e @ DeliveryError::Unsupported(_)) => {
-            error(StatusCode::NOT_IMPLEMENTED, e.to_string(), None)
-        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     })
 }

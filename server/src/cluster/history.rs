@@ -71,15 +71,20 @@ impl ClusterEngine {
                 break;
             };
             next = m.sequence + 1;
-            let Some(position) = header_u64(&m.headers, names::POSITION) else {
+            // A recall's tombstone lists the withdrawn message where it was.
+            let recalled = header_u64(&m.headers, super::recall::RECALLED);
+            let Some(position) = recalled.or(header_u64(&m.headers, names::POSITION)) else {
                 continue;
             };
             first_retained = first_retained.min(position);
             if position <= after {
                 continue;
             }
-            let rec = record(&m.headers, m.payload);
-            let state = if key.as_user().is_none() {
+            let mut rec = record(&m.headers, m.payload);
+            rec.recalled = recalled.is_some();
+            let state = if rec.recalled {
+                "recalled"
+            } else if key.as_user().is_none() {
                 "stored"
             } else if position <= acked {
                 "sent"
@@ -99,6 +104,8 @@ impl ClusterEngine {
                 break;
             }
         }
+        // Tombstones sit where they were appended; the page is in position order.
+        items.sort_by_key(|i| i.position);
         Ok(HistoryPage {
             stream: key.clone(),
             first_retained,

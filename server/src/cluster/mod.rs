@@ -27,6 +27,7 @@ pub mod names;
 mod no_echo;
 mod publish;
 mod read;
+mod recall;
 mod retry;
 mod room_publish;
 mod rooms;

@@ -65,6 +65,10 @@ impl ClusterEngine {
             if pos > upto {
                 break;
             }
+            // A recall's tombstone (its position is the tail it was appended at).
+            if super::recall::is_tombstone(&m.headers) {
+                continue;
+            }
             if self.expired(&m.headers) {
                 continue;
             }

@@ -145,7 +145,12 @@ impl ClusterEngine {
         Ok(t)
     }
 
-    fn note_room_tail(&self, tok: &str, t: Tail) {
+    /// Forgets a room's cached counter (the next publish reads it).
+    pub(crate) fn forget_room_tail(&self, tok: &str) {
+        self.lock_room_tails().remove(tok);
+    }
+
+    pub(crate) fn note_room_tail(&self, tok: &str, t: Tail) {
         let mut tails = self.lock_room_tails();
         let e = tails.entry(tok.to_string()).or_default();
         if t.seq > e.seq {

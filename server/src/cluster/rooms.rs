@@ -338,6 +338,9 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
             msg = sub.next() => {
                 let Some(msg) = msg else { return };
                 let Some(h) = msg.headers.as_ref() else { continue };
+                if engine.notify_recall(&key, h) {
+                    continue;
+                }
                 let Some(pos) = header_u64(h, names::POSITION) else { continue };
                 let seq = header_u64(h, "Nats-Sequence").unwrap_or(0);
                 if pos <= delivered.pos {

@@ -270,6 +270,9 @@ impl Actor {
         let Some(headers) = msg.headers.as_ref() else {
             return;
         };
+        if engine.notify_recall(&crate::stream::StreamKey::user(&self.user), headers) {
+            return;
+        }
         let Some(pos) = header_u64(headers, names::POSITION) else {
             return;
         };

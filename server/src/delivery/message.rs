@@ -120,9 +120,6 @@ pub enum DeliveryError {
     /// A recall named a message the server does not have (or no longer knows the key of).
     #[error("no such message: {0}")]
     NotFound(String),
-    /// Not possible in this deployment mode.
-    #[error("{0}")]
-    Unsupported(&'static str),
 }
 
 /// What a publisher withdraws (SPEC.md §5.12).
@@ -170,7 +167,6 @@ impl DeliveryError {
             | DeliveryError::Unavailable(_) => ErrorCode::STORAGE_UNAVAILABLE,
             DeliveryError::Stopped => ErrorCode::SHUTTING_DOWN,
             DeliveryError::NotFound(_) => ErrorCode::NOT_FOUND,
-            DeliveryError::Unsupported(_) => ErrorCode::BAD_REQUEST,
         }
     }
 }

@@ -418,10 +418,8 @@ impl Delivery {
 
     /// Withdraws stored messages (SPEC.md §5.12).
     pub async fn recall(&self, target: RecallTarget) -> Result<Vec<Recalled>, DeliveryError> {
-        if self.cluster().is_some() {
-            return Err(DeliveryError::Unsupported(
-                "recall is not available in cluster mode yet",
-            ));
+        if let Some(cluster) = self.cluster() {
+            return cluster.recall(&target).await;
         }
         let (reply, rx) = oneshot::channel();
         self.send(Request::Recall { target, reply })
