@@ -117,6 +117,23 @@ fn json_transient_vectors() {
     assert_eq!((parsed.seq, parsed.frame), (publish.seq, publish.frame));
 }
 
+/// The other version-2 JSON vectors are their binary twins in JSON mode.
+#[test]
+fn json_version_2_vectors() {
+    for (binary, json) in [
+        ("auth_ok_v2", "server_welcome_v2"),
+        ("recall", "server_recall"),
+    ] {
+        let packet = binary_vector(binary);
+        let want: serde_json::Value = serde_json::from_str(&block("json-vector", json)).unwrap();
+        let got = server_json(&Packet::new(packet.seq, packet.frame));
+        assert_eq!(got, want, "{json}");
+    }
+    let withdraw = binary_vector("withdraw");
+    let parsed = parse_client(block("json-vector", "client_withdraw").as_bytes()).unwrap();
+    assert_eq!((parsed.seq, parsed.frame), (withdraw.seq, withdraw.frame));
+}
+
 /// The JSON push vector is the binary `push_notice` vector (§11) in JSON mode: the same
 /// message, so the two modes can be checked against each other.
 #[test]
