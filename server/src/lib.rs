@@ -27,6 +27,7 @@ pub(crate) mod http;
 pub mod hub;
 pub(crate) mod ingest;
 pub(crate) mod jwt;
+pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod push_request;
 pub(crate) mod ratelimit;

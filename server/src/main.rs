@@ -24,6 +24,22 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8; 26] = b"narenas:1,tcache_max:1024\0";
 
+/// jemalloc's figures for `/metrics` (push_memory_*). Its statistics are cached until the epoch
+/// is advanced, which every reading does (a scrape every few seconds).
+fn jemalloc_stats() -> Option<push_server::memory::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let read = |r: Result<usize, tikv_jemalloc_ctl::Error>| r.ok().map(|v| v as u64);
+    Some(push_server::memory::AllocatorStats {
+        allocated: read(stats::allocated::read())?,
+        active: read(stats::active::read())?,
+        resident: read(stats::resident::read())?,
+        mapped: read(stats::mapped::read())?,
+        retained: read(stats::retained::read())?,
+        metadata: read(stats::metadata::read())?,
+    })
+}
+
 /// Push server: binary-protocol TCP connections, rooms, user/room/broadcast push, HTTP API.
 ///
 /// With no flags it runs on embedded defaults (TCP 0.0.0.0:7100, HTTP 0.0.0.0:7180, data in
@@ -101,6 +117,7 @@ impl Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    push_server::memory::set_source(jemalloc_stats);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)

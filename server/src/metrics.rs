@@ -357,6 +357,18 @@ impl Collector for Exporter {
                 ],
             )?;
         }
+        if let Some(m) = crate::memory::read() {
+            for (name, help, v) in [
+                ("push_memory_allocated_bytes", "Bytes in live allocations (jemalloc stats.allocated): grows with a leak.", m.allocated),
+                ("push_memory_active_bytes", "Bytes in pages holding live allocations (jemalloc stats.active).", m.active),
+                ("push_memory_resident_bytes", "Bytes the allocator holds in physical memory (jemalloc stats.resident): grows with allocator caching or fragmentation.", m.resident),
+                ("push_memory_mapped_bytes", "Bytes in extents mapped for allocations (jemalloc stats.mapped).", m.mapped),
+                ("push_memory_retained_bytes", "Bytes kept mapped but returned to the OS (jemalloc stats.retained, virtual only).", m.retained),
+                ("push_memory_metadata_bytes", "Bytes of the allocator's own bookkeeping (jemalloc stats.metadata).", m.metadata),
+            ] {
+                f.gauge(name, help, v)?;
+            }
+        }
         if let Some(up) = g.broker_up {
             f.gauge(
                 "push_broker_up",
