@@ -98,12 +98,14 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
     let publisher = tokio::spawn(publish(c.clone(), t0, s.rates()));
     let mut rows: Vec<Value> = Vec::new();
     let mut next = t0;
+    let mut metrics = http::Http::new(c.http);
     while t0.elapsed().as_secs_f64() < s.seconds {
         let received = workers.poll_received(Duration::from_millis(200)).await;
         if Instant::now() < next {
             continue;
         }
         next += Duration::from_secs_f64(s.sample);
+        let alloc = allocator(&mut metrics).await;
         let row = json!({
             "t_s": t0.elapsed().as_secs(),
             "rss_bytes": pid.rss_bytes(),
@@ -113,6 +115,8 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
             "other_rss_bytes": (!s.other_pid.is_empty())
                 .then(|| Servers(s.other_pid.clone()).rss_bytes()),
             "received": received,
+            "allocated_bytes": alloc.map(|a| a.0),
+            "allocator_resident_bytes": alloc.map(|a| a.1),
         });
         eprintln!("  {row}");
         rows.push(row);
@@ -216,4 +220,21 @@ async fn publish(
         sum = (sum.0 + u, sum.1 + r, sum.2 + f);
     }
     Ok(sum)
+}
+
+/// jemalloc's allocated and resident bytes from the (first) server's `/metrics`, when it
+/// exports them: beside RSS they tell a leak from allocator caching.
+async fn allocator(http: &mut http::Http) -> Option<(u64, u64)> {
+    let (status, text) = http.get("/metrics", "").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let sample = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    Some((
+        sample("push_memory_allocated_bytes")?,
+        sample("push_memory_resident_bytes")?,
+    ))
 }
