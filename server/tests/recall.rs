@@ -52,13 +52,14 @@ async fn next_event(c: &mut Connection) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_recalls_delivered_and_undelivered_messages() {
-    let server = start(config()).await;
-    let mut rae = connect(server.tcp_addr, "rae").await;
-    let mut old = version_1(&server, "rae").await;
+/// A delivered user message published and recalled through `via`, to connections on `on`:
+/// the version-2 connection is told, the version-1 one sees nothing new; positions are not
+/// reused; recalling again is idempotent; a wrong id or position is 404; history lists it.
+async fn recall_delivered(via: &TestServer, on: &TestServer) {
+    let mut rae = connect(on.tcp_addr, "rae").await;
+    let mut old = version_1(on, "rae").await;
     let v = push_json(
-        &server,
+        via,
         json!({"to": {"users": ["rae"]}, "kind": "k", "payload": "oops"}),
     )
     .await;
@@ -68,7 +69,7 @@ async fn the_api_recalls_delivered_and_undelivered_messages() {
 
     // Delivered: the version-2 connection is told; the version-1 one sees nothing new.
     let (status, v) = recall(
-        &server,
+        via,
         json!({"stream": "user:rae", "position": 1, "message_id": id}),
     )
     .await;
@@ -76,7 +77,7 @@ async fn the_api_recalls_delivered_and_undelivered_messages() {
     assert_eq!(v["recalled"][0]["already"], json!(false), "{v}");
     assert_eq!(next_event(&mut rae).await, "recall 1");
     push_json(
-        &server,
+        via,
         json!({"to": {"users": ["rae"]}, "kind": "k", "payload": "next"}),
     )
     .await;
@@ -84,7 +85,7 @@ async fn the_api_recalls_delivered_and_undelivered_messages() {
     assert_eq!(next_event(&mut rae).await, "push 2 next");
 
     // Idempotent; a wrong id or position is 404 and changes nothing.
-    let (status, v) = recall(&server, json!({"stream": "user:rae", "position": 1})).await;
+    let (status, v) = recall(via, json!({"stream": "user:rae", "position": 1})).await;
     assert_eq!(
         (status, &v["recalled"][0]["already"]),
         (200, &json!(true)),
@@ -92,20 +93,26 @@ async fn the_api_recalls_delivered_and_undelivered_messages() {
     );
     let wrong = "00000000000000000000000000000000";
     let (status, _) = recall(
-        &server,
+        via,
         json!({"stream": "user:rae", "position": 2, "message_id": wrong}),
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _) = recall(&server, json!({"stream": "user:rae", "position": 9})).await;
+    let (status, _) = recall(via, json!({"stream": "user:rae", "position": 9})).await;
     assert_eq!(status, 404);
-    let (status, _) = recall(&server, json!({"stream": "user:rae"})).await;
+    let (status, _) = recall(via, json!({"stream": "user:rae"})).await;
     assert_eq!(status, 400);
 
     // History shows it recalled, without its payload.
-    let h = user_history(server.http_addr, "rae", "after=0&limit=10").await;
+    let h = user_history(on.http_addr, "rae", "after=0&limit=10").await;
     assert_eq!(h["messages"][0]["state"], "recalled", "{h}");
     assert_eq!(h["messages"][1]["state"], "pending", "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_recalls_delivered_and_undelivered_messages() {
+    let server = start(config()).await;
+    recall_delivered(&server, &server).await;
 
     // Not yet delivered (the user is offline): the replay meets RECALL instead of the message.
     // By the publish's idempotency id: every user it reached.
@@ -245,66 +252,7 @@ async fn recall_in_cluster_mode() {
     };
     let a = node_with(&nats, "rc1", publishing()).await;
     let b = node_with(&nats, "rc1", publishing()).await;
-    let mut rae = connect(b.tcp_addr, "rae").await;
-    let mut old = version_1(&b, "rae").await;
-    let v = push_json(
-        &a,
-        json!({"to": {"users": ["rae"]}, "kind": "k", "payload": "oops"}),
-    )
-    .await;
-    let id = v["accepted"][0]["id"].as_str().unwrap().to_string();
-    assert_eq!(next_event(&mut rae).await, "push 1 oops");
-    assert_eq!(next_event(&mut old).await, "push 1 oops");
-    let (status, v) = recall(
-        &a,
-        json!({"stream": "user:rae", "position": 1, "message_id": id}),
-    )
-    .await;
-    assert_eq!(
-        (status, &v["recalled"][0]["already"]),
-        (200, &json!(false)),
-        "{v}"
-    );
-    assert_eq!(
-        next_event(&mut rae).await,
-        "recall 1",
-        "told on the other node"
-    );
-    push_json(
-        &a,
-        json!({"to": {"users": ["rae"]}, "kind": "k", "payload": "next"}),
-    )
-    .await;
-    assert_eq!(
-        next_event(&mut old).await,
-        "push 2 next",
-        "version 1: nothing new"
-    );
-    assert_eq!(
-        next_event(&mut rae).await,
-        "push 2 next",
-        "position 1 is not reused"
-    );
-    let (status, v) = recall(&b, json!({"stream": "user:rae", "position": 1})).await;
-    assert_eq!(
-        (status, &v["recalled"][0]["already"]),
-        (200, &json!(true)),
-        "{v}"
-    );
-    let wrong = "00000000000000000000000000000000";
-    let (status, _) = recall(
-        &a,
-        json!({"stream": "user:rae", "position": 2, "message_id": wrong}),
-    )
-    .await;
-    assert_eq!(status, 404);
-    let h = user_history(b.http_addr, "rae", "after=0&limit=10").await;
-    assert_eq!(
-        (&h["messages"][0]["position"], &h["messages"][0]["state"]),
-        (&json!(1), &json!("recalled")),
-        "{h}"
-    );
-    assert_eq!(h["messages"][1]["state"], "pending", "{h}");
+    recall_delivered(&a, &b).await;
 
     // Offline: the replay skips what was recalled.
     let body =
