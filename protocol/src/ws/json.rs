@@ -52,6 +52,15 @@ fn required<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a str, JsonErr
     str_field(o, key)?.ok_or_else(|| bad(format!("\"{key}\" is required")))
 }
 
+/// An optional boolean field (absent or null: false).
+fn bool_field(o: &Map<String, Value>, key: &str) -> Result<bool, JsonError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(format!("\"{key}\" must be true or false"))),
+    }
+}
+
 fn u64_field(o: &Map<String, Value>, key: &str) -> Result<Option<u64>, JsonError> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -126,11 +135,7 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
             let max_version = u64_field(o, "max_version")?
                 .map_or(MAX_VERSION, |v| v.min(u64::from(u16::MAX)) as u16);
             // Frame size, zstd and checksums do not exist in JSON mode; echo does.
-            let no_echo = match o.get("no_echo") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(bad("\"no_echo\" must be true or false")),
-            };
+            let no_echo = bool_field(o, "no_echo")?;
             let epoch = u64_field(o, "epoch")?.unwrap_or(0);
             if (no_echo || epoch != 0) && max_version < 2 {
                 return Err(bad("\"no_echo\" and \"epoch\" need max_version 2 or more"));
@@ -179,11 +184,7 @@ pub fn parse_client(text: &[u8]) -> Result<Packet, JsonError> {
         }),
         "publish" => {
             let (format, payload) = content(o)?;
-            let transient = match o.get("transient") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(bad("\"transient\" must be true or false")),
-            };
+            let transient = bool_field(o, "transient")?;
             Frame::Publish(Publish {
                 room: required(o, "room")?.to_string(),
                 key: str_field(o, "key")?.unwrap_or_default().to_string(),
