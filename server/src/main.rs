@@ -19,10 +19,13 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// objects of at most 1 KiB: with the default (four arenas per CPU and caches up to 32 KiB)
 /// idle connections measured 876 B of RSS each instead of 794 B, because freed handshake and
 /// storage-thread allocations stayed parked per thread and per arena (BENCHMARKS.md).
+/// A background thread purges freed pages on jemalloc's decay schedule: without it pages are
+/// only purged as a side effect of later allocations, and under steady churn freed pages
+/// accumulated (the soak's creep, issue 18).
 /// `_RJEM_MALLOC_CONF` in the environment still overrides these.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8; 26] = b"narenas:1,tcache_max:1024\0";
+pub static malloc_conf: &[u8; 49] = b"narenas:1,tcache_max:1024,background_thread:true\0";
 
 /// jemalloc's figures for `/metrics` (push_memory_*). Its statistics are cached until the epoch
 /// is advanced, which every reading does (a scrape every few seconds).

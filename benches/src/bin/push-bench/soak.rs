@@ -115,8 +115,9 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
             "other_rss_bytes": (!s.other_pid.is_empty())
                 .then(|| Servers(s.other_pid.clone()).rss_bytes()),
             "received": received,
-            "allocated_bytes": alloc.map(|a| a.0),
-            "allocator_resident_bytes": alloc.map(|a| a.1),
+            "allocated_bytes": alloc.map(|a| a.allocated),
+            "allocator_active_bytes": alloc.map(|a| a.active),
+            "allocator_resident_bytes": alloc.map(|a| a.resident),
         });
         eprintln!("  {row}");
         rows.push(row);
@@ -222,9 +223,18 @@ async fn publish(
     Ok(sum)
 }
 
-/// jemalloc's allocated and resident bytes from the (first) server's `/metrics`, when it
-/// exports them: beside RSS they tell a leak from allocator caching.
-async fn allocator(http: &mut http::Http) -> Option<(u64, u64)> {
+/// jemalloc's figures from one `/metrics` scrape.
+#[derive(Clone, Copy)]
+struct Allocator {
+    allocated: u64,
+    active: u64,
+    resident: u64,
+}
+
+/// jemalloc's allocated, active and resident bytes from the (first) server's `/metrics`, when
+/// it exports them: beside RSS they tell a leak (allocated grows) from fragmentation (active -
+/// allocated grows) and from freed pages the allocator keeps (resident - active grows).
+async fn allocator(http: &mut http::Http) -> Option<Allocator> {
     let (status, text) = http.get("/metrics", "").await.ok()?;
     if status != 200 {
         return None;
@@ -233,8 +243,9 @@ async fn allocator(http: &mut http::Http) -> Option<(u64, u64)> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     };
-    Some((
-        sample("push_memory_allocated_bytes")?,
-        sample("push_memory_resident_bytes")?,
-    ))
+    Some(Allocator {
+        allocated: sample("push_memory_allocated_bytes")?,
+        active: sample("push_memory_active_bytes")?,
+        resident: sample("push_memory_resident_bytes")?,
+    })
 }
