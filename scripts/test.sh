@@ -65,6 +65,27 @@ ensure_nats() {
   export PUSH_TEST_NATS_SERVER
 }
 
+# deploy/push-server.service, checked by systemd-analyze with ExecStart pointed at the built
+# binary (verify needs the command to exist). verify exits 0 on a misspelt or unparsable
+# setting and only says so, so any output fails the check.
+check_systemd_unit() {
+  if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "installing systemd (systemd-analyze checks deploy/push-server.service)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+  fi
+  local dir out
+  dir=$(mktemp -d)
+  sed "s|/usr/local/bin/push-server|$PWD/target/debug/push-server|" deploy/push-server.service \
+    >"$dir/push-server.service"
+  out=$(systemd-analyze verify "$dir/push-server.service" 2>&1) || { echo "$out" >&2; exit 1; }
+  if [ -n "$out" ]; then
+    echo "systemd-analyze verify deploy/push-server.service:" >&2; echo "$out" >&2; exit 1
+  fi
+  rm -rf "$dir"
+  echo "deploy/push-server.service: systemd-analyze verify passed" >&2
+}
+
 ensure_rabbitmq
 ensure_e2e_tools
 ensure_nats
@@ -74,6 +95,7 @@ cargo test --workspace --doc
 # End-to-end tests against the real binary: a third-party WebSocket client, then the demo page
 # and the browser SDK in headless Chromium (screenshots under target/e2e/).
 cargo build -q -p push-server
+check_systemd_unit
 python3 server/tests/e2e/ws_third_party.py target/debug/push-server
 node client/js/test/browser.test.mjs target/debug/push-server
 # Several cluster nodes sharing one port (reuse_port) under the load harness, at small scale:

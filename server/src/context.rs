@@ -187,6 +187,11 @@ impl Ctx {
                 .as_ref()
                 .map(|_| self.broker_up.load(Ordering::Relaxed)),
             user_actors: self.delivery.cluster().map(|c| c.actor_counts()),
+            storage_bytes: self
+                .delivery
+                .cluster()
+                .is_none()
+                .then(|| crate::store::disk_bytes(&self.config.data_dir)),
         }
     }
 

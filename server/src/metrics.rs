@@ -118,6 +118,8 @@ pub struct Gauges {
     pub broker_up: Option<bool>,
     /// Cluster mode: user actors running and asleep on this node.
     pub user_actors: Option<(usize, usize)>,
+    /// One node: bytes the store takes on disk; `None` in cluster mode (JetStream stores).
+    pub storage_bytes: Option<u64>,
 }
 
 /// The server's metrics, read on each scrape.
@@ -347,6 +349,13 @@ impl Collector for Exporter {
                 (vec![("outcome", "requeued")], get(&s.ingest_requeued)),
             ],
         )?;
+        if let Some(bytes) = g.storage_bytes {
+            f.gauge(
+                "push_storage_bytes",
+                "Bytes the store's files take on disk (data_dir).",
+                bytes,
+            )?;
+        }
         if let Some((awake, asleep)) = g.user_actors {
             f.gauges(
                 "push_cluster_user_actors",

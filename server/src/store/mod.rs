@@ -22,6 +22,17 @@ pub use keys::{
 };
 pub use record::{decode_accepted, encode_accepted, Meta, Record};
 
+/// Bytes the files under `dir` take (the store's size on disk, for `push_storage_bytes`).
+pub fn disk_bytes(dir: &Path) -> u64 {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| disk_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 /// A storage failure: the request is refused with a reason, never dropped silently.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
