@@ -1,4 +1,4 @@
-//! A minimal keep-alive HTTP/1.1 client for publishing through the push API.
+//! A minimal keep-alive HTTP/1.1 client for the push API (publishing, the operator commands).
 
 use std::net::SocketAddr;
 
@@ -35,6 +35,11 @@ impl Http {
     /// GETs `path` with a bearer token; returns (status, body).
     pub async fn get(&mut self, path: &str, token: &str) -> std::io::Result<(u16, String)> {
         self.request("GET", path, token, "").await
+    }
+
+    /// DELETEs `path` with a bearer token; returns (status, body).
+    pub async fn delete(&mut self, path: &str, token: &str) -> std::io::Result<(u16, String)> {
+        self.request("DELETE", path, token, "").await
     }
 
     async fn request(

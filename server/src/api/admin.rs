@@ -14,6 +14,7 @@ use super::error;
 use crate::cluster::control::{answer_local, Answer, Control};
 use crate::config::Scope;
 use crate::context::Ctx;
+use crate::stats::{NodeStats, BUCKETS};
 use crate::stream::valid_room_name;
 
 /// Every node's answer to `q` (in cluster mode), or this node's.
@@ -138,6 +139,34 @@ pub(super) async fn remove_member(
         Ok(a) => Json(json!({ "room": room, "user": user, "left": a.count })).into_response(),
         Err(resp) => resp,
     })
+}
+
+/// `GET /api/v1/stats`: every node's figures (one node's on a single server) and their total,
+/// with the latency buckets' bounds so a watcher can take quantiles between two readings.
+pub(super) async fn stats(State(ctx): State<Arc<Ctx>>, caller: Caller) -> Result<Response, Denied> {
+    caller.require(Scope::Read)?;
+    let all = match answers(&ctx, Control::Stats).await {
+        Ok(all) => all,
+        Err(resp) => return Ok(resp),
+    };
+    let gauges = ctx.gauges();
+    let mut nodes: Vec<NodeStats> = all
+        .into_iter()
+        .filter_map(|a| a.stats.map(|s| *s))
+        .collect();
+    if let [one] = nodes.as_mut_slice() {
+        one.storage_bytes = gauges.storage_bytes;
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let total = NodeStats::total(&nodes);
+    Ok(Json(json!({
+        "cluster": ctx.delivery.cluster().is_some(),
+        "buckets_le_s": BUCKETS,
+        "broker": gauges.broker_up.map(|up| if up { "connected" } else { "disconnected" }),
+        "nodes": nodes.iter().map(NodeStats::to_json).collect::<Vec<_>>(),
+        "total": total.to_json(),
+    }))
+    .into_response())
 }
 
 /// `GET /metrics`: OpenMetrics text, which Prometheus reads (no authentication, like most

@@ -43,6 +43,7 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
             put(admin::add_member).delete(admin::remove_member),
         )
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/stats", get(admin::stats))
         .route("/metrics", get(admin::metrics))
         .route("/readyz", get(admin::readyz))
         .route("/healthz", get(healthz))

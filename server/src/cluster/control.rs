@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::ClusterEngine;
 use crate::hub::Hub;
-use crate::stats::Stats;
+use crate::stats::{NodeStats, Stats};
 use crate::stream::StreamKey;
 
 /// The longest the asker waits for answers.
@@ -49,6 +49,8 @@ pub enum Control {
         /// Room name.
         room: String,
     },
+    /// The node's figures (`GET /api/v1/stats`).
+    Stats,
     /// Every connection of the user leaves the room.
     LeaveUser {
         /// User id.
@@ -69,6 +71,9 @@ pub struct Answer {
     /// The answering node's name (cluster mode).
     #[serde(default)]
     pub node: String,
+    /// The node's figures (stats).
+    #[serde(default)]
+    pub stats: Option<Box<NodeStats>>,
 }
 
 /// This node's answer to `q` for the connections it holds (the whole answer on a single
@@ -84,7 +89,7 @@ pub fn answer_local(hub: &Hub, stats: &Stats, q: &Control) -> Answer {
             return Answer {
                 count: conns.len(),
                 devices,
-                node: String::new(),
+                ..Answer::default()
             };
         }
         Control::Kick { user } => {
@@ -92,14 +97,19 @@ pub fn answer_local(hub: &Hub, stats: &Stats, q: &Control) -> Answer {
             stats.add(&stats.kicked, n as u64);
             n
         }
+        Control::Stats => {
+            return Answer {
+                stats: Some(Box::new(NodeStats::read(stats, hub.room_count() as u64))),
+                ..Answer::default()
+            }
+        }
         Control::RoomSize { room } => hub.room_size(room),
         Control::JoinUser { user, room } => hub.join_user(user, room),
         Control::LeaveUser { user, room } => hub.leave_user(user, room),
     };
     Answer {
         count,
-        devices: Vec::new(),
-        node: String::new(),
+        ..Answer::default()
     }
 }
 
@@ -132,6 +142,9 @@ impl ClusterEngine {
     fn answer(self: &Arc<Self>, q: &Control) -> Answer {
         let mut answer = answer_local(&self.hub, &self.stats, q);
         answer.node = self.settings.node.clone();
+        if let Some(stats) = &mut answer.stats {
+            stats.node = answer.node.clone();
+        }
         if let Control::JoinUser { room, .. } = q {
             if answer.count > 0 {
                 // The room's actor delivers to the new members from now on.

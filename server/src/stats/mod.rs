@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use push_protocol::ErrorCode;
 
 mod histogram;
+mod summary;
 
 pub use histogram::{Histogram, BUCKETS};
+pub use summary::{quantile, NodeStats};
 
 /// Delivery scenarios, the label of per-scenario metrics.
 pub const SCENARIOS: [&str; 3] = ["user", "room", "broadcast"];

@@ -1,4 +1,7 @@
-//! `push-cli`: mint test tokens, subscribe and print arriving messages, publish through the API.
+//! `push-cli`: mint test tokens, subscribe and print arriving messages, publish through the API,
+//! and the operator commands (presence, kick, room, history, stats).
+
+mod ops;
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -96,6 +99,48 @@ enum Cmd {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Is a user online: connections, devices (and nodes, in a cluster).
+    Presence {
+        /// User id.
+        user: String,
+        #[command(flatten)]
+        api: ops::Api,
+    },
+    /// Close every connection of a user (KICKED, no reconnect hint); needs the admin scope.
+    Kick {
+        /// User id.
+        user: String,
+        #[command(flatten)]
+        api: ops::Api,
+    },
+    /// A room's members (on every node) and its stored stream's tail.
+    Room {
+        /// Room name.
+        room: String,
+        #[command(flatten)]
+        api: ops::Api,
+    },
+    /// Stored messages of a stream with their delivery states.
+    History {
+        /// user, room or broadcast.
+        #[arg(value_enum)]
+        stream: ops::StreamKind,
+        /// The user id or room name (none for broadcast).
+        id: Option<String>,
+        /// Positions after this one.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Messages to list (at most 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        api: ops::Api,
+    },
+    /// One screen of the server's figures (every node's in a cluster).
+    Stats {
+        #[command(flatten)]
+        api: ops::Api,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -118,6 +163,17 @@ fn now_secs() -> u64 {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.cmd {
+        Cmd::Presence { user, api } => ops::presence(api, user).await,
+        Cmd::Kick { user, api } => ops::kick(api, user).await,
+        Cmd::Room { room, api } => ops::room(api, room).await,
+        Cmd::History {
+            stream,
+            id,
+            after,
+            limit,
+            api,
+        } => ops::history(api, stream, id, after, limit).await,
+        Cmd::Stats { api } => ops::stats(api).await,
         Cmd::Token {
             user,
             secret,
