@@ -93,11 +93,13 @@ ensure_nats
 cargo test --workspace --all-targets --all-features
 cargo test --workspace --doc
 # End-to-end tests against the real binary: a third-party WebSocket client, then the demo page
-# and the browser SDK in headless Chromium (screenshots under target/e2e/).
+# and the browser SDK, then the admin console, in headless Chromium (screenshots under
+# target/e2e/).
 cargo build -q -p push-server
 check_systemd_unit
 python3 server/tests/e2e/ws_third_party.py target/debug/push-server
 node client/js/test/browser.test.mjs target/debug/push-server
+node client/js/test/console.test.mjs target/debug/push-server
 # Several cluster nodes sharing one port (reuse_port) under the load harness, at small scale:
 # fails if any connection is refused or any message lost (benches/run-nodes.sh for full scale).
 benches/run-nodes.sh small

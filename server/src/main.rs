@@ -40,7 +40,17 @@ fn jemalloc_stats() -> Option<push_server::memory::AllocatorStats> {
         mapped: read(stats::mapped::read())?,
         retained: read(stats::retained::read())?,
         metadata: read(stats::metadata::read())?,
+        dirty: arenas_pages(b"stats.arenas.4096.pdirty\0")?,
+        muzzy: arenas_pages(b"stats.arenas.4096.pmuzzy\0")?,
     })
+}
+
+/// A page count summed over every arena (MALLCTL_ARENAS_ALL is 4096), in bytes.
+fn arenas_pages(name: &[u8]) -> Option<u64> {
+    // SAFETY: both names are NUL-terminated mallctl names whose value is a size_t.
+    let pages = unsafe { tikv_jemalloc_ctl::raw::read::<usize>(name) }.ok()?;
+    let page = unsafe { tikv_jemalloc_ctl::raw::read::<usize>(b"arenas.page\0") }.ok()?;
+    Some((pages * page) as u64)
 }
 
 /// Push server: binary-protocol TCP connections, rooms, user/room/broadcast push, HTTP API.

@@ -21,6 +21,12 @@ pub struct AllocatorStats {
     pub retained: u64,
     /// Bytes of the allocator's own bookkeeping.
     pub metadata: u64,
+    /// Bytes in freed pages not yet returned to the OS (jemalloc's dirty pages: resident, and
+    /// reused before new pages are touched; purged after `dirty_decay_ms`).
+    pub dirty: u64,
+    /// Bytes in pages given back lazily (MADV_FREE: the kernel takes them only under memory
+    /// pressure, so they may still count in RSS).
+    pub muzzy: u64,
 }
 
 static SOURCE: OnceLock<fn() -> Option<AllocatorStats>> = OnceLock::new();

@@ -374,6 +374,8 @@ impl Collector for Exporter {
                 ("push_memory_mapped_bytes", "Bytes in extents mapped for allocations (jemalloc stats.mapped).", m.mapped),
                 ("push_memory_retained_bytes", "Bytes kept mapped but returned to the OS (jemalloc stats.retained, virtual only).", m.retained),
                 ("push_memory_metadata_bytes", "Bytes of the allocator's own bookkeeping (jemalloc stats.metadata).", m.metadata),
+                ("push_memory_dirty_bytes", "Bytes in freed pages the allocator still holds, purged after its dirty decay time (jemalloc pdirty).", m.dirty),
+                ("push_memory_muzzy_bytes", "Bytes in freed pages given back lazily with MADV_FREE; they leave RSS only under memory pressure (jemalloc pmuzzy).", m.muzzy),
             ] {
                 f.gauge(name, help, v)?;
             }

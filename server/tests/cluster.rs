@@ -405,6 +405,33 @@ async fn presence_room_counts_membership_and_kick_work_from_any_node() {
         assert_eq!(room_push(p), (Stream::Room("ops".into()), 1, "o1".into()));
     }
 
+    // Stats through node A: one entry per node, added up in the total.
+    let v = api(&a, "GET", "/api/v1/stats".into()).await;
+    let nodes = v["nodes"].as_array().expect("nodes");
+    let mut per_node: Vec<(bool, u64)> = nodes
+        .iter()
+        .map(|n| {
+            let name = n["node"].as_str().unwrap();
+            (
+                name.ends_with(&port(&a)),
+                n["connections"]["total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    per_node.sort();
+    assert_eq!(per_node, [(false, 2), (true, 1)], "{v}");
+    assert_eq!(v["total"]["connections"]["total"], 3, "{v}");
+    assert_eq!(v["total"]["scenarios"]["room"]["deliveries"], 3, "{v}");
+    // Each delivery's accept-to-write latency, measured on the node that wrote it.
+    let written: u64 = v["total"]["scenarios"]["room"]["accept_to_write_buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(written, 3, "{v}");
+    assert_eq!(v["cluster"], true);
+
     // Kick through node B closes pat's connections on both nodes.
     let v = api(&b, "DELETE", "/api/v1/users/pat/connections".into()).await;
     assert_eq!(v["closed"], 2, "{v}");

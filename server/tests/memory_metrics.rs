@@ -1,6 +1,6 @@
 //! The allocator's own figures in `/metrics` (issue 18): the server binary, whose global
-//! allocator is jemalloc, exports allocated, active, resident, mapped, retained and metadata
-//! bytes, so operators can tell a leak (allocated grows) from allocator caching (resident
+//! allocator is jemalloc, exports allocated, active, resident, mapped, retained, metadata, dirty
+//! and muzzy bytes, so operators can tell a leak (allocated grows) from allocator caching (resident
 //! grows alone). A server embedded without an allocator source exports none rather than zeros.
 
 mod common;
@@ -33,6 +33,10 @@ async fn the_binary_exports_the_allocator_figures() {
     let mapped = figure("push_memory_mapped_bytes");
     figure("push_memory_retained_bytes");
     assert!(figure("push_memory_metadata_bytes") > 0);
+    // Freed pages the allocator holds are part of what it has resident.
+    let dirty = figure("push_memory_dirty_bytes");
+    figure("push_memory_muzzy_bytes");
+    assert!(dirty <= resident, "{dirty} {resident}");
     // jemalloc's own order: live bytes fit in active pages, which are mapped and resident.
     assert!(allocated > 0 && allocated <= active, "{allocated} {active}");
     assert!(

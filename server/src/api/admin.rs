@@ -141,6 +141,12 @@ pub(super) async fn remove_member(
     })
 }
 
+/// `GET /api/v1/key`: the calling key's name and scopes (the console checks for `admin`).
+pub(super) async fn key(caller: Caller) -> Response {
+    let (name, scopes) = caller.key();
+    Json(json!({ "name": name, "scopes": scopes })).into_response()
+}
+
 /// `GET /api/v1/stats`: every node's figures (one node's on a single server) and their total,
 /// with the latency buckets' bounds so a watcher can take quantiles between two readings.
 pub(super) async fn stats(State(ctx): State<Arc<Ctx>>, caller: Caller) -> Result<Response, Denied> {

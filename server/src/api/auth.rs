@@ -178,6 +178,12 @@ impl FromRequestParts<Arc<Ctx>> for Caller {
 
 impl Caller {
     /// 403 unless the caller's key holds `scope`.
+    /// The key's name and scopes (`GET /api/v1/key`).
+    pub(super) fn key(&self) -> (&str, &[Scope]) {
+        let key: &KeyState = &self.keys.0[self.index];
+        (&key.key.name, &key.key.scopes)
+    }
+
     pub(super) fn require(&self, scope: Scope) -> Result<(), Denied> {
         let key: &KeyState = &self.keys.0[self.index];
         if key.key.scopes.contains(&scope) {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod console;
 mod demo;
 mod history;
 mod poll;
@@ -44,6 +45,9 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         )
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/stats", get(admin::stats))
+        .route("/api/v1/key", get(admin::key))
+        .route("/admin", get(console::page))
+        .route("/admin/{file}", get(console::asset))
         .route("/metrics", get(admin::metrics))
         .route("/readyz", get(admin::readyz))
         .route("/healthz", get(healthz))

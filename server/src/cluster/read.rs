@@ -9,6 +9,7 @@ use super::engine::ClusterEngine;
 use super::js::{next_for_subject, JsError};
 use super::names;
 use super::names::{header_u64, parse_id};
+use crate::hub::{FanOut, Stamp};
 
 impl ClusterEngine {
     /// The PUSH frame of a stored message, as `stream` on the wire, with its position.
@@ -35,6 +36,26 @@ impl ClusterEngine {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bytes = encode_to_bytes(&Packet::new(seq, frame), &self.options).ok()?;
         Some((position, bytes))
+    }
+
+    /// The stamp of a live message of `scenario` for the latency histograms: its acceptance time
+    /// (the accepting node's wall clock, in its header, millisecond resolution) moved onto this
+    /// hub's clock, so accept-to-write spans nodes; clock skew between hosts adds to it.
+    pub(crate) fn live_stamp(&self, headers: &HeaderMap, scenario: usize) -> Stamp {
+        let age_ms = header_u64(headers, names::TIMESTAMP)
+            .map_or(0, |ts| self.clock.now().unix_ms.saturating_sub(ts));
+        Stamp {
+            // 0 means "not a message": a hub younger than the message still gets a stamp.
+            accepted_us: self.hub.now_us().saturating_sub(age_ms * 1000).max(1),
+            ..Stamp::delivery(scenario)
+        }
+    }
+
+    /// Counts a live fan-out of `scenario` in the deliveries metric.
+    pub(crate) fn count_delivered(&self, scenario: usize, fan: FanOut) {
+        if let Some(c) = self.stats.queued_by.get(scenario) {
+            self.stats.add(c, fan.queued as u64);
+        }
     }
 
     pub(crate) fn expired(&self, headers: &HeaderMap) -> bool {

@@ -146,16 +146,14 @@ impl ClusterEngine {
         self.reply(conn, seq, Frame::Error(ErrorBody { code, reason }));
     }
 
-    /// Queues a live message to the stream's connections here, but connection `skip`.
-    fn send_live(&self, key: &StreamKey, frame: &Bytes, skip: Option<u64>) {
-        match key {
-            StreamKey::Room(r) => {
-                self.hub.send_room_except(r, frame, Stamp::NONE, skip);
-            }
-            _ => {
-                self.hub.broadcast(frame, Stamp::NONE);
-            }
-        }
+    /// Queues a live message to the stream's connections here, but connection `skip`, and
+    /// counts the deliveries.
+    fn send_live(&self, key: &StreamKey, frame: &Bytes, stamp: Stamp, skip: Option<u64>) {
+        let fan = match key {
+            StreamKey::Room(r) => self.hub.send_room_except(r, frame, stamp, skip),
+            _ => self.hub.broadcast(frame, stamp),
+        };
+        self.count_delivered(key.scenario(), fan);
     }
 
     /// First retained position of the stream (the oldest message still stored), if any.
@@ -281,7 +279,7 @@ async fn fill_gap(
         let last_seq = last.0;
         for (seq, pos, frame) in batch {
             if pos > at.pos {
-                engine.send_live(key, &frame, own.take(pos));
+                engine.send_live(key, &frame, Stamp::delivery(key.scenario()), own.take(pos));
                 at = Tail { seq, pos };
             }
         }
@@ -352,7 +350,8 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
                 if pos == delivered.pos + 1 {
                     if !engine.expired(h) {
                         if let Some((_, frame)) = engine.push_frame(h, msg.payload.clone(), &key.wire()) {
-                            engine.send_live(&key, &frame, own.take(pos));
+                            let stamp = engine.live_stamp(h, key.scenario());
+                            engine.send_live(&key, &frame, stamp, own.take(pos));
                         }
                     }
                     delivered = Tail { seq, pos };

@@ -21,6 +21,7 @@ use super::names::header_u64;
 use super::retry::{Retry, Step};
 use super::rooms::reset_gap;
 use crate::hub::{Conn, Stamp};
+use crate::stream::SCENARIO_USER;
 
 /// How often an actor retries storing an ack record it could not store.
 const CHECK: Duration = Duration::from_secs(2);
@@ -287,7 +288,9 @@ impl Actor {
             if !engine.expired(headers) {
                 let frame = engine.push_frame(headers, msg.payload.clone(), &Stream::User);
                 if let Some((_, frame)) = frame {
-                    engine.hub.send_user(&self.user, &frame, Stamp::NONE);
+                    let stamp = engine.live_stamp(headers, SCENARIO_USER);
+                    let fan = engine.hub.send_user(&self.user, &frame, stamp);
+                    engine.count_delivered(SCENARIO_USER, fan);
                 }
             }
             self.delivered = Tail { seq, pos };
@@ -391,7 +394,10 @@ async fn fill_gap(engine: &ClusterEngine, user: &str, from: Tail, upto: u64) -> 
         }
         for (seq, pos, frame) in batch {
             if pos > at.pos {
-                engine.hub.send_user(user, &frame, Stamp::NONE);
+                let fan = engine
+                    .hub
+                    .send_user(user, &frame, Stamp::delivery(SCENARIO_USER));
+                engine.count_delivered(SCENARIO_USER, fan);
                 at = Tail { seq, pos };
             }
         }

@@ -118,6 +118,8 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
             "allocated_bytes": alloc.map(|a| a.allocated),
             "allocator_active_bytes": alloc.map(|a| a.active),
             "allocator_resident_bytes": alloc.map(|a| a.resident),
+            "allocator_dirty_bytes": alloc.and_then(|a| a.dirty),
+            "allocator_muzzy_bytes": alloc.and_then(|a| a.muzzy),
         });
         eprintln!("  {row}");
         rows.push(row);
@@ -229,6 +231,8 @@ struct Allocator {
     allocated: u64,
     active: u64,
     resident: u64,
+    dirty: Option<u64>,
+    muzzy: Option<u64>,
 }
 
 /// jemalloc's allocated, active and resident bytes from the (first) server's `/metrics`, when
@@ -247,5 +251,7 @@ async fn allocator(http: &mut http::Http) -> Option<Allocator> {
         allocated: sample("push_memory_allocated_bytes")?,
         active: sample("push_memory_active_bytes")?,
         resident: sample("push_memory_resident_bytes")?,
+        dirty: sample("push_memory_dirty_bytes"),
+        muzzy: sample("push_memory_muzzy_bytes"),
     })
 }

@@ -40,6 +40,16 @@ impl Stamp {
         framed: false,
     };
 
+    /// A message of scenario `scenario` (an index into `stats::SCENARIOS`) whose acceptance
+    /// time is unknown here: counted, but not in the latency histograms.
+    pub const fn delivery(scenario: usize) -> Stamp {
+        Stamp {
+            accepted_us: 0,
+            scenario: scenario as u8,
+            framed: false,
+        }
+    }
+
     /// Not a message, and already in the transport's framing.
     pub const FRAMED: Stamp = Stamp {
         accepted_us: 0,
