@@ -7,7 +7,8 @@
 # A NAME containing "nobg" runs with jemalloc's background thread off (the control run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p push-server -p push-benches
+# SOAK_BUILD=0 runs the release binaries as they are (e.g. while another soak is using them).
+if [ "${SOAK_BUILD:-1}" != 0 ]; then cargo build --release -q -p push-server -p push-benches; fi
 OUT=benches/out
 mkdir -p "$OUT"
 SERVER=$PWD/target/release/push-server
