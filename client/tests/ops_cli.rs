@@ -71,6 +71,10 @@ async fn operators_look_up_users_rooms_history_and_figures_and_kick() {
         presence.starts_with("ann: online, 1 connection\n"),
         "{presence}"
     );
+    assert!(
+        presence.contains("\n  tcp v") && presence.contains(" s ago"),
+        "{presence}"
+    );
     assert_eq!(json(h, &["presence", "ann"]).await["connections"], 1);
     assert_eq!(text(h, &["presence", "bob"]).await, "bob: offline\n");
 

@@ -385,6 +385,25 @@ async fn presence_room_counts_membership_and_kick_work_from_any_node() {
         .collect();
     held.sort();
     assert_eq!(held, [(false, true, 1), (true, false, 1)], "{v}");
+    // Each connection described, with the node that holds it.
+    let mut sessions: Vec<(String, bool)> = v["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| {
+            let node = s["node"].as_str().unwrap();
+            (
+                s["transport"].as_str().unwrap().to_string(),
+                node.ends_with(&port(&a)),
+            )
+        })
+        .collect();
+    sessions.sort();
+    assert_eq!(
+        sessions,
+        [("tcp".into(), false), ("tcp".into(), true)],
+        "{v}"
+    );
 
     let join = Frame::Join(Join {
         room: "ops".into(),

@@ -80,6 +80,7 @@ async function main() {
     await page.click("#user-form button");
     await page.waitForFunction(() => document.querySelector("#user-result").textContent.includes("online: 1 connection(s)"), null, { timeout: TIMEOUT });
     assert.match(await page.textContent("#user-result"), /acknowledged up to #\d+ of #\d+/);
+    assert.match(await page.textContent("#sessions"), /websocket \(v2\)/);
     console.log("user lookup: ok");
 
     // 4. Push a test message to the room from the console: the console shows it stored and

@@ -52,11 +52,30 @@ pub(super) async fn presence(
     };
     let count: usize = all.iter().map(|a| a.count).sum();
     let devices: Vec<&String> = all.iter().flat_map(|a| &a.devices).collect();
+    let now_ms = crate::clock::unix_ms();
+    let sessions: Vec<serde_json::Value> = all
+        .iter()
+        .flat_map(|a| &a.sessions)
+        .map(|s| {
+            let mut v = json!({
+                "id": s.id,
+                "transport": s.transport,
+                "device": s.device,
+                "protocol_version": s.version,
+                "connected_at_ms": now_ms.saturating_sub(s.connected_for_s * 1000),
+            });
+            if !s.node.is_empty() {
+                v["node"] = json!(s.node);
+            }
+            v
+        })
+        .collect();
     let mut body = json!({
         "user": id,
         "online": count > 0,
         "connections": count,
         "devices": devices,
+        "sessions": sessions,
     });
     if ctx.delivery.cluster().is_some() {
         // Which nodes hold the user's connections (cluster mode).

@@ -189,7 +189,8 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
             ctx.hub.now_ms(),
         )
         // Its JSON carries what version 2 adds (transient messages).
-        .with_version(2),
+        .with_version(2)
+        .with_transport(LONG_POLL),
     );
     let restricted = &ctx.config.restricted_room_prefixes;
     let grants = conn.room_grants();

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::ClusterEngine;
 use crate::hub::Hub;
-use crate::stats::{NodeStats, Stats};
+use crate::stats::{NodeStats, Stats, TRANSPORTS};
 use crate::stream::StreamKey;
 
 /// The longest the asker waits for answers.
@@ -74,6 +74,27 @@ pub struct Answer {
     /// The node's figures (stats).
     #[serde(default)]
     pub stats: Option<Box<NodeStats>>,
+    /// The user's connections on that node (presence).
+    #[serde(default)]
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// One connection of a user, as presence describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// Connection id (unique per node).
+    pub id: u64,
+    /// `tcp`, `websocket` or `long_poll`.
+    pub transport: String,
+    /// Device label, when the token or HELLO named one.
+    pub device: Option<String>,
+    /// Protocol version negotiated.
+    pub version: u16,
+    /// Seconds since the connection was admitted.
+    pub connected_for_s: u64,
+    /// The node holding it (cluster mode).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// This node's answer to `q` for the connections it holds (the whole answer on a single
@@ -86,9 +107,26 @@ pub fn answer_local(hub: &Hub, stats: &Stats, q: &Control) -> Answer {
                 .iter()
                 .filter_map(|c| c.device().map(str::to_string))
                 .collect();
+            let now_s = hub.now_ms() / 1000;
+            let sessions = conns
+                .iter()
+                .map(|c| SessionInfo {
+                    id: c.id,
+                    transport: TRANSPORTS
+                        .get(c.transport())
+                        .copied()
+                        .unwrap_or("tcp")
+                        .to_string(),
+                    device: c.device().map(str::to_string),
+                    version: c.version(),
+                    connected_for_s: now_s.saturating_sub(c.connected_s()),
+                    node: String::new(),
+                })
+                .collect();
             return Answer {
                 count: conns.len(),
                 devices,
+                sessions,
                 ..Answer::default()
             };
         }
@@ -144,6 +182,9 @@ impl ClusterEngine {
         answer.node = self.settings.node.clone();
         if let Some(stats) = &mut answer.stats {
             stats.node = answer.node.clone();
+        }
+        for s in &mut answer.sessions {
+            s.node = answer.node.clone();
         }
         if let Control::JoinUser { room, .. } = q {
             if answer.count > 0 {

@@ -186,6 +186,7 @@ pub(super) async fn handshake(
             ctx.hub.now_ms(),
         )
         .with_version(version)
+        .with_transport(usize::from(transport.is_ws()))
         .with_client_options(
             client_encoding(ctx.delivery.options(), &hello.options),
             hello.options.no_echo,

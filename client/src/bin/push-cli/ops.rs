@@ -86,19 +86,21 @@ pub(crate) async fn presence(api: Api, user: String) -> Res {
         } else {
             format!("{user}: online, {n} connection{}\n", plural(n))
         };
-        let devices: Vec<&str> = v["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if !devices.is_empty() {
-            let _ = writeln!(out, "  devices: {}", devices.join(", "));
-        }
-        if let Some(nodes) = v["nodes"].as_object() {
-            for (node, count) in nodes {
-                let _ = writeln!(out, "  node {node}: {count}");
-            }
+        for s in v["sessions"].as_array().into_iter().flatten() {
+            let since_s = s["connected_at_ms"].as_u64().unwrap_or(0) / 1000;
+            let age_s = crate::now_secs().saturating_sub(since_s);
+            let _ = writeln!(
+                out,
+                "  {} v{} device {} connected {}{}",
+                s["transport"].as_str().unwrap_or("?"),
+                s["protocol_version"],
+                s["device"].as_str().unwrap_or("-"),
+                ago(age_s),
+                s["node"]
+                    .as_str()
+                    .map(|n| format!(" on {n}"))
+                    .unwrap_or_default()
+            );
         }
         out
     });
@@ -298,6 +300,16 @@ fn bytes(b: u64) -> String {
         format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
     } else {
         format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+/// "12 s ago", "5 min ago", "3 h ago", "2 d ago".
+fn ago(s: u64) -> String {
+    match s {
+        0..120 => format!("{s} s ago"),
+        120..7200 => format!("{} min ago", s / 60),
+        7200..172_800 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
     }
 }
 

@@ -185,6 +185,16 @@ function messagesTable(messages) {
     el("td", {}, m.title != null ? `${m.title}: ${m.content}` : (m.payload ?? "(binary)")))));
 }
 
+function sessionsTable(sessions) {
+  if (!sessions.length) return el("span");
+  return el("table", { id: "sessions" }, el("tr", {}, el("th", {}, "transport"), el("th", {}, "device"), el("th", {}, "node"), el("th", {}, "connected since")),
+    ...sessions.map((s) => el("tr", {},
+      el("td", {}, `${s.transport} (v${s.protocol_version})`),
+      el("td", {}, s.device || "-"),
+      el("td", {}, s.node || "this server"),
+      el("td", {}, new Date(s.connected_at_ms).toLocaleString()))));
+}
+
 /** The latest `n` messages of a history path, newest last. */
 async function latest(path, n) {
   const head = await api("GET", `${path}?limit=1`);
@@ -204,6 +214,7 @@ async function lookUpUser(user) {
     out.replaceChildren(
       el("p", { class: p.online ? "ok" : "" }, p.online ? `online: ${p.connections} connection(s)` : "offline",
         p.devices.length ? ` · devices: ${p.devices.join(", ")}` : "", nodes ? ` · nodes: ${nodes}` : ""),
+      sessionsTable(p.sessions || []),
       el("p", {}, `acknowledged up to #${recent.acked} of #${recent.tail} · ${pending} pending · ${failed} failed`),
       el("button", { id: "kick", onclick: () => kick(user) }, "Disconnect"),
       messagesTable(recent.messages));

@@ -35,6 +35,11 @@ pub struct Conn {
     replay_asked: AtomicBool,
     /// The protocol version negotiated in the handshake (in the padding after the flag).
     version: u8,
+    /// Index into `stats::TRANSPORTS` (presence answers; in the padding too).
+    transport: u8,
+    /// When the connection was admitted, in seconds on the hub clock (presence answers; fits
+    /// the padding beside the two u32 counters, so it costs no bytes).
+    connected_s: u32,
     /// Requests of this connection waiting for the delivery engine (inbound flow control),
     /// with `flow::READER_WAITING` set while the connection's reader is paused for credit.
     requests: AtomicU32,
@@ -88,6 +93,8 @@ impl Conn {
             replay_next: AtomicU64::new(0),
             replay_asked: AtomicBool::new(false),
             version: 1,
+            transport: 0,
+            connected_s: (now_ms / 1000) as u32,
             requests: AtomicU32::new(0),
             publishes: AtomicU32::new(0),
             outbox: Mutex::new(Outbox::default()),
@@ -119,6 +126,22 @@ impl Conn {
     /// True when the client asked not to receive its own room PUBLISHes.
     pub fn no_echo(&self) -> bool {
         self.extra.as_deref().is_some_and(|e| e.no_echo)
+    }
+
+    /// The same connection, on transport `index` (into `stats::TRANSPORTS`).
+    pub fn with_transport(mut self, index: usize) -> Self {
+        self.transport = u8::try_from(index).unwrap_or(0);
+        self
+    }
+
+    /// Index into `stats::TRANSPORTS` of the connection's transport.
+    pub fn transport(&self) -> usize {
+        usize::from(self.transport)
+    }
+
+    /// When the connection was admitted, in seconds on the hub clock.
+    pub fn connected_s(&self) -> u64 {
+        u64::from(self.connected_s)
     }
 
     /// The protocol version negotiated in the handshake.
