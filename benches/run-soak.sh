@@ -4,7 +4,8 @@
 # share a process. Output in benches/out/soak-NAME.txt (rows appear as they are sampled).
 # Usage: SOAK_SECONDS=10800 benches/run-soak.sh sled=sled redb=redb (SOAK_PORT: the first TCP
 # port, default 7300; HTTP on port + 80; each further run one port up)
-# A NAME containing "nobg" runs with jemalloc's background thread off (the control run).
+# A NAME containing "nobg" runs with jemalloc's background thread off (the control run);
+# SOAK_MALLOC_CONF adds jemalloc options to every run (e.g. dirty_decay_ms:0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # SOAK_BUILD=0 runs the release binaries as they are (e.g. while another soak is using them).
@@ -23,8 +24,8 @@ pids=()
 for run in "$@"; do
   name=${run%%=*}; store=${run#*=}
   data="$OUT/soak-$name-data"; rm -rf "$data"
-  conf=""
-  case $name in *nobg*) conf="background_thread:false" ;; esac
+  conf=${SOAK_MALLOC_CONF:-}
+  case $name in *nobg*) conf="${conf:+$conf,}background_thread:false" ;; esac
   _RJEM_MALLOC_CONF=$conf PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" \
     --listen 127.0.0.1:$port --http-listen 127.0.0.1:$((port + 80)) --store "$store" \
     --data-dir "$data" >"$OUT/soak-$name-server.log" 2>&1 &

@@ -100,6 +100,9 @@ check_systemd_unit
 python3 server/tests/e2e/ws_third_party.py target/debug/push-server
 node client/js/test/browser.test.mjs target/debug/push-server
 node client/js/test/console.test.mjs target/debug/push-server
+# Memory trend for the log (issue 18): a 60-second soak against the debug binary, RSS and the
+# allocator's figures per 10 s; nothing asserted on them, fails only if the soak loses messages.
+benches/soak-trend.sh target/debug/push-server target/debug/push-bench 60
 # Several cluster nodes sharing one port (reuse_port) under the load harness, at small scale:
 # fails if any connection is refused or any message lost (benches/run-nodes.sh for full scale).
 benches/run-nodes.sh small

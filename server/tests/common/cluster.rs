@@ -58,3 +58,13 @@ pub(crate) async fn ack(c: &mut Connection, position: u64) {
     .await
     .unwrap();
 }
+
+/// A PUSH frame's stream, position and payload text.
+pub(crate) fn room_push(p: push_client::protocol::Packet) -> (Stream, u64, String) {
+    let p = expect_push(p);
+    (
+        p.stream,
+        p.position,
+        String::from_utf8_lossy(&p.payload).to_string(),
+    )
+}
