@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { chromium } from "playwright-core";
-import { Server } from "./server.mjs";
+import { openDemo, Server } from "./server.mjs";
 
 const binary = resolve(process.argv[2] || "target/debug/push-server");
 const artifacts = resolve("target/e2e");
@@ -27,13 +27,7 @@ async function connectPage(browser, server, user, transport) {
   page.on("console", (m) => m.type() === "error" && console.error("page:", m.text()));
   page.on("pageerror", (e) => console.error("page error:", e));
   pages.push(page);
-  await page.goto(server.base + "/demo");
-  await page.fill("#user", user);
-  await page.click("#mint");
-  await page.waitForFunction(() => document.querySelector("#token").value.length > 20, null, { timeout: TIMEOUT });
-  if (transport) await page.selectOption("#transport-choice", transport);
-  await page.click("#connect");
-  await page.waitForSelector("#state.connected", { timeout: TIMEOUT });
+  await openDemo(page, server.base, user, transport, TIMEOUT);
   return page;
 }
 

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { chromium } from "playwright-core";
-import { Server } from "./server.mjs";
+import { openDemo, Server } from "./server.mjs";
 
 const binary = resolve(process.argv[2] || "target/debug/push-server");
 const artifacts = resolve("target/e2e");
@@ -35,12 +35,7 @@ async function main() {
 
     // A connected user: the demo page, joined to the lobby.
     const demo = await newPage(browser);
-    await demo.goto(server.base + "/demo");
-    await demo.fill("#user", "watched");
-    await demo.click("#mint");
-    await demo.waitForFunction(() => document.querySelector("#token").value.length > 20, null, { timeout: TIMEOUT });
-    await demo.click("#connect");
-    await demo.waitForSelector("#state.connected", { timeout: TIMEOUT });
+    await openDemo(demo, server.base, "watched", null, TIMEOUT);
     await demo.click("#join");
     await demo.waitForFunction(() => document.querySelector("#log").textContent.includes("joined lobby"), null, { timeout: TIMEOUT });
 

@@ -83,3 +83,14 @@ export class Server {
     return r.body;
   }
 }
+
+/** Opens /demo on `page`, mints a token for `user`, picks `transport` if given, connects and waits until connected. */
+export async function openDemo(page, base, user, transport, timeout = 20000) {
+  await page.goto(base + "/demo");
+  await page.fill("#user", user);
+  await page.click("#mint");
+  await page.waitForFunction(() => document.querySelector("#token").value.length > 20, null, { timeout });
+  if (transport) await page.selectOption("#transport-choice", transport);
+  await page.click("#connect");
+  await page.waitForSelector("#state.connected", { timeout });
+}
