@@ -156,6 +156,7 @@ async fn publish(server: &ServerHandle, n: usize) {
         ttl_ms: None,
         high_priority: false,
         transient: false,
+        trace: None,
     };
     server
         .ctx

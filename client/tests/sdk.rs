@@ -40,6 +40,7 @@ fn text(kind: &str, payload: &str) -> Message {
         ttl_ms: None,
         high_priority: false,
         transient: false,
+        trace: None,
     }
 }
 

@@ -51,6 +51,9 @@ pub enum CtxError {
     /// The client token keys cannot be loaded.
     #[error("client token keys: {0}")]
     Keys(#[from] crate::jwt::KeyError),
+    /// Tracing is configured but cannot start.
+    #[error("{0}")]
+    Tracing(#[from] crate::trace::TraceError),
 }
 
 /// One admitted socket: counted in `Ctx::open` (the global connection limit) for exactly as
@@ -86,7 +89,14 @@ impl Ctx {
         let mut config = config;
         config.max_connections = crate::fd_limit::cap_connections(config.max_connections);
         let tokens = TokenVerifier::from_config(&config)?;
-        let stats = Arc::new(Stats::default());
+        let tracer = match &config.tracing {
+            Some(t) => Some(Arc::new(crate::trace::Tracer::start(t)?)),
+            None => None,
+        };
+        let stats = Arc::new(Stats {
+            tracer,
+            ..Stats::default()
+        });
         let slow = crate::hub::close_frame(
             ErrorCode::SLOW_CONSUMER,
             Some(config.reconnect_hint_ms),

@@ -37,6 +37,7 @@ pub mod stats;
 pub mod store;
 pub mod stream;
 pub mod tls;
+pub mod trace;
 pub(crate) mod transport;
 
 pub use config::Config;

@@ -216,6 +216,7 @@ pub(crate) fn validate(
             ttl_ms,
             high_priority,
             transient: req.transient,
+            trace: None,
         },
     ))
 }

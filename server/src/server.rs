@@ -230,6 +230,10 @@ async fn supervise(ctx: Arc<Ctx>, api: Vec<JoinHandle<()>>) {
         let _ = task.await;
     }
     ctx.delivery.shutdown().await;
+    if let Some(tracer) = ctx.stats.tracer.clone() {
+        // Blocks until the last spans are sent, which needs this runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+    }
     tracing::info!("shutdown complete");
 }
 

@@ -24,6 +24,7 @@ fn opaque(kind: &str, payload: &[u8]) -> Message {
         ttl_ms: None,
         high_priority: false,
         transient: false,
+        trace: None,
     }
 }
 

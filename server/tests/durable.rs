@@ -37,6 +37,7 @@ fn msg(text: &str) -> Message {
         ttl_ms: None,
         high_priority: false,
         transient: false,
+        trace: None,
     }
 }
 

@@ -38,6 +38,22 @@ pub async fn http_full(
         .expect("HTTP response in time")
 }
 
+/// One request with extra headers; returns (status, body). Panics when no answer comes
+/// within [`WAIT`].
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let (status, _, body) = exchange(addr, method, path, auth, headers, body, WAIT)
+        .await
+        .expect("HTTP response in time");
+    (status, body)
+}
+
 /// One request; `None` when the server cannot be reached or does not answer a well-formed
 /// response within `timeout`.
 pub async fn try_http(
@@ -45,6 +61,18 @@ pub async fn try_http(
     method: &str,
     path: &str,
     auth: Option<&str>,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String, String)> {
+    exchange(addr, method, path, auth, &[], body, timeout).await
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    headers: &[(&str, &str)],
     body: &str,
     timeout: Duration,
 ) -> Option<(u16, String, String)> {
@@ -61,6 +89,9 @@ pub async fn try_http(
             .header(CONTENT_TYPE, "application/json");
         if let Some(t) = auth {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.body(Full::new(Bytes::from(body.to_string()))).ok()?;
         let resp = sender.send_request(req).await.ok()?;

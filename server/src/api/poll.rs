@@ -267,7 +267,15 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
             _ = cancel.cancelled() => break,
         };
         match output {
-            Output::Frames => out.take(&mut codec, batch),
+            Output::Frames => {
+                // A long poll's "write" is the frame joining the response.
+                if let Some(tracer) = &ctx.stats.tracer {
+                    for q in batch.iter().filter(|q| q.stamp.trace != 0) {
+                        tracer.written(q.stamp.trace, &conn);
+                    }
+                }
+                out.take(&mut codec, batch)
+            }
             Output::Close(order) => {
                 out.closed = Some(order.code);
                 break;

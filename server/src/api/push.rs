@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use crate::config::Scope;
 use crate::context::Ctx;
 use crate::delivery::{Accepted, DeliveryError, Target};
 use crate::push_request::{validate, PushRequest};
+use crate::trace::AcceptSpan;
 
 /// One accepted stream in the response.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,6 +54,7 @@ impl From<&Accepted> for AcceptedJson {
 pub(super) async fn handler(
     State(ctx): State<Arc<Ctx>>,
     caller: Caller,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Denied> {
     let req: PushRequest = match serde_json::from_slice(&body) {
@@ -65,7 +67,7 @@ pub(super) async fn handler(
             ))
         }
     };
-    let (target, msg) = match validate(req, ctx.config.max_message_len) {
+    let (target, mut msg) = match validate(req, ctx.config.max_message_len) {
         Ok(v) => v,
         Err(inv) => return Ok(error(StatusCode::BAD_REQUEST, inv.reason, Some(inv.field))),
     };
@@ -75,7 +77,16 @@ pub(super) async fn handler(
         Target::Broadcast => Scope::Broadcast,
     };
     caller.require(scope)?;
-    Ok(match ctx.delivery.publish(&target, msg).await {
+    let span = ctx.stats.tracer.as_ref().and_then(|t| {
+        let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        t.accept("http", parent)
+    });
+    msg.trace = span.as_ref().map(AcceptSpan::context);
+    let result = ctx.delivery.publish(&target, msg).await;
+    if let Some(span) = span {
+        span.finish(result.as_deref().map_err(ToString::to_string));
+    }
+    Ok(match result {
         Ok(accepted) => {
             let list: Vec<AcceptedJson> = accepted.iter().map(AcceptedJson::from).collect();
             (StatusCode::OK, Json(json!({ "accepted": list }))).into_response()

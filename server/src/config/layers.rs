@@ -20,7 +20,7 @@ const NOT_SETTINGS: [&str; 2] = ["config", "api_token"];
 
 /// String settings taken verbatim from the environment: parsed like TOML, a secret or a name
 /// that looks like a number or `true` would no longer be a string.
-const RAW_STRINGS: [&str; 14] = [
+const RAW_STRINGS: [&str; 16] = [
     "api_tokens",
     "data_dir",
     "jwt_secret",
@@ -35,6 +35,8 @@ const RAW_STRINGS: [&str; 14] = [
     "tls.key",
     "cluster.nats_urls",
     "cluster.prefix",
+    "tracing.otlp_endpoint",
+    "tracing.service_name",
 ];
 
 /// List settings that the environment may also give comma-separated.
@@ -121,6 +123,7 @@ pub fn all_keys() -> Vec<String> {
             "amqp" => field_names::<AmqpConfig>(),
             "cluster" => field_names::<super::ClusterConfig>(),
             "tls" => field_names::<TlsConfig>(),
+            "tracing" => field_names::<super::TracingConfig>(),
             "api_keys" => field_names::<ApiKey>(),
             "jwt_public_keys" => field_names::<super::JwtPublicKey>(),
             _ => &[],

@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod layers;
+mod tracing;
 mod validate;
 pub use layers::{all_keys, load, ENV_PREFIX};
+pub use tracing::{OtlpProtocol, TracingConfig};
 
 /// A public key for verifying client tokens (`[[jwt_public_keys]]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +336,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// TLS on every listener; absent = plain TCP and HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Message tracing over OTLP (`[tracing]`); off when absent.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl Default for Config {
@@ -399,6 +403,7 @@ impl Default for Config {
             amqp: None,
             cluster: None,
             tls: None,
+            tracing: None,
         }
     }
 }

@@ -105,6 +105,9 @@ impl Config {
                 return bad("amqp", "prefetch and concurrency must be positive");
             }
         }
+        if let Some((key, reason)) = self.tracing.as_ref().and_then(|t| t.invalid()) {
+            return bad(key, reason);
+        }
         if self.queue_max_bytes > 1 << 30 {
             return bad("queue_max_bytes", "must be at most 1 GiB");
         }

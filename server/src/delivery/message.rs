@@ -56,6 +56,8 @@ pub struct Message {
     /// Not stored, no position: queued once to the version-2 connections online now
     /// (SPEC.md §5.4).
     pub transient: bool,
+    /// The `push.accept` span of a traced publish.
+    pub trace: Option<opentelemetry::trace::SpanContext>,
 }
 
 /// One stream's acceptance of a message.

@@ -374,6 +374,7 @@ impl Delivery {
                 .map(|(p, seq)| (p.position, *seq));
             if let Some((pos, seq)) = user_pos {
                 let cluster = cluster.clone();
+                let tracer = self.stats.tracer.clone();
                 tokio::spawn(async move {
                     match cluster.ack_beyond_tail(&conn.user, pos).await {
                         Some(tail) => {
@@ -382,7 +383,12 @@ impl Delivery {
                             );
                             cluster.refuse(&conn, seq, ErrorCode::INVALID_ACK, reason);
                         }
-                        None => cluster.ack(&conn.user, pos).await,
+                        None => {
+                            if let Some(tracer) = tracer {
+                                tracer.acked(&conn, pos);
+                            }
+                            cluster.ack(&conn.user, pos).await
+                        }
                     }
                 });
             }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use opentelemetry::trace::SpanContext;
 use push_protocol::{
     encode_to_bytes, EncodeOptions, ErrorBody, ErrorCode, Frame, MessageId, Packet, PublishAck,
     Push,
@@ -51,15 +52,28 @@ impl Transient<'_> {
         )?)
     }
 
-    /// Queues `frame` to the version-2 connections of `stream` here but `skip`; returns how
-    /// many got it.
-    pub(crate) fn queue(&self, stream: &StreamKey, frame: &Bytes, skip: Option<u64>) -> usize {
+    /// Queues `frame` to the version-2 connections of `stream` here but `skip`, under the
+    /// `push.accept` span `trace` when traced; returns how many got it.
+    pub(crate) fn queue(
+        &self,
+        stream: &StreamKey,
+        frame: &Bytes,
+        skip: Option<u64>,
+        trace: Option<&SpanContext>,
+    ) -> usize {
+        let span = (self.stats.tracer.as_ref())
+            .zip(trace)
+            .map(|(t, parent)| t.fanout(parent, stream, 0));
         let stamp = Stamp {
             accepted_us: self.hub.now_us().max(1),
             scenario: stream.scenario() as u8,
             framed: false,
+            trace: span.as_ref().map_or(0, |s| s.slot),
         };
         let fan = self.hub.send_transient(stream, frame, stamp, skip);
+        if let Some(span) = span {
+            span.finish(fan.queued, fan.slow);
+        }
         let scenario = stream.scenario();
         self.stats.inc(&self.stats.transient_by[scenario]);
         self.stats
@@ -100,7 +114,7 @@ impl Transient<'_> {
             let _ = self.hub.send_conn(conn, bytes);
         }
         let frame = reply.ok()?;
-        self.queue(&stream, &frame, conn.no_echo().then_some(conn.id));
+        self.queue(&stream, &frame, conn.no_echo().then_some(conn.id), None);
         Some(frame)
     }
 }
@@ -125,7 +139,9 @@ impl Delivery {
         for stream in target.streams() {
             let id = self.ids.next();
             let frame = self.transient().frame(id, self.next_seq(), &stream, msg)?;
-            let queued = self.transient().queue(&stream, &frame, None);
+            let queued = self
+                .transient()
+                .queue(&stream, &frame, None, msg.trace.as_ref());
             if let Some(cluster) = self.cluster() {
                 cluster
                     .publish_transient(&stream, frame)

@@ -167,6 +167,29 @@ pub(crate) fn parse(
     validate(req, max_message_len).map_err(|inv| format!("{}: {}", inv.field, inv.reason))
 }
 
+/// Publishes a queue message, traced under its `traceparent` header when tracing is on.
+async fn publish_traced(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    target: &crate::delivery::Target,
+    mut msg: crate::delivery::Message,
+) -> Result<Vec<crate::delivery::Accepted>, DeliveryError> {
+    let span = ctx.stats.tracer.as_ref().and_then(|t| {
+        let headers = delivery.properties.headers().as_ref();
+        let parent = headers.and_then(|h| match h.inner().get("traceparent") {
+            Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+            _ => None,
+        });
+        t.accept("amqp", parent)
+    });
+    msg.trace = span.as_ref().map(crate::trace::AcceptSpan::context);
+    let result = ctx.delivery.publish(target, msg).await;
+    if let Some(span) = span {
+        span.finish(result.as_deref().map_err(ToString::to_string));
+    }
+    result
+}
+
 async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
     let message_id = delivery
         .properties
@@ -188,7 +211,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
     };
     let outcome = match parsed {
         Err(reason) => Err(reason),
-        Ok((target, msg)) => match ctx.delivery.publish(&target, msg).await {
+        Ok((target, msg)) => match publish_traced(ctx, &delivery, &target, msg).await {
             Ok(accepted) => Ok(accepted.first().is_some_and(|a| a.duplicate)),
             Err(DeliveryError::Encode(reason)) => Err(reason),
             Err(temporary) => {

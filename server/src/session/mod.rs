@@ -385,6 +385,11 @@ impl Session {
     fn observe_written(&self, done: usize) {
         let mut now_us = 0;
         for q in &self.batch[..done] {
+            if q.stamp.trace != 0 {
+                if let Some(tracer) = &self.ctx.stats.tracer {
+                    tracer.written(q.stamp.trace, &self.conn);
+                }
+            }
             if q.stamp.accepted_us == 0 {
                 continue;
             }

@@ -92,6 +92,7 @@ impl Session {
             ttl_ms: None,
             high_priority: false,
             transient: p.transient,
+            trace: None,
         };
         // PUBLISH_ACK (or ERROR) comes from the engine once the message is durable (at once
         // for a transient one), in order with the connection's JOIN and LEAVE.

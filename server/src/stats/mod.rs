@@ -81,6 +81,8 @@ pub struct Stats {
     pub handshakes_abandoned: AtomicU64,
     /// Handshake refusals, indexed like `ErrorCode::ALL`.
     pub handshake_refusals: CodeCounters,
+    /// The message tracer, when `[tracing]` is configured.
+    pub tracer: Option<std::sync::Arc<crate::trace::Tracer>>,
     /// Authenticated connections open, by transport (index into `TRANSPORTS`).
     pub connections: [AtomicU64; 3],
     /// Messages accepted per scenario (index into `SCENARIOS`).

@@ -72,6 +72,11 @@ pub(crate) async fn publish(ch: &Channel, queue: &str, body: &[u8], message_id: 
     if let Some(id) = message_id {
         props = props.with_message_id(id.into());
     }
+    publish_props(ch, queue, body, props).await;
+}
+
+/// Publishes `body` to `queue` through the default exchange with `props`.
+pub(crate) async fn publish_props(ch: &Channel, queue: &str, body: &[u8], props: BasicProperties) {
     ch.basic_publish(
         "".into(),
         queue.into(),

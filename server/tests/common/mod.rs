@@ -6,6 +6,7 @@
 
 pub(crate) mod amqp;
 pub(crate) mod cluster;
+pub(crate) mod otlp;
 pub(crate) mod process;
 pub(crate) mod ws;
 

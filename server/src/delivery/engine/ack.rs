@@ -17,6 +17,9 @@ impl Engine {
             );
             return self.send_error(conn, seq, ErrorCode::INVALID_ACK, reason);
         }
+        if let Some(tracer) = &self.stats.tracer {
+            tracer.acked(conn, sp.position);
+        }
         if let Some((pos, since)) = self.ack_watch.get(&*conn.user) {
             if sp.position >= *pos {
                 self.stats

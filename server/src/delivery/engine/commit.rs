@@ -27,6 +27,19 @@ impl Engine {
         self.stats
             .storage_failing
             .store(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+        if let Some(tracer) = &self.stats.tracer {
+            let error = result.as_ref().err().map(|e| e.to_string());
+            for done in &stage.done {
+                if let Done::Service {
+                    trace: Some(parent),
+                    staged,
+                    ..
+                } = done
+                {
+                    tracer.commit(parent, *staged, stage.ops.len(), error.as_deref());
+                }
+            }
+        }
         match result {
             Ok(()) => {
                 self.metas.extend(stage.metas);
@@ -69,6 +82,7 @@ impl Engine {
         sends: Sends,
         staged: Instant,
         skip: Option<u64>,
+        trace: Option<&SpanContext>,
     ) {
         let stamp_us = self
             .hub
@@ -77,10 +91,14 @@ impl Engine {
             .max(1);
         for ((stream, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
             let scenario = stream.scenario();
+            let span = (self.stats.tracer.as_ref())
+                .zip(trace)
+                .map(|(t, parent)| t.fanout(parent, &stream, a.position));
             let stamp = Stamp {
                 accepted_us: stamp_us,
                 scenario: scenario as u8,
                 framed: false,
+                trace: span.as_ref().map_or(0, |s| s.slot),
             };
             let fan = match &stream {
                 StreamKey::User(u) => {
@@ -105,6 +123,9 @@ impl Engine {
                 StreamKey::Broadcast => self.hub.broadcast(&frame, stamp),
             };
             a.queued = fan.queued;
+            if let Some(span) = span {
+                span.finish(fan.queued, fan.slow);
+            }
             self.stats.inc(&self.stats.accepted_by[scenario]);
             self.stats
                 .add(&self.stats.queued_by[scenario], fan.queued as u64);
@@ -125,6 +146,7 @@ impl Engine {
         sends: Sends,
         staged: Instant,
         skip: Option<u64>,
+        trace: Option<&SpanContext>,
     ) {
         if !sends.is_empty() {
             self.stats.inc(&self.stats.messages_accepted);
@@ -132,7 +154,7 @@ impl Engine {
                 .publish_latency
                 .observe_micros(staged.elapsed().as_micros() as u64);
         }
-        self.fan_out(accepted, sends, staged, skip);
+        self.fan_out(accepted, sends, staged, skip, trace);
     }
 
     pub(super) fn complete(&mut self, done: Done) {
@@ -142,9 +164,10 @@ impl Engine {
                 mut accepted,
                 sends,
                 staged,
+                trace,
                 ..
             } => {
-                self.deliver(&mut accepted, sends, staged, None);
+                self.deliver(&mut accepted, sends, staged, None, trace.as_ref());
                 let _ = reply.send(Ok(accepted));
             }
             Done::Conn {
@@ -167,7 +190,7 @@ impl Engine {
                     );
                 }
                 let skip = conn.no_echo().then_some(conn.id);
-                self.deliver(&mut accepted, sends, staged, skip);
+                self.deliver(&mut accepted, sends, staged, skip, None);
             }
         }
     }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use opentelemetry::trace::SpanContext;
 use push_protocol::{
     encode_to_bytes, EncodeOptions, ErrorBody, ErrorCode, Frame, MessageId, Packet, Push, StreamPos,
 };
@@ -66,6 +67,8 @@ enum Done {
         sends: Sends,
         staged: Instant,
         scenario: usize,
+        /// The publish's `push.accept` span, when traced.
+        trace: Option<SpanContext>,
     },
     Conn {
         conn: Arc<Conn>,
@@ -290,6 +293,7 @@ impl Engine {
                         sends,
                         staged: Instant::now(),
                         scenario,
+                        trace: msg.trace,
                     }),
                     Err(e) => {
                         self.stats.inc(&self.stats.failed_by[scenario]);

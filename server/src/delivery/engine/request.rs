@@ -128,6 +128,7 @@ mod tests {
                 ttl_ms: None,
                 high_priority: high,
                 transient: false,
+                trace: None,
             },
             reply,
         }

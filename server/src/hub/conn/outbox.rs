@@ -30,6 +30,9 @@ pub struct Stamp {
     /// Already framed for the transport (a WebSocket PONG): written as it is, where other
     /// frames get wrapped for the connection's transport.
     pub framed: bool,
+    /// The traced fan-out this frame belongs to (`trace::FanoutSpan::slot`), 0 for none.
+    /// In the padding: the stamp stays 16 bytes.
+    pub trace: u32,
 }
 
 impl Stamp {
@@ -38,6 +41,7 @@ impl Stamp {
         accepted_us: 0,
         scenario: 0,
         framed: false,
+        trace: 0,
     };
 
     /// A message of scenario `scenario` (an index into `stats::SCENARIOS`) whose acceptance
@@ -47,6 +51,7 @@ impl Stamp {
             accepted_us: 0,
             scenario: scenario as u8,
             framed: false,
+            trace: 0,
         }
     }
 
@@ -55,6 +60,7 @@ impl Stamp {
         accepted_us: 0,
         scenario: 0,
         framed: true,
+        trace: 0,
     };
 }
 
