@@ -129,14 +129,20 @@ pub async fn start_with_clock(
         None => None,
     };
     let ws_addr = ws.as_ref().map(|(_, a)| *a);
+    let mut config = config;
+    let node_name = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.node_name.clone())
+        .unwrap_or_else(|| default_node_name(tcp_addr.port()));
+    if let Some(t) = config.tracing.as_mut() {
+        t.instance.get_or_insert_with(|| node_name.clone());
+    }
     let cluster = config
         .cluster
         .as_ref()
         .map(|c| crate::cluster::ClusterSettings {
-            node: c
-                .node_name
-                .clone()
-                .unwrap_or_else(|| default_node_name(tcp_addr.port())),
+            node: node_name,
             urls: c.nats_urls.clone(),
             prefix: c.prefix.clone(),
             replicas: c.replicas,

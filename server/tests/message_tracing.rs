@@ -3,42 +3,15 @@
 
 mod common;
 
-use common::otlp::{Collector, Span};
+use common::otlp::{push_traced, Collector, Span};
 use common::*;
 use push_client::protocol::{Frame, Stream, StreamPos};
 use push_client::Connection;
-use push_server::config::{OtlpProtocol, TracingConfig};
+use push_server::config::OtlpProtocol;
 use push_server::Config;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER: &str = "00f067aa0ba902b7";
-
-fn traced(collector: &Collector, tune: impl FnOnce(&mut TracingConfig)) -> Config {
-    let mut t = TracingConfig::new(collector.url.clone());
-    t.export_interval_ms = 20;
-    tune(&mut t);
-    Config {
-        tracing: Some(t),
-        ..config()
-    }
-}
-
-async fn push_with(server: &push_server::ServerHandle, traceparent: Option<&str>, body: &str) {
-    let headers: Vec<(&str, &str)> = traceparent
-        .map(|t| ("traceparent", t))
-        .into_iter()
-        .collect();
-    let (status, text) = http_with(
-        server.http_addr,
-        "POST",
-        "/api/v1/push",
-        Some(API_TOKEN),
-        &headers,
-        body,
-    )
-    .await;
-    assert_eq!(status, 200, "{text}");
-}
 
 /// Receives the next PUSH and acknowledges it on the user stream.
 async fn receive_and_ack(c: &mut Connection) -> u64 {
@@ -52,29 +25,23 @@ async fn receive_and_ack(c: &mut Connection) -> u64 {
     p.position
 }
 
-fn one<'a>(c: &'a Collector, trace: &str, name: &str) -> &'a Span {
-    let found = c.named(trace, name);
-    assert_eq!(found.len(), 1, "one {name} in {:#?}", c.spans);
-    found[0]
-}
-
 #[tokio::test]
 async fn a_user_push_is_traced_from_accept_to_each_devices_ack() {
     let mut collector = Collector::start().await;
-    let server = start(traced(&collector, |_| {})).await;
+    let server = start(collector.config(config(), |_| {})).await;
     let mut phone = connect(server.tcp_addr, "alice").await;
     let mut laptop = connect(server.tcp_addr, "alice").await;
     let body = r#"{"to":{"users":["alice"]},"kind":"k","payload":"p"}"#;
     // Neither of these is traced: no header (and no sampling of roots), and a caller that
     // decided not to sample.
-    push_with(&server, None, body).await;
+    push_traced(&server, None, body).await;
     let unsampled = format!("00-{}-{CALLER}-00", "1".repeat(32));
-    push_with(&server, Some(&unsampled), body).await;
+    push_traced(&server, Some(&unsampled), body).await;
     for c in [&mut phone, &mut laptop] {
         assert_eq!(receive_and_ack(c).await, 1);
         assert_eq!(receive_and_ack(c).await, 2);
     }
-    push_with(&server, Some(&format!("00-{TRACE}-{CALLER}-01")), body).await;
+    push_traced(&server, Some(&format!("00-{TRACE}-{CALLER}-01")), body).await;
     for c in [&mut phone, &mut laptop] {
         assert_eq!(receive_and_ack(c).await, 3);
     }
@@ -83,16 +50,16 @@ async fn a_user_push_is_traced_from_accept_to_each_devices_ack() {
     let all = |s: &[Span]| count(s, "push.ack") == 2 && count(s, "push.accept") == 1;
     collector.until(WAIT, all).await;
 
-    let accept = one(&collector, TRACE, "push.accept");
+    let accept = collector.one(TRACE, "push.accept");
     assert_eq!(accept.parent, CALLER, "the caller's span is the parent");
     assert_eq!(accept.attrs["push.source"], "http");
     assert_eq!(accept.attrs["push.streams"], "user:alice");
     assert_eq!(accept.attrs["push.queued"], "2");
     assert_eq!(accept.encoding, "application/x-protobuf");
-    let commit = one(&collector, TRACE, "push.commit");
+    let commit = collector.one(TRACE, "push.commit");
     assert_eq!(commit.parent, accept.id);
     assert!(commit.start_ns <= commit.end_ns && commit.end_ns <= accept.end_ns);
-    let fanout = one(&collector, TRACE, "push.fanout");
+    let fanout = collector.one(TRACE, "push.fanout");
     assert_eq!(fanout.parent, accept.id);
     assert_eq!(fanout.attrs["push.position"], "3");
     assert_eq!(fanout.attrs["push.queued"], "2");
@@ -132,7 +99,7 @@ async fn a_user_push_is_traced_from_accept_to_each_devices_ack() {
 #[tokio::test]
 async fn sampled_roots_cap_write_spans_per_message_and_export_as_json() {
     let mut collector = Collector::start().await;
-    let server = start(traced(&collector, |t| {
+    let server = start(collector.config(config(), |t| {
         t.protocol = OtlpProtocol::Json;
         t.sample_ratio = 1.0;
         t.max_write_spans = 2;
@@ -144,13 +111,13 @@ async fn sampled_roots_cap_write_spans_per_message_and_export_as_json() {
         join(&mut c, "lobby").await;
         members.push(c);
     }
-    push_with(
+    push_traced(
         &server,
         None,
         r#"{"to":{"room":"lobby"},"kind":"k","payload":"p"}"#,
     )
     .await;
-    push_with(
+    push_traced(
         &server,
         None,
         r#"{"to":{"users":["m0"]},"kind":"k","payload":"now","transient":true}"#,
@@ -160,6 +127,7 @@ async fn sampled_roots_cap_write_spans_per_message_and_export_as_json() {
         expect_push(c.next_timeout(WAIT).await.unwrap());
     }
     expect_push(members[0].next_timeout(WAIT).await.unwrap());
+    let node = format!(":{}", server.tcp_addr.port());
     server.shutdown();
     server.wait().await;
     collector.until(WAIT, |s| s.len() >= 7).await;
@@ -173,7 +141,8 @@ async fn sampled_roots_cap_write_spans_per_message_and_export_as_json() {
         .clone();
     assert_eq!(room.parent, "", "a root: no traceparent came with it");
     assert_eq!(room.encoding, "application/json");
-    let fanout = one(&collector, &room.trace, "push.fanout");
+    assert!(room.instance.ends_with(&node), "{room:?}");
+    let fanout = collector.one(&room.trace, "push.fanout");
     assert_eq!(fanout.parent, room.id);
     assert_eq!(fanout.attrs["push.queued"], "3", "all three members");
     let writes = collector.named(&room.trace, "push.write");
@@ -194,9 +163,9 @@ async fn sampled_roots_cap_write_spans_per_message_and_export_as_json() {
         collector.named(&transient.trace, "push.commit").is_empty(),
         "nothing to commit for a transient message"
     );
-    let fanout = one(&collector, &transient.trace, "push.fanout");
+    let fanout = collector.one(&transient.trace, "push.fanout");
     assert_eq!(fanout.attrs["push.position"], "0");
-    let write = one(&collector, &transient.trace, "push.write");
+    let write = collector.one(&transient.trace, "push.write");
     assert_eq!(write.parent, fanout.id);
 }
 
@@ -206,11 +175,11 @@ async fn a_queue_message_is_traced_under_its_traceparent_header() {
     let Some(url) = amqp::url() else { return };
     let mut collector = Collector::start().await;
     let queue = amqp::config(&url, "traced");
-    let server = start(Config {
+    let base = Config {
         amqp: Some(queue.clone()),
-        ..traced(&collector, |_| {})
-    })
-    .await;
+        ..config()
+    };
+    let server = start(collector.config(base, |_| {})).await;
     let (conn, ch) = amqp::channel(&url).await;
     amqp::wait_for_queue(&conn, &queue.queue).await;
     let mut bob = connect(server.tcp_addr, "bob").await;
@@ -228,12 +197,12 @@ async fn a_queue_message_is_traced_under_its_traceparent_header() {
     collector
         .until(WAIT, |s| has(s, "push.ack") && has(s, "push.accept"))
         .await;
-    let accept = one(&collector, TRACE, "push.accept");
+    let accept = collector.one(TRACE, "push.accept");
     assert_eq!(accept.parent, CALLER);
     assert_eq!(accept.attrs["push.source"], "amqp");
-    let fanout = one(&collector, TRACE, "push.fanout");
+    let fanout = collector.one(TRACE, "push.fanout");
     assert_eq!(fanout.parent, accept.id);
-    let write = one(&collector, TRACE, "push.write");
+    let write = collector.one(TRACE, "push.write");
     assert_eq!(write.parent, fanout.id);
-    assert_eq!(one(&collector, TRACE, "push.ack").parent, write.id);
+    assert_eq!(collector.one(TRACE, "push.ack").parent, write.id);
 }

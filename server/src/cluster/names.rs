@@ -22,6 +22,8 @@ pub const FORMAT: &str = "Push-Format";
 pub const TIMESTAMP: &str = "Push-Ts";
 /// Header: expiry time, Unix ms (absent: never).
 pub const EXPIRES: &str = "Push-Expires";
+/// Header: the W3C trace context of a traced publish (its `push.accept` span).
+pub const TRACEPARENT: &str = "traceparent";
 
 /// Hex of `s`'s bytes: a subject token for any user id or key.
 pub fn token(s: &str) -> String {
@@ -192,6 +194,9 @@ pub(crate) fn message_headers(
     h.insert(TIMESTAMP, now.to_string().as_str());
     if let Some(ttl) = msg.ttl_ms {
         h.insert(EXPIRES, now.saturating_add(ttl).to_string().as_str());
+    }
+    if let Some(tp) = msg.trace.as_ref().and_then(crate::trace::traceparent) {
+        h.insert(TRACEPARENT, tp.as_str());
     }
     m
 }

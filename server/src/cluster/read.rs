@@ -10,6 +10,8 @@ use super::js::{next_for_subject, JsError};
 use super::names;
 use super::names::{header_u64, parse_id};
 use crate::hub::{FanOut, Stamp};
+use crate::stream::StreamKey;
+use crate::trace::parse_traceparent;
 
 impl ClusterEngine {
     /// The PUSH frame of a stored message, as `stream` on the wire, with its position.
@@ -41,7 +43,7 @@ impl ClusterEngine {
     /// The stamp of a live message of `scenario` for the latency histograms: its acceptance time
     /// (the accepting node's wall clock, in its header, millisecond resolution) moved onto this
     /// hub's clock, so accept-to-write spans nodes; clock skew between hosts adds to it.
-    pub(crate) fn live_stamp(&self, headers: &HeaderMap, scenario: usize) -> Stamp {
+    fn live_stamp(&self, headers: &HeaderMap, scenario: usize) -> Stamp {
         let age_ms = header_u64(headers, names::TIMESTAMP)
             .map_or(0, |ts| self.clock.now().unix_ms.saturating_sub(ts));
         Stamp {
@@ -49,6 +51,30 @@ impl ClusterEngine {
             accepted_us: self.hub.now_us().saturating_sub(age_ms * 1000).max(1),
             ..Stamp::delivery(scenario)
         }
+    }
+
+    /// Queues a live message of `scenario` with `send` and counts it: stamped for the latency
+    /// histograms and, when its headers carry a sampled `traceparent`, followed by a
+    /// `push.fanout` span of this node (`key` names the stream for it).
+    pub(crate) fn deliver_live(
+        &self,
+        headers: &HeaderMap,
+        scenario: usize,
+        key: impl FnOnce() -> StreamKey,
+        send: impl FnOnce(Stamp) -> FanOut,
+    ) {
+        let mut stamp = self.live_stamp(headers, scenario);
+        let span = self.stats.tracer.as_ref().and_then(|t| {
+            let parent = parse_traceparent(headers.get(names::TRACEPARENT)?.as_str())?;
+            let position = header_u64(headers, names::POSITION).unwrap_or(0);
+            Some(t.fanout(&parent, &key(), position))
+        });
+        stamp.trace = span.as_ref().map_or(0, |s| s.slot);
+        let fan = send(stamp);
+        if let Some(span) = span {
+            span.finish(fan.queued, fan.slow);
+        }
+        self.count_delivered(scenario, fan);
     }
 
     /// Counts a live fan-out of `scenario` in the deliveries metric.

@@ -18,7 +18,7 @@ use super::names::header_u64;
 use super::names::{self, stream_token};
 use super::no_echo::OwnPublishes;
 use crate::delivery::Message;
-use crate::hub::{Conn, Stamp};
+use crate::hub::{Conn, FanOut, Stamp};
 use crate::stream::StreamKey;
 
 /// How often an actor checks that its room still has members here.
@@ -149,11 +149,16 @@ impl ClusterEngine {
     /// Queues a live message to the stream's connections here, but connection `skip`, and
     /// counts the deliveries.
     fn send_live(&self, key: &StreamKey, frame: &Bytes, stamp: Stamp, skip: Option<u64>) {
-        let fan = match key {
+        let fan = self.send_to(key, frame, stamp, skip);
+        self.count_delivered(key.scenario(), fan);
+    }
+
+    /// Queues `frame` to the room's members here (but `skip`), or to everyone for broadcast.
+    fn send_to(&self, key: &StreamKey, frame: &Bytes, stamp: Stamp, skip: Option<u64>) -> FanOut {
+        match key {
             StreamKey::Room(r) => self.hub.send_room_except(r, frame, stamp, skip),
             _ => self.hub.broadcast(frame, stamp),
-        };
-        self.count_delivered(key.scenario(), fan);
+        }
     }
 
     /// First retained position of the stream (the oldest message still stored), if any.
@@ -350,8 +355,10 @@ async fn run(engine: Arc<ClusterEngine>, key: StreamKey, mut rx: mpsc::Unbounded
                 if pos == delivered.pos + 1 {
                     if !engine.expired(h) {
                         if let Some((_, frame)) = engine.push_frame(h, msg.payload.clone(), &key.wire()) {
-                            let stamp = engine.live_stamp(h, key.scenario());
-                            engine.send_live(&key, &frame, stamp, own.take(pos));
+                            let skip = own.take(pos);
+                            engine.deliver_live(h, key.scenario(), || key.clone(), |stamp| {
+                                engine.send_to(&key, &frame, stamp, skip)
+                            });
                         }
                     }
                     delivered = Tail { seq, pos };
@@ -441,7 +448,7 @@ async fn handle(
                 if let Some(frame) =
                     t.publish_for(engine.ids.next(), push_seq, &conn, seq, room, &msg)
                 {
-                    if let Err(e) = engine.publish_transient(key, frame).await {
+                    if let Err(e) = engine.publish_transient(key, frame, None).await {
                         tracing::warn!(%room, "transient message not handed to other nodes: {e}");
                     }
                 }

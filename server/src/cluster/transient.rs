@@ -10,9 +10,11 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 
 use super::engine::ClusterEngine;
-use super::names::header_u64;
+use super::names::{self, header_u64};
 use crate::hub::Stamp;
 use crate::stream::StreamKey;
+use crate::trace::parse_traceparent;
+use opentelemetry::trace::SpanContext;
 
 /// The node that published the message (it has delivered it itself).
 const ORIGIN: &str = "Push-Origin";
@@ -25,10 +27,14 @@ impl ClusterEngine {
         &self,
         stream: &StreamKey,
         frame: Bytes,
+        trace: Option<&SpanContext>,
     ) -> Result<(), async_nats::PublishError> {
         let mut headers = HeaderMap::new();
         headers.insert(ORIGIN, self.origin.to_string().as_str());
         headers.insert(STREAM, stream.name().as_str());
+        if let Some(tp) = trace.and_then(crate::trace::traceparent) {
+            headers.insert(names::TRACEPARENT, tp.as_str());
+        }
         self.client
             .publish_with_headers(self.names.transient(), headers, frame)
             .await
@@ -51,9 +57,20 @@ impl ClusterEngine {
                 let Some(stream) = h.get(STREAM).and_then(|s| StreamKey::parse(s.as_str())) else {
                     continue;
                 };
+                let span = engine.stats.tracer.as_ref().and_then(|t| {
+                    let parent = parse_traceparent(h.get(names::TRACEPARENT)?.as_str())?;
+                    Some(t.fanout(&parent, &stream, 0))
+                });
+                let stamp = Stamp {
+                    trace: span.as_ref().map_or(0, |s| s.slot),
+                    ..Stamp::NONE
+                };
                 let fan = engine
                     .hub
-                    .send_transient(&stream, &msg.payload, Stamp::NONE, None);
+                    .send_transient(&stream, &msg.payload, stamp, None);
+                if let Some(span) = span {
+                    span.finish(fan.queued, fan.slow);
+                }
                 let scenario = stream.scenario();
                 engine
                     .stats

@@ -21,7 +21,7 @@ use super::names::header_u64;
 use super::retry::{Retry, Step};
 use super::rooms::reset_gap;
 use crate::hub::{Conn, Stamp};
-use crate::stream::SCENARIO_USER;
+use crate::stream::{StreamKey, SCENARIO_USER};
 
 /// How often an actor retries storing an ack record it could not store.
 const CHECK: Duration = Duration::from_secs(2);
@@ -288,9 +288,13 @@ impl Actor {
             if !engine.expired(headers) {
                 let frame = engine.push_frame(headers, msg.payload.clone(), &Stream::User);
                 if let Some((_, frame)) = frame {
-                    let stamp = engine.live_stamp(headers, SCENARIO_USER);
-                    let fan = engine.hub.send_user(&self.user, &frame, stamp);
-                    engine.count_delivered(SCENARIO_USER, fan);
+                    let user = &self.user;
+                    engine.deliver_live(
+                        headers,
+                        SCENARIO_USER,
+                        || StreamKey::user(user),
+                        |stamp| engine.hub.send_user(user, &frame, stamp),
+                    );
                 }
             }
             self.delivered = Tail { seq, pos };

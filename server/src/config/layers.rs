@@ -20,7 +20,7 @@ const NOT_SETTINGS: [&str; 2] = ["config", "api_token"];
 
 /// String settings taken verbatim from the environment: parsed like TOML, a secret or a name
 /// that looks like a number or `true` would no longer be a string.
-const RAW_STRINGS: [&str; 16] = [
+const RAW_STRINGS: [&str; 17] = [
     "api_tokens",
     "data_dir",
     "jwt_secret",
@@ -37,6 +37,7 @@ const RAW_STRINGS: [&str; 16] = [
     "cluster.prefix",
     "tracing.otlp_endpoint",
     "tracing.service_name",
+    "tracing.instance",
 ];
 
 /// List settings that the environment may also give comma-separated.

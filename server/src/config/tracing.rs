@@ -26,6 +26,10 @@ pub struct TracingConfig {
     /// `service.name` of the exported spans.
     #[serde(default = "default_service_name")]
     pub service_name: String,
+    /// `service.instance.id` of the exported spans, telling nodes apart; default the
+    /// cluster's node name, else host name and binary-protocol port.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// Share of publishes without a `traceparent` that start a trace of their own (0 to 1).
     /// Publishes with one follow its sampled flag.
     #[serde(default)]
@@ -81,6 +85,7 @@ impl TracingConfig {
             otlp_endpoint: endpoint.into(),
             protocol: OtlpProtocol::default(),
             service_name: default_service_name(),
+            instance: None,
             sample_ratio: 0.0,
             export_interval_ms: default_export_interval_ms(),
             export_timeout_ms: default_export_timeout_ms(),

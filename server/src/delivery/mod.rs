@@ -232,12 +232,19 @@ impl Delivery {
         }
         if let Some(cluster) = self.cluster() {
             self.reserve_pending(target.scenario())?;
+            let started = std::time::Instant::now();
             let r = match target {
                 Target::Users(users) => cluster.publish_users(users, &msg).await,
                 Target::Room(room) => cluster.publish_stream(&StreamKey::room(room), &msg).await,
                 Target::Broadcast => cluster.publish_stream(&StreamKey::Broadcast, &msg).await,
             };
             self.pending.fetch_sub(1, Ordering::Relaxed);
+            if let Some((tracer, parent)) = self.stats.tracer.as_ref().zip(msg.trace.as_ref()) {
+                // Stored on a majority of the NATS servers, or refused.
+                let error = r.as_ref().err().map(ToString::to_string);
+                let streams = r.as_ref().map_or(0, Vec::len);
+                tracer.commit(parent, started, streams, error.as_deref());
+            }
             let scenario = target.scenario();
             // Counted as the engine counts them: the message once, each stream it reached.
             match &r {

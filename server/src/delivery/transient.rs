@@ -144,7 +144,7 @@ impl Delivery {
                 .queue(&stream, &frame, None, msg.trace.as_ref());
             if let Some(cluster) = self.cluster() {
                 cluster
-                    .publish_transient(&stream, frame)
+                    .publish_transient(&stream, frame, msg.trace.as_ref())
                     .await
                     .map_err(|e| DeliveryError::Unavailable(format!("NATS publish: {e}")))?;
             }
@@ -189,7 +189,7 @@ impl Delivery {
             let cluster = cluster.clone();
             tokio::spawn(async move {
                 if let Err(e) = cluster
-                    .publish_transient(&StreamKey::room(&room), frame)
+                    .publish_transient(&StreamKey::room(&room), frame, None)
                     .await
                 {
                     tracing::warn!(%room, "transient message not handed to other nodes: {e}");

@@ -140,6 +140,11 @@ impl Tracer {
             .with_resource(
                 Resource::builder()
                     .with_service_name(cfg.service_name.clone())
+                    .with_attributes(
+                        cfg.instance
+                            .clone()
+                            .map(|i| KeyValue::new("service.instance.id", i)),
+                    )
                     .build(),
             )
             .build();

@@ -11,6 +11,7 @@ use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message;
+use push_server::config::TracingConfig;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -26,6 +27,8 @@ pub(crate) struct Span {
     pub attrs: HashMap<String, String>,
     /// The content type of the request that carried it.
     pub encoding: String,
+    /// The sender's `service.instance.id`.
+    pub instance: String,
 }
 
 /// The receiver and what it has received so far.
@@ -45,6 +48,16 @@ fn from_proto(body: &[u8]) -> Result<Vec<Span>, String> {
     let req = ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for rs in req.resource_spans {
+        let instance = rs
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.instance.id")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                Any::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
         for ss in rs.scope_spans {
             for s in ss.spans {
                 let attrs = s
@@ -69,6 +82,7 @@ fn from_proto(body: &[u8]) -> Result<Vec<Span>, String> {
                     end_ns: s.end_time_unix_nano,
                     attrs,
                     encoding: "application/x-protobuf".into(),
+                    instance: instance.clone(),
                 });
             }
         }
@@ -88,6 +102,11 @@ fn from_json(body: &[u8]) -> Result<Vec<Span>, String> {
     let list = |v: &Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for rs in list(&req, "resourceSpans") {
+        let instance = list(&rs["resource"], "attributes")
+            .iter()
+            .find(|kv| kv["key"] == "service.instance.id")
+            .and_then(|kv| kv["value"]["stringValue"].as_str().map(str::to_string))
+            .unwrap_or_default();
         for ss in list(&rs, "scopeSpans") {
             for s in list(&ss, "spans") {
                 let attrs = list(&s, "attributes")
@@ -113,6 +132,7 @@ fn from_json(body: &[u8]) -> Result<Vec<Span>, String> {
                     end_ns: num(&s["endTimeUnixNano"]),
                     attrs,
                     encoding: "application/json".into(),
+                    instance: instance.clone(),
                 });
             }
         }
@@ -178,6 +198,28 @@ impl Collector {
         }
     }
 
+    /// `base` with tracing to this receiver (spans sent every 20 ms), tuned by `tune`.
+    pub(crate) fn config(
+        &self,
+        base: push_server::Config,
+        tune: impl FnOnce(&mut TracingConfig),
+    ) -> push_server::Config {
+        let mut t = TracingConfig::new(self.url.clone());
+        t.export_interval_ms = 20;
+        tune(&mut t);
+        push_server::Config {
+            tracing: Some(t),
+            ..base
+        }
+    }
+
+    /// The only span named `name` in trace `trace` (panics unless there is exactly one).
+    pub(crate) fn one(&self, trace: &str, name: &str) -> &Span {
+        let found = self.named(trace, name);
+        assert_eq!(found.len(), 1, "one {name} in {:#?}", self.spans);
+        found[0]
+    }
+
     /// The spans named `name` in trace `trace`.
     pub(crate) fn named(&self, trace: &str, name: &str) -> Vec<&Span> {
         self.spans
@@ -185,4 +227,26 @@ impl Collector {
             .filter(|s| s.trace == trace && s.name == name)
             .collect()
     }
+}
+
+/// POST /api/v1/push with `body` and, if given, a `traceparent` header; expects 200.
+pub(crate) async fn push_traced(
+    server: &push_server::ServerHandle,
+    traceparent: Option<&str>,
+    body: &str,
+) {
+    let headers: Vec<(&str, &str)> = traceparent
+        .map(|t| ("traceparent", t))
+        .into_iter()
+        .collect();
+    let (status, text) = super::http_with(
+        server.http_addr,
+        "POST",
+        "/api/v1/push",
+        Some(super::API_TOKEN),
+        &headers,
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
 }
