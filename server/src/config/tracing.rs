@@ -129,3 +129,29 @@ impl TracingConfig {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_named() {
+        assert_eq!(TracingConfig::new("http://c:4318").invalid(), None);
+        let field = |t: TracingConfig| t.invalid().map(|(f, _)| f);
+        assert_eq!(
+            field(TracingConfig::new("c:4318")),
+            Some("tracing.otlp_endpoint")
+        );
+        assert_eq!(
+            field(TracingConfig::new("https://c:4318")),
+            Some("tracing.otlp_endpoint")
+        );
+        let mut t = TracingConfig::new("http://c:4318");
+        t.sample_ratio = 1.5;
+        assert_eq!(field(t), Some("tracing.sample_ratio"));
+        let parsed: TracingConfig =
+            toml::from_str("otlp_endpoint = \"http://c:4318\"\nprotocol = \"json\"").unwrap();
+        assert_eq!(parsed.protocol, OtlpProtocol::Json);
+        assert_eq!(parsed.max_write_spans, 64);
+    }
+}
