@@ -149,6 +149,14 @@ impl Tracer {
             )
             .build();
         let tracer = provider.tracer("push-server");
+        // Export failures and dropped spans are reported by the SDK itself (its internal
+        // logs go through `tracing`, at warn and error).
+        tracing::info!(
+            endpoint = %cfg.otlp_endpoint,
+            protocol = ?cfg.protocol,
+            sample_ratio = cfg.sample_ratio,
+            "tracing: sampled publishes are recorded as spans and exported over OTLP/HTTP"
+        );
         Ok(Tracer {
             provider,
             tracer,
