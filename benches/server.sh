@@ -6,7 +6,7 @@
 cargo build --release -q -p push-server -p push-benches
 OUT=benches/out
 mkdir -p "$OUT"
-SERVER=target/release/push-server
+SERVER=${PUSH_BENCH_SERVER:-target/release/push-server}
 BENCH=target/release/push-bench
 export PUSH_JWT_SECRET=bench-secret-0123456789abcdef
 export PUSH_API_TOKEN=bench-api-token

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
-use crate::hub::{Hub, QueueLimits};
+use crate::hub::{Framing, Hub, QueueLimits};
 use crate::jwt::TokenVerifier;
 use crate::stats::Stats;
 
@@ -102,15 +102,6 @@ impl Ctx {
             Some(config.reconnect_hint_ms),
             "outbound queue full: reading too slowly",
         );
-        let hub = Arc::new(Hub::new(
-            QueueLimits {
-                max_frames: config.queue_max_frames,
-                max_bytes: config.queue_max_bytes,
-            },
-            config.max_connections_per_user,
-            config.max_rooms_per_connection,
-            slow,
-        ));
         let options = EncodeOptions {
             compress_min: if config.compress_min == 0 {
                 usize::MAX
@@ -119,12 +110,6 @@ impl Ctx {
             },
             ..EncodeOptions::default()
         };
-        let delivery = Arc::new(if config.cluster.is_some() {
-            // Connected by `server::start` before anything is served.
-            Delivery::for_cluster(&config, hub.clone(), stats.clone(), options)
-        } else {
-            Delivery::start(&config, hub.clone(), stats.clone(), options, clock)?
-        });
         let limits = Limits {
             max_frame_len: config.max_frame_len,
             max_message_len: config.max_message_len,
@@ -133,6 +118,22 @@ impl Ctx {
             require_checksum: config.require_checksum,
             ..Limits::default()
         };
+        let hub = Arc::new(Hub::new(
+            QueueLimits {
+                max_frames: config.queue_max_frames,
+                max_bytes: config.queue_max_bytes,
+            },
+            config.max_connections_per_user,
+            config.max_rooms_per_connection,
+            slow,
+            Framing { limits, options },
+        ));
+        let delivery = Arc::new(if config.cluster.is_some() {
+            // Connected by `server::start` before anything is served.
+            Delivery::for_cluster(&config, hub.clone(), stats.clone(), options)
+        } else {
+            Delivery::start(&config, hub.clone(), stats.clone(), options, clock)?
+        });
         Ok(Arc::new(Ctx {
             tokens,
             connect_limiter: crate::ratelimit::AddressLimiter::new(

@@ -6,6 +6,7 @@
 //! reverse.
 
 mod conn;
+mod framing;
 mod transient;
 
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ use bytes::Bytes;
 use push_protocol::ErrorCode;
 
 pub use conn::{close_frame, CloseOrder, Conn, EnqueueError, Output, QueueLimits, Queued, Stamp};
+pub use framing::Framing;
+use framing::Shared;
 
 /// Number of shards per map; a power of two well above the core count.
 const SHARDS: usize = 64;
@@ -105,6 +108,8 @@ pub struct Hub {
     max_rooms: usize,
     /// Final frame for connections dropped as slow consumers, encoded once.
     slow_close: Bytes,
+    /// How fan-outs wrap a frame once for all WebSocket connections.
+    framing: Framing,
     epoch: Instant,
     /// Told when a user's last connection leaves (set once, by cluster mode).
     on_user_gone: std::sync::OnceLock<UserGone>,
@@ -120,6 +125,7 @@ impl Hub {
         max_per_user: usize,
         max_rooms: usize,
         slow_close: Bytes,
+        framing: Framing,
     ) -> Self {
         Hub {
             users: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -130,6 +136,7 @@ impl Hub {
             max_per_user,
             max_rooms,
             slow_close,
+            framing,
             epoch: Instant::now(),
             on_user_gone: std::sync::OnceLock::new(),
         }
@@ -277,6 +284,17 @@ impl Hub {
         conn.enqueue_stamped(frame.clone(), stamp, &self.limits, &self.slow_close)
     }
 
+    /// Queues one message of a fan-out to `conn`, in the form its transport takes.
+    fn enqueue_shared(
+        &self,
+        conn: &Conn,
+        frame: &mut Shared<'_>,
+        stamp: Stamp,
+    ) -> Result<(), EnqueueError> {
+        let (bytes, stamp) = frame.for_conn(conn, stamp);
+        conn.enqueue_stamped(bytes, stamp, &self.limits, &self.slow_close)
+    }
+
     /// Microseconds on the hub's monotonic clock (the clock of [`Stamp`]).
     pub fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
@@ -296,10 +314,11 @@ impl Hub {
     /// still replaying its backlog gets the message from the replay, in order.
     pub fn send_user(&self, user: &str, frame: &Bytes, stamp: Stamp) -> FanOut {
         let mut out = FanOut::default();
+        let mut frame = Shared::new(frame, &self.framing);
         if let Some(list) = lock(&self.users[self.shard_of(user)]).get(user) {
             for c in list.as_slice() {
                 if c.replay_next() == 0 {
-                    out.record(self.enqueue(c, frame, stamp));
+                    out.record(self.enqueue_shared(c, &mut frame, stamp));
                 } else {
                     out.queued += 1;
                 }
@@ -323,10 +342,11 @@ impl Hub {
         skip: Option<u64>,
     ) -> FanOut {
         let mut out = FanOut::default();
+        let mut frame = Shared::new(frame, &self.framing);
         if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(room) {
             for (id, c) in members {
                 if Some(*id) != skip {
-                    out.record(self.enqueue(c, frame, stamp));
+                    out.record(self.enqueue_shared(c, &mut frame, stamp));
                 }
             }
         }
@@ -336,9 +356,10 @@ impl Hub {
     /// Queues the same frame bytes to every connection.
     pub fn broadcast(&self, frame: &Bytes, stamp: Stamp) -> FanOut {
         let mut out = FanOut::default();
+        let mut frame = Shared::new(frame, &self.framing);
         for shard in self.users.iter() {
             for c in lock(shard).values().flat_map(Devices::as_slice) {
-                out.record(self.enqueue(c, frame, stamp));
+                out.record(self.enqueue_shared(c, &mut frame, stamp));
             }
         }
         out
@@ -410,6 +431,7 @@ mod tests {
             2,
             4,
             Bytes::new(),
+            Framing::default(),
         )
     }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{lock, Conn, Devices, FanOut, Hub, Stamp};
+use super::{lock, Conn, Devices, FanOut, Hub, Shared, Stamp};
 use crate::stream::StreamKey;
 
 /// True for a connection that may be handed a transient message now.
@@ -40,18 +40,19 @@ impl Hub {
         keep: impl Fn(&Conn) -> bool,
     ) -> FanOut {
         let mut out = FanOut::default();
+        let mut frame = Shared::new(frame, &self.framing);
         match stream {
             StreamKey::User(user) => {
                 if let Some(list) = lock(&self.users[self.shard_of(user)]).get(&**user) {
                     for c in list.as_slice().iter().filter(|c| keep(c)) {
-                        out.record(self.enqueue(c, frame, stamp));
+                        out.record(self.enqueue_shared(c, &mut frame, stamp));
                     }
                 }
             }
             StreamKey::Room(room) => {
                 if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(&**room) {
                     for c in members.values().filter(|c| keep(c)) {
-                        out.record(self.enqueue(c, frame, stamp));
+                        out.record(self.enqueue_shared(c, &mut frame, stamp));
                     }
                 }
             }
@@ -59,7 +60,7 @@ impl Hub {
                 for shard in self.users.iter() {
                     for c in lock(shard).values().flat_map(Devices::as_slice) {
                         if keep(c) {
-                            out.record(self.enqueue(c, frame, stamp));
+                            out.record(self.enqueue_shared(c, &mut frame, stamp));
                         }
                     }
                 }

@@ -187,6 +187,7 @@ pub(super) async fn handshake(
         )
         .with_version(version)
         .with_transport(usize::from(transport.is_ws()))
+        .with_framing(transport)
         .with_client_options(
             client_encoding(ctx.delivery.options(), &hello.options),
             hello.options.no_echo,

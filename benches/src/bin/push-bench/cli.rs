@@ -159,6 +159,9 @@ pub(crate) struct Load {
     /// Receive over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
     #[arg(long)]
     pub ws: bool,
+    /// Receive over WebSocket in the JSON text mode (`push.v1.json`).
+    #[arg(long)]
+    pub ws_json: bool,
     /// Receivers reconnect (the SDK's client: resume, dedupe) and publishers retry each
     /// message under its id until accepted: for runs where a node dies.
     #[arg(long)]

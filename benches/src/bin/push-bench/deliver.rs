@@ -93,13 +93,16 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     let room = (target == Target::Room).then(|| ROOM.to_string());
     let mode = if load.resilient {
         Mode::ReceiveResilient { room }
-    } else if load.ws {
-        Mode::ReceiveWs { room }
+    } else if load.ws || load.ws_json {
+        Mode::ReceiveWs {
+            room,
+            json: load.ws_json,
+        }
     } else {
         Mode::Receive { room }
     };
     let mut receivers = c.clone();
-    if load.ws {
+    if load.ws || load.ws_json {
         receivers.addr = c.http.to_string();
     }
     let mut workers = Workers::spawn(specs(&receivers, load.conns, mode))?;
@@ -203,7 +206,11 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     let unicast = target == Target::Users;
     let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
     let fig = DeliverReport {
-        transport: if load.ws { "websocket" } else { "tcp" },
+        transport: match (load.ws_json, load.ws) {
+            (true, _) => "websocket-json",
+            (_, true) => "websocket",
+            _ => "tcp",
+        },
         receivers: ready.ok,
         receivers_failed: ready.failed,
         messages: load.messages,

@@ -44,6 +44,9 @@ pub(crate) enum Mode {
     ReceiveWs {
         /// Room to join, if any.
         room: Option<String>,
+        /// JSON text mode instead of binary.
+        #[serde(default)]
+        json: bool,
     },
     /// Hold WebSocket connections (binary mode, token in the query), answer heartbeats.
     IdleWs,

@@ -186,7 +186,7 @@ pub(crate) fn run(spec: WorkerSpec) -> std::io::Result<()> {
             } => churn(spec, rate, seconds, rooms).await,
             Mode::Idle => hold(spec, None, false).await,
             Mode::IdleWs => hold(spec, None, false).await,
-            Mode::ReceiveWs { room } => hold(spec, room, true).await,
+            Mode::ReceiveWs { room, .. } => hold(spec, room, true).await,
             Mode::Receive { room } | Mode::ReceiveResilient { room } => {
                 hold(spec, room, true).await
             }
@@ -237,6 +237,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
         let stop = stop_rx.clone();
         let ws = matches!(spec.mode, Mode::IdleWs | Mode::ReceiveWs { .. });
+        let json = matches!(spec.mode, Mode::ReceiveWs { json: true, .. });
         let reconnects = reconnects.clone();
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await.expect("semaphore open");
@@ -247,7 +248,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
                     Err(e) => e,
                 }
             } else if ws {
-                match crate::ws::WsConn::connect(addr, &opts.token).await {
+                match crate::ws::WsConn::connect(addr, &opts.token, json).await {
                     Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
                     Err(e) => e.to_string(),
                 }

@@ -1,12 +1,20 @@
 //! A minimal WebSocket client for the `--ws` scenarios: upgrade with the token in the query
-//! string (binary mode), then receive through the same loop as TCP receivers.
+//! string (binary mode, or with `--ws-json` the JSON text mode), then receive through the
+//! same loop as TCP receivers.
 
 use std::io;
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use bytes::{Buf, BytesMut};
 use push_client::protocol::ws::frame::{encode_masked, parse_from_server, WsFrame};
-use push_client::protocol::{encode_to_bytes, Frame, FrameCodec, Join, Packet};
+use push_client::protocol::ws::json::{parse_stream, stream_name};
+use push_client::protocol::ws::SUBPROTOCOL_JSON;
+use push_client::protocol::{
+    encode_to_bytes, AuthOk, ErrorBody, ErrorCode, Frame, FrameCodec, Join, MessageId, Packet,
+    PayloadFormat, Push,
+};
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -16,6 +24,8 @@ pub(crate) struct WsConn {
     stream: TcpStream,
     buf: BytesMut,
     codec: FrameCodec,
+    /// JSON text mode (`push.v1.json`) instead of binary frames.
+    json: bool,
 }
 
 fn bad(what: &str) -> io::Error {
@@ -30,13 +40,14 @@ const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
 
 impl WsConn {
     /// Upgrades `GET /ws?token=` and waits for AUTH_OK.
-    pub(crate) async fn connect(addr: SocketAddr, token: &str) -> io::Result<WsConn> {
+    pub(crate) async fn connect(addr: SocketAddr, token: &str, json: bool) -> io::Result<WsConn> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let protocol = if json { SUBPROTOCOL_JSON } else { "push.v1" };
         let req = format!(
             "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: push.v1\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await?;
         let mut buf = BytesMut::with_capacity(512);
@@ -57,6 +68,7 @@ impl WsConn {
             stream,
             buf,
             codec: FrameCodec::new(Default::default(), Default::default()),
+            json,
         };
         match c.next_packet().await? {
             Some(p) if matches!(p.frame, Frame::AuthOk(_)) => Ok(c),
@@ -72,6 +84,9 @@ impl WsConn {
                 parse_from_server(&mut self.buf, MAX_MESSAGE).map_err(|e| bad(&e.reason))?;
             match frame {
                 Some(WsFrame::Close(..)) => return Ok(None),
+                Some(WsFrame::Data { payload, .. }) if self.json => {
+                    return from_json(&payload).map(Some);
+                }
                 Some(WsFrame::Data { payload, .. }) => {
                     let mut payload = BytesMut::from(&payload[..]);
                     let p = self
@@ -93,11 +108,69 @@ impl WsConn {
     }
 
     async fn send_packet(&mut self, p: &Packet) -> io::Result<()> {
+        if self.json {
+            let text = to_json(p)?;
+            return self
+                .stream
+                .write_all(&encode_masked(0x81, text.as_bytes(), MASK))
+                .await;
+        }
         let wire = encode_to_bytes(p, &Default::default()).map_err(|e| bad(&e.to_string()))?;
         self.stream
             .write_all(&encode_masked(0x82, &wire, MASK))
             .await
     }
+}
+
+/// A server JSON text as the frame it stands for (the fields this harness reads).
+fn from_json(text: &[u8]) -> io::Result<Packet> {
+    let v: Value = serde_json::from_slice(text).map_err(|e| bad(&e.to_string()))?;
+    let seq = v["seq"].as_u64().unwrap_or(0) as u32;
+    let frame = match v["op"].as_str().unwrap_or_default() {
+        "welcome" => Frame::AuthOk(AuthOk {
+            version: v["version"].as_u64().unwrap_or(1) as u16,
+            conn_id: v["conn_id"].as_u64().unwrap_or(0),
+            user: v["user"].as_str().unwrap_or_default().into(),
+            heartbeat_ms: v["heartbeat_ms"].as_u64().unwrap_or(0),
+            max_frame_len: 0,
+            max_message_len: 0,
+            epoch: 0,
+        }),
+        "ping" => Frame::Ping,
+        "ok" => Frame::Ok(v["tail"].as_u64()),
+        "push" => Frame::Push(Push {
+            id: MessageId::default(),
+            stream: v["stream"]
+                .as_str()
+                .and_then(parse_stream)
+                .ok_or_else(|| bad("push without a stream"))?,
+            position: v["position"].as_u64().unwrap_or(0),
+            timestamp_ms: v["timestamp"].as_u64().unwrap_or(0),
+            kind: v["type"].as_str().unwrap_or_default().into(),
+            format: PayloadFormat::OPAQUE,
+            payload: Bytes::from(v["data"].as_str().unwrap_or_default().to_string()),
+        }),
+        "error" | "close" => Frame::Error(ErrorBody {
+            code: ErrorCode(v["code"].as_u64().unwrap_or(0) as u16),
+            reason: v["reason"].as_str().unwrap_or_default().into(),
+        }),
+        _ => Frame::Pong,
+    };
+    Ok(Packet::new(seq, frame))
+}
+
+/// The JSON text of the frames this harness sends (SPEC.md §12).
+fn to_json(p: &Packet) -> io::Result<String> {
+    let v = match &p.frame {
+        Frame::Pong => json!({"op": "pong", "seq": p.seq}),
+        Frame::Join(j) => json!({"op": "join", "seq": p.seq, "room": j.room}),
+        Frame::Ack(list) => {
+            let last = list.last().ok_or_else(|| bad("empty ack"))?;
+            json!({"op": "ack", "seq": p.seq, "stream": stream_name(&last.stream), "position": last.position})
+        }
+        other => return Err(bad(&format!("no JSON form here for {other:?}"))),
+    };
+    Ok(v.to_string())
 }
 
 impl crate::worker::PushSource for WsConn {

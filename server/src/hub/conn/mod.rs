@@ -13,6 +13,7 @@ use outbox::Outbox;
 pub use outbox::{close_frame, CloseOrder, EnqueueError, Output, QueueLimits, Queued, Stamp};
 
 use bytes::Bytes;
+use push_protocol::ws::Transport;
 use push_protocol::{EncodeOptions, ErrorCode};
 
 /// Shared handle to one authenticated connection.
@@ -37,6 +38,9 @@ pub struct Conn {
     version: u8,
     /// Index into `stats::TRANSPORTS` (presence answers; in the padding too).
     transport: u8,
+    /// The WebSocket mode whose frames the hub may wrap once for every such connection
+    /// (`FRAMING_*`; in the padding too).
+    framing: u8,
     /// When the connection was admitted, in seconds on the hub clock (presence answers; fits
     /// the padding beside the two u32 counters, so it costs no bytes).
     connected_s: u32,
@@ -48,6 +52,10 @@ pub struct Conn {
     publishes: AtomicU32,
     outbox: Mutex<Outbox>,
 }
+
+const FRAMING_NONE: u8 = 0;
+const FRAMING_WS_BINARY: u8 = 1;
+const FRAMING_WS_JSON: u8 = 2;
 
 /// The rarely present parts of a connection.
 #[derive(Debug, Default)]
@@ -94,6 +102,7 @@ impl Conn {
             replay_asked: AtomicBool::new(false),
             version: 1,
             transport: 0,
+            framing: FRAMING_NONE,
             connected_s: (now_ms / 1000) as u32,
             requests: AtomicU32::new(0),
             publishes: AtomicU32::new(0),
@@ -132,6 +141,31 @@ impl Conn {
     pub fn with_transport(mut self, index: usize) -> Self {
         self.transport = u8::try_from(index).unwrap_or(0);
         self
+    }
+
+    /// The same connection on `transport`; a WebSocket connection may then be handed frames
+    /// the hub wrapped once for all of them (see [`Conn::shared_framing`]).
+    pub fn with_framing(mut self, transport: Transport) -> Self {
+        self.framing = match transport {
+            Transport::WsBinary => FRAMING_WS_BINARY,
+            Transport::WsJson => FRAMING_WS_JSON,
+            Transport::Tcp => FRAMING_NONE,
+        };
+        self
+    }
+
+    /// The WebSocket mode of a connection that takes frames as the hub wraps them for every
+    /// connection of that mode: none for TCP, long polls and clients with an encoding of
+    /// their own (their task re-encodes each frame).
+    pub fn shared_framing(&self) -> Option<Transport> {
+        if self.encoding().is_some() {
+            return None;
+        }
+        match self.framing {
+            FRAMING_WS_BINARY => Some(Transport::WsBinary),
+            FRAMING_WS_JSON => Some(Transport::WsJson),
+            _ => None,
+        }
     }
 
     /// Index into `stats::TRANSPORTS` of the connection's transport.
