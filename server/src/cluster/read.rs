@@ -63,17 +63,16 @@ impl ClusterEngine {
         key: impl FnOnce() -> StreamKey,
         send: impl FnOnce(Stamp) -> FanOut,
     ) {
-        let mut stamp = self.live_stamp(headers, scenario);
-        let span = self.stats.tracer.as_ref().and_then(|t| {
-            let parent = parse_traceparent(headers.get(names::TRACEPARENT)?.as_str())?;
-            let position = header_u64(headers, names::POSITION).unwrap_or(0);
-            Some(t.fanout(&parent, &key(), position))
-        });
-        stamp.trace = span.as_ref().map_or(0, |s| s.slot);
-        let fan = send(stamp);
-        if let Some(span) = span {
-            span.finish(fan.queued, fan.slow);
-        }
+        let stamp = self.live_stamp(headers, scenario);
+        let tracer = self.stats.tracer.as_deref();
+        let parent = tracer.and(headers.get(names::TRACEPARENT));
+        let fan = match parent.and_then(|p| parse_traceparent(p.as_str())) {
+            Some(p) => {
+                let position = header_u64(headers, names::POSITION).unwrap_or(0);
+                crate::trace::fan_out(tracer, Some(&p), &key(), position, stamp, send)
+            }
+            None => send(stamp),
+        };
         self.count_delivered(scenario, fan);
     }
 

@@ -57,20 +57,16 @@ impl ClusterEngine {
                 let Some(stream) = h.get(STREAM).and_then(|s| StreamKey::parse(s.as_str())) else {
                     continue;
                 };
-                let span = engine.stats.tracer.as_ref().and_then(|t| {
-                    let parent = parse_traceparent(h.get(names::TRACEPARENT)?.as_str())?;
-                    Some(t.fanout(&parent, &stream, 0))
-                });
-                let stamp = Stamp {
-                    trace: span.as_ref().map_or(0, |s| s.slot),
-                    ..Stamp::NONE
+                let tracer = engine.stats.tracer.as_deref();
+                let parent = tracer.and(h.get(names::TRACEPARENT));
+                let parent = parent.and_then(|p| parse_traceparent(p.as_str()));
+                let send = |stamp| {
+                    engine
+                        .hub
+                        .send_transient(&stream, &msg.payload, stamp, None)
                 };
-                let fan = engine
-                    .hub
-                    .send_transient(&stream, &msg.payload, stamp, None);
-                if let Some(span) = span {
-                    span.finish(fan.queued, fan.slow);
-                }
+                let fan =
+                    crate::trace::fan_out(tracer, parent.as_ref(), &stream, 0, Stamp::NONE, send);
                 let scenario = stream.scenario();
                 engine
                     .stats

@@ -61,19 +61,14 @@ impl Transient<'_> {
         skip: Option<u64>,
         trace: Option<&SpanContext>,
     ) -> usize {
-        let span = (self.stats.tracer.as_ref())
-            .zip(trace)
-            .map(|(t, parent)| t.fanout(parent, stream, 0));
         let stamp = Stamp {
             accepted_us: self.hub.now_us().max(1),
             scenario: stream.scenario() as u8,
-            framed: false,
-            trace: span.as_ref().map_or(0, |s| s.slot),
+            ..Stamp::NONE
         };
-        let fan = self.hub.send_transient(stream, frame, stamp, skip);
-        if let Some(span) = span {
-            span.finish(fan.queued, fan.slow);
-        }
+        let send = |stamp| self.hub.send_transient(stream, frame, stamp, skip);
+        let fan =
+            crate::trace::fan_out(self.stats.tracer.as_deref(), trace, stream, 0, stamp, send);
         let scenario = stream.scenario();
         self.stats.inc(&self.stats.transient_by[scenario]);
         self.stats

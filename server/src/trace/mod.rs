@@ -28,7 +28,7 @@ use opentelemetry_sdk::Resource;
 
 use crate::config::TracingConfig;
 use crate::delivery::Accepted;
-use crate::hub::Conn;
+use crate::hub::{Conn, FanOut, Stamp};
 use crate::stats::TRANSPORTS;
 use crate::stream::StreamKey;
 use fanouts::Fanouts;
@@ -67,10 +67,9 @@ pub struct AcceptSpan {
 }
 
 /// A `push.fanout` span in progress and the slot its frames' stamps carry.
-pub struct FanoutSpan {
+struct FanoutSpan {
     span: Span,
-    /// For `Stamp::trace`.
-    pub slot: u32,
+    slot: u32,
 }
 
 /// The wall-clock time of `at`.
@@ -219,7 +218,7 @@ impl Tracer {
 
     /// Starts `push.fanout` of `stream` at `position` under `parent`; frames queued with
     /// the returned slot get `push.write` spans.
-    pub fn fanout(&self, parent: &SpanContext, stream: &StreamKey, position: u64) -> FanoutSpan {
+    fn fanout(&self, parent: &SpanContext, stream: &StreamKey, position: u64) -> FanoutSpan {
         let (builder, cx) = self.child("push.fanout", parent);
         let now = SystemTime::now();
         let span = builder
@@ -289,6 +288,28 @@ impl Tracer {
     }
 }
 
+/// Runs a fan-out with `send`; when there is a tracer and a traced message (`parent`, its
+/// `push.accept` span), inside a `push.fanout` span whose slot the frames' stamp carries.
+pub fn fan_out(
+    tracer: Option<&Tracer>,
+    parent: Option<&SpanContext>,
+    stream: &StreamKey,
+    position: u64,
+    stamp: Stamp,
+    send: impl FnOnce(Stamp) -> FanOut,
+) -> FanOut {
+    let Some((tracer, parent)) = tracer.zip(parent) else {
+        return send(stamp);
+    };
+    let span = tracer.fanout(parent, stream, position);
+    let fan = send(Stamp {
+        trace: span.slot,
+        ..stamp
+    });
+    span.finish(fan.queued, fan.slow);
+    fan
+}
+
 impl AcceptSpan {
     /// The context later spans hang under.
     pub fn context(&self) -> SpanContext {
@@ -321,7 +342,7 @@ impl AcceptSpan {
 
 impl FanoutSpan {
     /// Ends the span with how many connections the message was queued to.
-    pub fn finish(mut self, queued: usize, slow: usize) {
+    fn finish(mut self, queued: usize, slow: usize) {
         self.span
             .set_attribute(KeyValue::new("push.queued", queued as i64));
         if slow > 0 {

@@ -91,41 +91,34 @@ impl Engine {
             .max(1);
         for ((stream, frame), a) in sends.into_iter().zip(accepted.iter_mut()) {
             let scenario = stream.scenario();
-            let span = (self.stats.tracer.as_ref())
-                .zip(trace)
-                .map(|(t, parent)| t.fanout(parent, &stream, a.position));
             let stamp = Stamp {
                 accepted_us: stamp_us,
                 scenario: scenario as u8,
-                framed: false,
-                trace: span.as_ref().map_or(0, |s| s.slot),
+                ..Stamp::NONE
             };
-            let fan = match &stream {
-                StreamKey::User(u) => {
-                    let fan = self.hub.send_user(u, &frame, stamp);
-                    if fan.queued > 0 {
-                        self.ack_watch
-                            .entry(u.clone())
-                            .or_insert((a.position, staged));
-                    }
-                    if fan.queued > 0 && !self.retry.contains_key(u) {
-                        self.retry.insert(
-                            u.clone(),
-                            RetryState {
-                                retries: 0,
-                                next_at: self.now.at + self.cfg.retry_interval,
-                            },
-                        );
-                    }
-                    fan
+            let hub = &self.hub;
+            let send = |stamp| match &stream {
+                StreamKey::User(u) => hub.send_user(u, &frame, stamp),
+                StreamKey::Room(r) => hub.send_room_except(r, &frame, stamp, skip),
+                StreamKey::Broadcast => hub.broadcast(&frame, stamp),
+            };
+            let tracer = self.stats.tracer.as_deref();
+            let fan = crate::trace::fan_out(tracer, trace, &stream, a.position, stamp, send);
+            if let (StreamKey::User(u), true) = (&stream, fan.queued > 0) {
+                self.ack_watch
+                    .entry(u.clone())
+                    .or_insert((a.position, staged));
+                if !self.retry.contains_key(u) {
+                    self.retry.insert(
+                        u.clone(),
+                        RetryState {
+                            retries: 0,
+                            next_at: self.now.at + self.cfg.retry_interval,
+                        },
+                    );
                 }
-                StreamKey::Room(r) => self.hub.send_room_except(r, &frame, stamp, skip),
-                StreamKey::Broadcast => self.hub.broadcast(&frame, stamp),
-            };
-            a.queued = fan.queued;
-            if let Some(span) = span {
-                span.finish(fan.queued, fan.slow);
             }
+            a.queued = fan.queued;
             self.stats.inc(&self.stats.accepted_by[scenario]);
             self.stats
                 .add(&self.stats.queued_by[scenario], fan.queued as u64);
