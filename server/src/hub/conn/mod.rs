@@ -158,14 +158,13 @@ impl Conn {
     /// connection of that mode: none for TCP, long polls and clients with an encoding of
     /// their own (their task re-encodes each frame).
     pub fn shared_framing(&self) -> Option<Transport> {
-        if self.encoding().is_some() {
-            return None;
-        }
-        match self.framing {
-            FRAMING_WS_BINARY => Some(Transport::WsBinary),
-            FRAMING_WS_JSON => Some(Transport::WsJson),
-            _ => None,
-        }
+        // The byte first: a TCP connection's fan-out never looks into `extra`.
+        let mode = match self.framing {
+            FRAMING_WS_BINARY => Transport::WsBinary,
+            FRAMING_WS_JSON => Transport::WsJson,
+            _ => return None,
+        };
+        self.encoding().is_none().then_some(mode)
     }
 
     /// Index into `stats::TRANSPORTS` of the connection's transport.
