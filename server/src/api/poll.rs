@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use push_protocol::{ErrorCode, Frame, FrameCodec, Stream, StreamPos};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use thin_vec::ThinVec;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
@@ -258,7 +259,7 @@ async fn run(ctx: Arc<Ctx>, plan: Plan, cancel: CancellationToken) -> Response {
     let deadline = tokio::time::Instant::now() + wait;
     let mut codec = FrameCodec::new(ctx.limits, *ctx.delivery.options());
     loop {
-        let mut batch = Vec::new();
+        let mut batch = ThinVec::new();
         let next = std::future::poll_fn(|cx| conn.poll_output(cx, &mut batch, 64));
         let output = tokio::select! {
             o = next => o,
@@ -317,7 +318,7 @@ impl Collected {
 
     /// Decodes queued frames; messages past the limit are left for the next poll (they are
     /// not acknowledged, so they are replayed).
-    fn take(&mut self, codec: &mut FrameCodec, batch: Vec<Queued>) {
+    fn take(&mut self, codec: &mut FrameCodec, batch: ThinVec<Queued>) {
         for q in batch {
             let mut src = BytesMut::from(&q.frame[..]);
             while let Ok(Some(packet)) = codec.decode(&mut src) {

@@ -7,6 +7,7 @@
 
 mod conn;
 mod framing;
+mod tables;
 mod transient;
 
 use std::collections::HashMap;
@@ -21,58 +22,12 @@ use push_protocol::ErrorCode;
 pub use conn::{close_frame, CloseOrder, Conn, EnqueueError, Output, QueueLimits, Queued, Stamp};
 pub use framing::Framing;
 use framing::Shared;
+use tables::{Members, UserShard};
 
 /// Number of shards per map; a power of two well above the core count.
 const SHARDS: usize = 64;
 
-type UserMap = HashMap<Arc<str>, Devices>;
-
-/// A user's connections. Most users hold one, which needs no separate allocation.
-#[derive(Debug, Clone)]
-enum Devices {
-    One(Arc<Conn>),
-    Many(Vec<Arc<Conn>>),
-}
-
-impl Devices {
-    fn as_slice(&self) -> &[Arc<Conn>] {
-        match self {
-            Devices::One(c) => std::slice::from_ref(c),
-            Devices::Many(v) => v,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn push(&mut self, conn: Arc<Conn>) {
-        match self {
-            Devices::One(first) => *self = Devices::Many(vec![first.clone(), conn]),
-            Devices::Many(v) => v.push(conn),
-        }
-    }
-
-    /// Removes `id`; returns true when no connection is left.
-    fn remove(&mut self, id: u64) -> bool {
-        match self {
-            Devices::One(c) => c.id == id,
-            Devices::Many(v) => {
-                v.retain(|c| c.id != id);
-                match v.len() {
-                    0 => true,
-                    1 => {
-                        let last = v[0].clone();
-                        *self = Devices::One(last);
-                        false
-                    }
-                    _ => false,
-                }
-            }
-        }
-    }
-}
-type RoomMap = HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>;
+type RoomMap = HashMap<Arc<str>, Members>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -99,7 +54,7 @@ impl FanOut {
 
 /// The registry of live, authenticated connections.
 pub struct Hub {
-    users: Box<[Mutex<UserMap>]>,
+    users: Box<[Mutex<UserShard>]>,
     rooms: Box<[Mutex<RoomMap>]>,
     hasher: RandomState,
     count: AtomicUsize,
@@ -154,23 +109,25 @@ impl Hub {
     }
 
     fn shard_of(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) as usize) & (SHARDS - 1)
+        self.slot(key).0
+    }
+
+    /// The shard of `key` and its hash. The shard comes from bits 40-45, which a shard's own
+    /// table uses neither for its bucket index (low bits) nor for its tags (top 7 bits).
+    fn slot(&self, key: &str) -> (usize, u64) {
+        let hash = self.hasher.hash_one(key);
+        (((hash >> 40) as usize) & (SHARDS - 1), hash)
     }
 
     /// Registers an authenticated connection, enforcing the per-user limit.
     pub fn register(&self, conn: Arc<Conn>) -> Result<(), ErrorCode> {
         {
-            let mut users = lock(&self.users[self.shard_of(&conn.user)]);
-            match users.get_mut(&conn.user) {
-                Some(list) if list.len() >= self.max_per_user => {
-                    return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS)
-                }
-                Some(list) => list.push(conn.clone()),
-                None if self.max_per_user == 0 => return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS),
-                None => {
-                    users.insert(conn.user.clone(), Devices::One(conn.clone()));
-                }
+            let (shard, hash) = self.slot(&conn.user);
+            let mut users = lock(&self.users[shard]);
+            if users.devices(hash, &conn.user).count() >= self.max_per_user {
+                return Err(ErrorCode::TOO_MANY_USER_CONNECTIONS);
             }
+            users.insert(hash, conn.clone(), &self.hasher);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -181,19 +138,10 @@ impl Hub {
         for room in conn.take_rooms() {
             self.remove_member(&room, conn.id);
         }
-        let last = {
-            let mut users = lock(&self.users[self.shard_of(&conn.user)]);
-            let Some(list) = users.get_mut(&conn.user) else {
-                return;
-            };
-            if !list.as_slice().iter().any(|c| c.id == conn.id) {
-                return;
-            }
-            let last = list.remove(conn.id);
-            if last {
-                users.remove(&conn.user);
-            }
-            last
+        let (shard, hash) = self.slot(&conn.user);
+        let removed = lock(&self.users[shard]).remove(hash, &conn.user, conn.id, &self.hasher);
+        let Some(last) = removed else {
+            return;
         };
         self.count.fetch_sub(1, Ordering::Relaxed);
         if let Some(f) = self.on_user_gone.get().filter(|_| last) {
@@ -208,10 +156,11 @@ impl Hub {
 
     /// Connections of one user.
     pub fn user_connections(&self, user: &str) -> Vec<Arc<Conn>> {
-        lock(&self.users[self.shard_of(user)])
-            .get(user)
-            .map(|d| d.as_slice().to_vec())
-            .unwrap_or_default()
+        let (shard, hash) = self.slot(user);
+        lock(&self.users[shard])
+            .devices(hash, user)
+            .cloned()
+            .collect()
     }
 
     /// Adds `conn` to `room`; false when it was already a member.
@@ -224,7 +173,7 @@ impl Hub {
         if !conn.add_room(&key, self.max_rooms)? {
             return Ok(false);
         }
-        rooms.entry(key).or_default().insert(conn.id, conn.clone());
+        rooms.entry(key).or_default().insert(conn);
         Ok(true)
     }
 
@@ -240,7 +189,7 @@ impl Hub {
     fn remove_member(&self, room: &str, id: u64) {
         let mut rooms = lock(&self.rooms[self.shard_of(room)]);
         if let Some(members) = rooms.get_mut(room) {
-            members.remove(&id);
+            members.remove(id);
             if members.is_empty() {
                 rooms.remove(room);
             }
@@ -267,7 +216,7 @@ impl Hub {
     pub fn room_size(&self, room: &str) -> usize {
         lock(&self.rooms[self.shard_of(room)])
             .get(room)
-            .map_or(0, HashMap::len)
+            .map_or(0, Members::len)
     }
 
     /// Number of non-empty rooms.
@@ -275,9 +224,12 @@ impl Hub {
         self.rooms.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// Number of users with at least one connection.
+    /// Number of users with at least one connection (a walk over every connection).
     pub fn user_count(&self) -> usize {
-        self.users.iter().map(|s| lock(s).len()).sum()
+        self.users
+            .iter()
+            .map(|s| lock(s).user_count(&self.hasher))
+            .sum()
     }
 
     fn enqueue(&self, conn: &Conn, frame: &Bytes, stamp: Stamp) -> Result<(), EnqueueError> {
@@ -315,13 +267,12 @@ impl Hub {
     pub fn send_user(&self, user: &str, frame: &Bytes, stamp: Stamp) -> FanOut {
         let mut out = FanOut::default();
         let mut frame = Shared::new(frame, &self.framing);
-        if let Some(list) = lock(&self.users[self.shard_of(user)]).get(user) {
-            for c in list.as_slice() {
-                if c.replay_next() == 0 {
-                    out.record(self.enqueue_shared(c, &mut frame, stamp));
-                } else {
-                    out.queued += 1;
-                }
+        let (shard, hash) = self.slot(user);
+        for c in lock(&self.users[shard]).devices(hash, user) {
+            if c.replay_next() == 0 {
+                out.record(self.enqueue_shared(c, &mut frame, stamp));
+            } else {
+                out.queued += 1;
             }
         }
         out
@@ -344,8 +295,8 @@ impl Hub {
         let mut out = FanOut::default();
         let mut frame = Shared::new(frame, &self.framing);
         if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(room) {
-            for (id, c) in members {
-                if Some(*id) != skip {
+            for c in members.iter() {
+                if Some(c.id) != skip {
                     out.record(self.enqueue_shared(c, &mut frame, stamp));
                 }
             }
@@ -358,7 +309,7 @@ impl Hub {
         let mut out = FanOut::default();
         let mut frame = Shared::new(frame, &self.framing);
         for shard in self.users.iter() {
-            for c in lock(shard).values().flat_map(Devices::as_slice) {
+            for c in lock(shard).conns() {
                 out.record(self.enqueue_shared(c, &mut frame, stamp));
             }
         }
@@ -394,7 +345,7 @@ impl Hub {
     /// hint).
     pub fn close_each(&self, mut order: impl FnMut() -> CloseOrder) {
         for shard in self.users.iter() {
-            for c in lock(shard).values().flat_map(Devices::as_slice) {
+            for c in lock(shard).conns() {
                 c.close(order(), false);
             }
         }
@@ -405,7 +356,7 @@ impl Hub {
     pub fn sweep(&self, ping: &Bytes, deadline_ms: u64, timeout: &CloseOrder) -> (usize, usize) {
         let (mut pinged, mut dead) = (0, 0);
         for shard in self.users.iter() {
-            for c in lock(shard).values().flat_map(Devices::as_slice) {
+            for c in lock(shard).conns() {
                 if c.last_seen_ms() < deadline_ms {
                     c.close(timeout.clone(), true);
                     dead += 1;

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{lock, Conn, Devices, FanOut, Hub, Shared, Stamp};
+use super::{lock, Conn, FanOut, Hub, Shared, Stamp};
 use crate::stream::StreamKey;
 
 /// True for a connection that may be handed a transient message now.
@@ -43,22 +43,23 @@ impl Hub {
         let mut frame = Shared::new(frame, &self.framing);
         match stream {
             StreamKey::User(user) => {
-                if let Some(list) = lock(&self.users[self.shard_of(user)]).get(&**user) {
-                    for c in list.as_slice().iter().filter(|c| keep(c)) {
+                let (shard, hash) = self.slot(user);
+                for c in lock(&self.users[shard]).devices(hash, user) {
+                    if keep(c) {
                         out.record(self.enqueue_shared(c, &mut frame, stamp));
                     }
                 }
             }
             StreamKey::Room(room) => {
                 if let Some(members) = lock(&self.rooms[self.shard_of(room)]).get(&**room) {
-                    for c in members.values().filter(|c| keep(c)) {
+                    for c in members.iter().filter(|c| keep(c)) {
                         out.record(self.enqueue_shared(c, &mut frame, stamp));
                     }
                 }
             }
             StreamKey::Broadcast => {
                 for shard in self.users.iter() {
-                    for c in lock(shard).values().flat_map(Devices::as_slice) {
+                    for c in lock(shard).conns() {
                         if keep(c) {
                             out.record(self.enqueue_shared(c, &mut frame, stamp));
                         }

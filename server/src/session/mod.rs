@@ -33,6 +33,7 @@ use push_protocol::{
     encode_to_bytes, reencode, ErrorBody, ErrorCode, Frame, FrameCodec, Hello, Limits, Packet,
     ProtocolError,
 };
+use thin_vec::ThinVec;
 use tokio::net::TcpStream;
 
 use crate::context::Admission;
@@ -125,7 +126,7 @@ fn wrap_frame(transport: Transport, conn: &Conn, ctx: &Admission, frame: Bytes) 
 }
 
 /// Session size is part of the memory budget per idle connection.
-const _: () = assert!(std::mem::size_of::<Session>() <= 96);
+const _: () = assert!(std::mem::size_of::<Session>() <= 80);
 
 /// The future of one connection's task.
 pub(crate) enum ConnTask {
@@ -201,7 +202,7 @@ async fn handshake_phase(
             let mut session = Box::new(Session {
                 link,
                 pending,
-                batch: Vec::new(),
+                batch: ThinVec::new(),
                 partial: false,
                 inflow: Inflow::default(),
                 transport,
@@ -282,7 +283,8 @@ pub(crate) struct Session {
     /// Present only while a partial frame or fragmented message is pending.
     pending: Option<Box<ReadState>>,
     /// Frames taken from the outbox and not yet fully written; the first may be partly sent.
-    batch: Vec<Queued>,
+    /// A thin vector: 8 bytes instead of 24 keep the boxed session in jemalloc's 80-byte class.
+    batch: ThinVec<Queued>,
     /// True when the first frame of `batch` has been partly written.
     partial: bool,
     /// Frames counted in the current rate window; whether reading is held.
@@ -449,7 +451,7 @@ impl Session {
             }
         }
         // Idle connections keep no batch allocation.
-        self.batch = Vec::new();
+        self.batch = ThinVec::new();
         match self.link.try_flush() {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
             _ => Ok(()),

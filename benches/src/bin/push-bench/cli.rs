@@ -32,6 +32,9 @@ pub(crate) enum Cmd {
         /// Connect over WebSocket (`GET /ws` on --http, binary mode) instead of raw TCP.
         #[arg(long)]
         ws: bool,
+        /// Every connection joins this room and then idles (the membership's memory counts).
+        #[arg(long)]
+        room: Option<String>,
     },
     /// N receivers in one room (or on broadcast); publish M messages of S bytes at rate R.
     Fanout {

@@ -14,6 +14,8 @@ use crate::{specs, Common, Res};
 #[derive(Serialize)]
 struct IdleReport {
     transport: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<String>,
     connections_requested: usize,
     connections_ok: usize,
     connections_failed: usize,
@@ -39,15 +41,21 @@ struct IdleReport {
 }
 
 /// Runs the scenario.
-pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res {
+pub(crate) async fn run(
+    mut c: Common,
+    conns: usize,
+    hold: f64,
+    ws: bool,
+    room: Option<String>,
+) -> Res {
     let pid = c.servers();
     let rss0 = pid.rss_bytes();
     let cpu0 = pid.cpu_seconds();
     let mode = if ws {
         c.addr = c.http.to_string();
-        Mode::IdleWs
+        Mode::IdleWs { room: room.clone() }
     } else {
-        Mode::Idle
+        Mode::Idle { room: room.clone() }
     };
     let mut workers = Workers::spawn(specs(&c, conns, mode))?;
     let ready = workers.wait_ready(Duration::from_secs(600)).await;
@@ -66,6 +74,7 @@ pub(crate) async fn run(mut c: Common, conns: usize, hold: f64, ws: bool) -> Res
     let merged = report::merge(&done);
     let fig = IdleReport {
         transport,
+        room,
         connections_requested: conns,
         connections_ok: ready.ok,
         connections_failed: ready.failed,

@@ -30,7 +30,10 @@ pub(crate) struct WorkerSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Mode {
     /// Hold connections, answer heartbeats.
-    Idle,
+    Idle {
+        /// Room each connection joins, if any.
+        room: Option<String>,
+    },
     /// Hostile connections (`push-bench hostile`).
     Hostile {
         /// What they do.
@@ -49,7 +52,10 @@ pub(crate) enum Mode {
         json: bool,
     },
     /// Hold WebSocket connections (binary mode, token in the query), answer heartbeats.
-    IdleWs,
+    IdleWs {
+        /// Room each connection joins, if any.
+        room: Option<String>,
+    },
     /// Like `Receive`, through the SDK's reconnecting client: a connection whose node dies
     /// comes back (to another node), resumes and deduplicates; reconnects are counted.
     ReceiveResilient {

@@ -184,8 +184,7 @@ pub(crate) fn run(spec: WorkerSpec) -> std::io::Result<()> {
                 seconds,
                 rooms,
             } => churn(spec, rate, seconds, rooms).await,
-            Mode::Idle => hold(spec, None, false).await,
-            Mode::IdleWs => hold(spec, None, false).await,
+            Mode::Idle { room } | Mode::IdleWs { room } => hold(spec, room, false).await,
             Mode::ReceiveWs { room, .. } => hold(spec, room, true).await,
             Mode::Receive { room } | Mode::ReceiveResilient { room } => {
                 hold(spec, room, true).await
@@ -236,7 +235,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         };
         let (tally, hist, sem, room) = (tally.clone(), hist.clone(), sem.clone(), room.clone());
         let stop = stop_rx.clone();
-        let ws = matches!(spec.mode, Mode::IdleWs | Mode::ReceiveWs { .. });
+        let ws = matches!(spec.mode, Mode::IdleWs { .. } | Mode::ReceiveWs { .. });
         let json = matches!(spec.mode, Mode::ReceiveWs { json: true, .. });
         let reconnects = reconnects.clone();
         tokio::task::spawn_local(async move {

@@ -15,6 +15,7 @@ pub use outbox::{close_frame, CloseOrder, EnqueueError, Output, QueueLimits, Que
 use bytes::Bytes;
 use push_protocol::ws::Transport;
 use push_protocol::{EncodeOptions, ErrorCode};
+use thin_vec::ThinVec;
 
 /// Shared handle to one authenticated connection.
 #[derive(Debug)]
@@ -302,7 +303,7 @@ impl Conn {
     pub fn poll_output(
         &self,
         cx: &mut Context<'_>,
-        batch: &mut Vec<Queued>,
+        batch: &mut ThinVec<Queued>,
         max: usize,
     ) -> Poll<Output> {
         let mut o = self.lock();
@@ -357,12 +358,17 @@ impl Conn {
         if o.gone {
             return Ok(false);
         }
-        let rooms = o.rooms.get_or_insert_with(Box::default);
+        let rooms = &mut o.rooms;
         if rooms.iter().any(|r| r == room) {
             return Ok(false);
         }
         if rooms.len() >= max {
             return Err(ErrorCode::TOO_MANY_ROOMS);
+        }
+        // Exact growth while the list is short: most connections are in one or two rooms, and
+        // the default first allocation (four entries) would be 64 bytes on every such one.
+        if rooms.len() < 4 {
+            rooms.reserve_exact(1);
         }
         rooms.push(room.clone());
         Ok(true)
@@ -371,31 +377,27 @@ impl Conn {
     /// Removes a room; false when it was not a member.
     pub fn remove_room(&self, room: &str) -> bool {
         let mut o = self.lock();
-        let Some(rooms) = o.rooms.as_mut() else {
-            return false;
-        };
+        let rooms = &mut o.rooms;
         let before = rooms.len();
         rooms.retain(|r| &**r != room);
         let removed = rooms.len() != before;
         if rooms.is_empty() {
-            o.rooms = None;
+            // Frees the allocation: an empty ThinVec points at a shared static header.
+            *rooms = ThinVec::new();
         }
         removed
     }
 
     /// True when the connection is in `room`.
     pub fn in_room(&self, room: &str) -> bool {
-        self.lock()
-            .rooms
-            .as_ref()
-            .is_some_and(|r| r.iter().any(|r| &**r == room))
+        self.lock().rooms.iter().any(|r| &**r == room)
     }
 
     /// Takes the room list (on disconnect).
-    pub fn take_rooms(&self) -> Vec<Arc<str>> {
+    pub fn take_rooms(&self) -> ThinVec<Arc<str>> {
         let mut o = self.lock();
         o.gone = true;
-        o.rooms.take().map(|b| *b).unwrap_or_default()
+        std::mem::take(&mut o.rooms)
     }
 
     /// Frames and bytes waiting.

@@ -29,7 +29,7 @@ fn overflow_closes_as_slow_consumer_and_frees_the_queue() {
         Err(EnqueueError::Closed)
     );
     let mut cx = Context::from_waker(Waker::noop());
-    let mut batch = Vec::new();
+    let mut batch = thin_vec::ThinVec::new();
     match c.poll_output(&mut cx, &mut batch, 10) {
         Poll::Ready(Output::Close(o)) => assert_eq!(o.code, ErrorCode::SLOW_CONSUMER),
         other => panic!("{other:?}"),
@@ -68,7 +68,7 @@ fn close_waits_for_queued_frames() {
         false,
     );
     let mut cx = Context::from_waker(Waker::noop());
-    let mut batch = Vec::new();
+    let mut batch = thin_vec::ThinVec::new();
     assert!(matches!(
         c.poll_output(&mut cx, &mut batch, 10),
         Poll::Ready(Output::Frames)
@@ -100,7 +100,7 @@ fn a_reader_waiting_for_credit_is_woken_when_the_engine_catches_up() {
     assert!(!c.must_wait_for_engine(3));
     assert!(c.must_wait_for_engine(2));
     // The task parks on its outbox, which registers the waker.
-    assert!(c.poll_output(&mut cx, &mut Vec::new(), 1).is_pending());
+    assert!(c.poll_output(&mut cx, &mut thin_vec::ThinVec::new(), 1).is_pending());
     c.end_request();
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
     assert_eq!(c.requests_in_flight(), 1);
