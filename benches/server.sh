@@ -18,8 +18,10 @@ start_server() {
   PUSH_API_TOKENS=$PUSH_API_TOKEN RUST_LOG=warn "$SERVER" --listen 127.0.0.1:7100 \
     --http-listen 127.0.0.1:7180 --data-dir "$OUT/data" "$@" >"$OUT/server.log" 2>&1 &
   SERVER_PID=$!
+  local scheme=http  # with PUSH_TLS__CERT set, every listener speaks TLS
+  if [ -n "${PUSH_TLS__CERT:-}" ]; then scheme=https; fi
   for _ in $(seq 50); do
-    if curl -sf http://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
+    if curl -sfk $scheme://127.0.0.1:7180/healthz >/dev/null 2>&1; then return; fi
     sleep 0.1
   done
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Idle connection memory and connect rate (issue 19): `push-bench idle` rows, a fresh release
+# server per run, RUNS rounds (default 2) with the rows and the servers interleaved.
+# SERVERS="name=path ..." compares server binaries in the same rounds (default: this build).
+# ROWS picks rows (default: all): tcp (18,000), room (18,000, each in one room), ws (10,000),
+# tls (10,000, TLS 1.3, ECDSA P-256 self-signed certificate made here with openssl).
+# Output: benches/out/idle-NAME-ROW-N.txt, and the per-connection figure printed per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/server.sh
+SERVERS=${SERVERS:-current=$SERVER}
+ROWS=${ROWS:-tcp room ws tls}
+TLS_DIR=$OUT/tls
+if [ ! -f "$TLS_DIR/cert.pem" ]; then
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+fi
+for n in $(seq "${RUNS:-2}"); do
+  for entry in $SERVERS; do
+    name=${entry%%=*} SERVER=${entry#*=}
+    for row in $ROWS; do
+      unset PUSH_TLS__CERT PUSH_TLS__KEY
+      case $row in
+        tcp) args=(--conns 18000) ;;
+        room) args=(--conns 18000 --room idle-room) ;;
+        ws) args=(--conns 10000 --ws) ;;
+        tls)
+          args=(--conns 10000 --tls-ca "$TLS_DIR/cert.pem")
+          export PUSH_TLS__CERT=$TLS_DIR/cert.pem PUSH_TLS__KEY=$TLS_DIR/key.pem ;;
+        *) echo "unknown row $row" >&2; exit 2 ;;
+      esac
+      start_server
+      "$BENCH" idle "${args[@]}" --server-pid "$SERVER_PID" >"$OUT/idle-$name-$row-$n.txt" 2>&1 || true
+      echo "$name $row #$n: $(tail -1 "$OUT/idle-$name-$row-$n.txt" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print("per connection %s B, %s/%s connected, %s connects/s, cpu connecting %s s" % (
+    r.get("server_rss_per_connection_bytes"), r["connections_ok"], r["connections_requested"],
+    r["connects_per_second"], r.get("server_cpu_seconds_connecting")))' 2>/dev/null || tail -1 "$OUT/idle-$name-$row-$n.txt")"
+      pkill -f "$SERVER" || true
+    done
+  done
+done
