@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use rustls::pki_types::pem::PemObject;
@@ -17,6 +17,12 @@ use crate::error::ClientError;
 
 /// How to reach a TLS server. There is no switch to skip verification: to trust a private
 /// CA, add it with [`TlsOptions::with_ca_pem`].
+///
+/// The rustls configuration is built at the first connection and kept, with its session
+/// ticket store, by these options and every clone of them: a reconnect through the same
+/// options (what [`crate::Client`] does) resumes the TLS session instead of verifying the
+/// certificate again, when the server issues tickets. Change the fields before the first
+/// connection, or call [`TlsOptions::reset`] after.
 #[derive(Debug, Clone)]
 pub struct TlsOptions {
     /// Name the certificate must carry (DNS name or IP address).
@@ -25,6 +31,8 @@ pub struct TlsOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Also trust the public web roots (default true).
     pub web_roots: bool,
+    /// The built configuration, shared by clones (None until the first connection).
+    built: Arc<Mutex<Option<Arc<RustlsConfig>>>>,
 }
 
 impl TlsOptions {
@@ -34,7 +42,14 @@ impl TlsOptions {
             server_name: server_name.into(),
             extra_roots: Vec::new(),
             web_roots: true,
+            built: Arc::default(),
         }
+    }
+
+    /// Forgets the built configuration and the session tickets (for these options and their
+    /// clones): the next connection reads the fields again and makes a full handshake.
+    pub fn reset(&self) {
+        *self.built.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Also trust the CA certificates in this PEM text (e.g. a self-signed server's own).
@@ -50,6 +65,18 @@ impl TlsOptions {
     }
 
     fn config(&self) -> Result<Arc<RustlsConfig>, ClientError> {
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = built.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = self.build()?;
+        *built = Some(config.clone());
+        Ok(config)
+    }
+
+    /// A rustls configuration with rustls' in-memory session store (tickets of up to 256
+    /// servers).
+    fn build(&self) -> Result<Arc<RustlsConfig>, ClientError> {
         let mut roots = RootCertStore::empty();
         if self.web_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -68,7 +95,8 @@ impl TlsOptions {
         Ok(Arc::new(config))
     }
 
-    /// Runs the TLS handshake over `tcp`, verifying the server's certificate.
+    /// Runs the TLS handshake over `tcp`, verifying the server's certificate (or resuming a
+    /// session these options hold a ticket for).
     pub async fn connect(&self, tcp: TcpStream) -> Result<Stream, ClientError> {
         let name = ServerName::try_from(self.server_name.clone())
             .map_err(|e| ClientError::Tls(format!("server name {}: {e}", self.server_name)))?;

@@ -165,6 +165,13 @@ impl Collector for Exporter {
             "Long-poll requests served.",
             get(&s.long_polls),
         )?;
+        f.counters(
+            "push_tls_handshakes_total",
+            "TLS handshakes completed on every listener, by kind: full, or resumed with a session ticket.",
+            [("full", 0), ("resumed", 1)]
+                .map(|(kind, i)| (vec![("kind", kind)], get(&s.tls_handshakes[i])))
+                .to_vec(),
+        )?;
         let failures = s.handshake_failures();
         let mut handshakes = vec![(
             vec![("result", "ok"), ("reason", "")],

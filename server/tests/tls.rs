@@ -42,6 +42,7 @@ async fn tls_server(cert: &Cert) -> TestServer {
         tls: Some(TlsConfig {
             cert: cert.dir.join("cert.pem"),
             key: cert.dir.join("key.pem"),
+            resumption: true,
         }),
         ..config()
     })
@@ -149,6 +150,7 @@ async fn binary_protocol_over_tls_survives_large_messages_and_heartbeats() {
         tls: Some(TlsConfig {
             cert: cert.dir.join("cert.pem"),
             key: cert.dir.join("key.pem"),
+            resumption: true,
         }),
         ..config()
     })
@@ -282,6 +284,7 @@ async fn frames_sent_with_the_hello_in_one_record_are_all_served() {
         tls: Some(TlsConfig {
             cert: cert.dir.join("cert.pem"),
             key: cert.dir.join("key.pem"),
+            resumption: true,
         }),
         max_room_ops_per_sec: 0,
         ..config()
@@ -336,5 +339,64 @@ async fn frames_sent_with_the_hello_in_one_record_are_all_served() {
             .unwrap_or_else(|_| panic!("stalled after {answers} answers"))
             .unwrap();
         assert!(n > 0);
+    }
+}
+
+/// `push_tls_handshakes_total` for `kind`, read over HTTPS with options of its own (a full
+/// handshake, counted before the answer is made).
+async fn tls_handshakes(server: &TestServer, cert: &Cert, kind: &str) -> u64 {
+    let (status, text) = https(
+        server.http_addr,
+        &trusting(cert, "localhost"),
+        "GET",
+        "/metrics",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let prefix = format!("push_tls_handshakes_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reconnect_through_the_same_options_resumes_the_tls_session() {
+    let cert = self_signed();
+    for resumption in [true, false] {
+        let server = start(Config {
+            tls: Some(TlsConfig {
+                cert: cert.dir.join("cert.pem"),
+                key: cert.dir.join("key.pem"),
+                resumption,
+            }),
+            ..config()
+        })
+        .await;
+        let opts = ConnectOptions {
+            token: token("rita"),
+            tls: Some(trusting(&cert, "localhost")),
+            ..Default::default()
+        };
+        // The ticket arrives before AUTH_OK, so the first connection leaves one behind.
+        let first = Connection::connect(server.tcp_addr, &opts).await.unwrap();
+        drop(first);
+        let again = opts.clone();
+        let mut second = Connection::connect(server.tcp_addr, &again).await.unwrap();
+        second.ping().await.unwrap();
+        let resumed = tls_handshakes(&server, &cert, "resumed").await;
+        let full = tls_handshakes(&server, &cert, "full").await;
+        if resumption {
+            assert_eq!((resumed, full), (1, 3), "first full, second resumed");
+        } else {
+            assert_eq!((resumed, full), (0, 4), "no tickets: every handshake full");
+        }
+        // Options reset forget the ticket.
+        opts.tls.as_ref().unwrap().reset();
+        drop(Connection::connect(server.tcp_addr, &opts).await.unwrap());
+        assert_eq!(tls_handshakes(&server, &cert, "resumed").await, resumed);
     }
 }

@@ -76,6 +76,7 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, wha
         let app = app.clone();
         let shutdown = ctx.shutdown.clone();
         let tls = ctx.tls.clone();
+        let stats = ctx.stats.clone();
         tracker.spawn(async move {
             let _guard = guard;
             let Some(tls) = tls else {
@@ -83,7 +84,10 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, wha
             };
             let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
             match tokio::time::timeout(header_timeout, accept).await {
-                Ok(Ok(s)) => serve_conn(s, peer, app, header_timeout, shutdown, what).await,
+                Ok(Ok(s)) => {
+                    stats.tls_handshake(s.get_ref().1.handshake_kind());
+                    serve_conn(s, peer, app, header_timeout, shutdown, what).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, "{what}: TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "{what}: TLS handshake timed out"),
             }

@@ -135,7 +135,11 @@ pub(super) async fn handshake(
     // One deadline for the TLS handshake and HELLO together.
     let until = tokio::time::Instant::now() + deadline;
     match tokio::time::timeout_at(until, stream.tls_handshake()).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            if let Some(kind) = stream.tls_handshake_kind() {
+                ctx.stats.tls_handshake(kind);
+            }
+        }
         Ok(Err(e)) => return Err(HandshakeError::Tls(e.to_string())),
         Err(_) => {
             return Err(HandshakeError::Tls(format!(

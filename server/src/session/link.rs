@@ -99,6 +99,14 @@ impl Link {
         matches!(self, Link::Tls(b) if b.plaintext > 0)
     }
 
+    /// How the TLS handshake went (None on a plain link).
+    pub(crate) fn tls_handshake_kind(&self) -> Option<Option<rustls::HandshakeKind>> {
+        match self {
+            Link::Plain(_) => None,
+            Link::Tls(t) => Some(t.conn.handshake_kind()),
+        }
+    }
+
     /// Completes the TLS handshake (nothing to do on a plain link).
     pub(crate) async fn tls_handshake(&mut self) -> io::Result<()> {
         loop {

@@ -41,6 +41,8 @@ pub struct Stats {
     pub handshakes_ok: AtomicU64,
     /// Handshakes refused or abandoned.
     pub handshakes_failed: AtomicU64,
+    /// TLS handshakes completed, on every listener: full, and resumed with a ticket.
+    pub tls_handshakes: [AtomicU64; 2],
     /// Connections refused at accept because of the global limit.
     pub refused_limit: AtomicU64,
     /// Messages accepted from publishers.
@@ -137,6 +139,12 @@ impl Stats {
     /// Adds one.
     pub fn inc(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a completed TLS handshake by its kind.
+    pub fn tls_handshake(&self, kind: Option<rustls::HandshakeKind>) {
+        let resumed = matches!(kind, Some(rustls::HandshakeKind::Resumed));
+        self.inc(&self.tls_handshakes[usize::from(resumed)]);
     }
 
     /// Adds `n`.

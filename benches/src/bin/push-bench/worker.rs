@@ -144,6 +144,8 @@ async fn join_and_leave(c: &mut Connection, room: String) -> Result<(), push_cli
     Ok(())
 }
 
+/// One set of TLS options per worker: its connections share the rustls configuration and
+/// its session tickets, as one application's connections through the SDK do.
 fn tls_options(spec: &WorkerSpec) -> Option<push_client::TlsOptions> {
     spec.tls.as_ref().map(|(name, pem)| {
         push_client::TlsOptions::new(name.clone())
@@ -225,11 +227,12 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
     let started = Instant::now();
     let resilient = matches!(spec.mode, Mode::ReceiveResilient { .. });
     let reconnects = Rc::new(crate::resilient::Reconnects::default());
+    let tls = tls_options(&spec);
     for i in 0..spec.count {
         let opts = ConnectOptions {
             token: token(&spec, i),
             timeout: Some(Duration::from_secs(30)),
-            tls: tls_options(&spec),
+            tls: tls.clone(),
             local_ip: spec.source_ip,
             ..ConnectOptions::default()
         };
@@ -329,13 +332,14 @@ async fn churn(spec: WorkerSpec, rate: f64, seconds: f64, rooms: bool) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     let mut i = 0usize;
+    let tls = tls_options(&spec);
     while Instant::now() < end {
         tick.tick().await;
         let permit = sem.clone().acquire_owned().await.expect("semaphore open");
         let opts = ConnectOptions {
             token: token(&spec, i % spec.count.max(1)),
             timeout: Some(Duration::from_secs(10)),
-            tls: tls_options(&spec),
+            tls: tls.clone(),
             local_ip: spec.source_ip,
             ..ConnectOptions::default()
         };

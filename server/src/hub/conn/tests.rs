@@ -100,7 +100,9 @@ fn a_reader_waiting_for_credit_is_woken_when_the_engine_catches_up() {
     assert!(!c.must_wait_for_engine(3));
     assert!(c.must_wait_for_engine(2));
     // The task parks on its outbox, which registers the waker.
-    assert!(c.poll_output(&mut cx, &mut thin_vec::ThinVec::new(), 1).is_pending());
+    assert!(c
+        .poll_output(&mut cx, &mut thin_vec::ThinVec::new(), 1)
+        .is_pending());
     c.end_request();
     assert_eq!(count.0.load(Ordering::SeqCst), 1);
     assert_eq!(c.requests_in_flight(), 1);
