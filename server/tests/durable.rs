@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -589,5 +590,45 @@ async fn broadcast_resumes_from_the_position_given_in_hello() {
             expect_push(c.next_timeout(WAIT).await.unwrap()).position,
             want
         );
+    }
+}
+
+/// A compaction pass with a long backlog deletes it a slice at a time, each slice in a commit
+/// of its own between the engine's other work (one pass in one commit held publishers for
+/// 160 ms), and still deletes all of it.
+#[tokio::test]
+async fn a_long_compaction_backlog_is_deleted_in_slices() {
+    for backend in ALL_STORES {
+        let (server, clock) = start_clocked(Config {
+            room_retention_count: 5,
+            compaction_interval_ms: 20,
+            ..cfg(backend)
+        })
+        .await;
+        for i in 1..=1000 {
+            server
+                .ctx
+                .delivery
+                .publish(&Target::Room("long".into()), msg(&format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let stats = server.ctx.stats.clone();
+        let commits_before = stats.store_commits.load(Ordering::Relaxed);
+        // The engine's own housekeeping tick starts the pass once the clock says it is due.
+        clock.advance(LATER);
+        until("the room trimmed to its retention", async || {
+            let page = server
+                .ctx
+                .delivery
+                .history(&StreamKey::room("long"), 0, 10)
+                .await
+                .unwrap();
+            page.first_retained == 996
+        })
+        .await;
+        let commits = stats.store_commits.load(Ordering::Relaxed) - commits_before;
+        // 995 deletes in slices of at most 128 records.
+        assert!(commits >= 8, "{backend:?}: {commits} commits");
     }
 }

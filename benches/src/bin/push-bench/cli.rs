@@ -53,6 +53,24 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         load: Load,
     },
+    /// Durable PUBLISHes over the binary protocol, K in flight per connection:
+    /// PUBLISH -> PUBLISH_ACK latency (with its maximum) and accepted messages per second.
+    PublishAck {
+        #[command(flatten)]
+        common: Common,
+        /// Publishing connections (tasks of this process), each to a room of its own.
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        /// PUBLISHes awaiting their PUBLISH_ACK per connection.
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// Messages, all connections together.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
     /// Connect, authenticate and disconnect continuously at rate R.
     Churn {
         #[command(flatten)]

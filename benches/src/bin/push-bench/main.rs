@@ -16,6 +16,7 @@ mod hostile_worker;
 mod idle;
 mod procstat;
 mod publish;
+mod publish_ack;
 mod report;
 mod resilient;
 mod soak;
@@ -77,6 +78,13 @@ fn main() {
                 .await
             }
             Cmd::Unicast { common, load } => deliver::run(common, load, Target::Users).await,
+            Cmd::PublishAck {
+                common,
+                conns,
+                in_flight,
+                messages,
+                size,
+            } => publish_ack::run(common, conns, in_flight, messages, size).await,
             Cmd::Churn {
                 common,
                 rate,

@@ -146,6 +146,8 @@ pub(super) struct Engine {
     /// sample behind the accept-to-ack latency histogram.
     ack_watch: HashMap<String, (u64, Instant)>,
     next_compaction: Instant,
+    /// What is left of the current compaction pass.
+    compaction: maintenance::Compaction,
     /// Where the engine's time comes from.
     clock: Arc<dyn Clock>,
     /// The current batch's time, read from `clock` once per batch: every decision (expiry,
@@ -204,6 +206,7 @@ impl Engine {
             hub,
             stats,
             next_compaction: now_at.at + cfg.compaction_interval,
+            compaction: maintenance::Compaction::default(),
             clock,
             now: now_at,
             cfg,
@@ -225,7 +228,13 @@ impl Engine {
         let mut batch = Vec::with_capacity(64);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // With compaction left to do, only look for waiting requests: a slice runs either
+            // way, with their commit or alone.
+            let wait = if self.compaction.pending() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             match rx.recv_timeout(wait) {
                 Ok(r) => {
                     batch.push(r);
@@ -276,6 +285,9 @@ impl Engine {
             if Instant::now() >= next_tick {
                 self.tick();
                 next_tick = Instant::now() + TICK;
+            }
+            if self.compaction.pending() {
+                self.compact_slice();
             }
             self.flush();
         }
@@ -389,6 +401,7 @@ impl Engine {
             }
             Request::Housekeeping(done) => {
                 self.tick();
+                self.compact_all();
                 self.flush();
                 let _ = done.send(());
             }
