@@ -15,6 +15,9 @@ use serde::Serialize;
 
 use crate::{Common, Res};
 
+/// Slow acks listed in the report.
+const MAX_SLOW: usize = 200;
+
 /// The figures of one run.
 #[derive(Serialize)]
 struct AckReport {
@@ -29,8 +32,10 @@ struct AckReport {
     ack_p99_us: u64,
     ack_p999_us: u64,
     ack_max_us: u64,
-    /// Acks slower than 10 ms, with the time since the start of the run each arrived at.
+    /// Acks slower than 10 ms, with the time since the start of the run each arrived at
+    /// (the first `MAX_SLOW` of them; `slow_acks_total` counts all).
     slow_acks: Vec<(f64, u64)>,
+    slow_acks_total: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_cpu_us_per_message: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +90,8 @@ pub(crate) async fn run(
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = cpu0.zip(pid.cpu_seconds()).map(|(a, b)| b - a);
     slow.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let slow_acks_total = slow.len();
+    slow.truncate(MAX_SLOW);
     let ok = acked as usize == messages && first_error.is_none();
     crate::report::print(
         "publish-ack",
@@ -101,6 +108,7 @@ pub(crate) async fn run(
             ack_p999_us: hist.value_at_quantile(0.999),
             ack_max_us: hist.max(),
             slow_acks: slow,
+            slow_acks_total,
             server_cpu_us_per_message: cpu.map(|s| s * 1e6 / acked.max(1) as f64),
             first_error,
         },
