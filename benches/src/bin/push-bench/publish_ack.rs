@@ -76,7 +76,16 @@ pub(crate) async fn run(
         );
         let share = messages / conns + usize::from(i < messages % conns);
         let room = format!("{}-ack-{i}", c.user_prefix);
-        tasks.spawn(one(addr, token, room, share, in_flight.max(1), size, t0));
+        let publisher = Publisher {
+            addr,
+            token,
+            room,
+            messages: share,
+            in_flight: in_flight.max(1),
+            size,
+            t0,
+        };
+        tasks.spawn(publisher.run());
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut acked, mut slow, mut first_error) = (0, Vec::new(), None);
@@ -116,7 +125,8 @@ pub(crate) async fn run(
     Ok(ok)
 }
 
-async fn one(
+/// One publishing connection's part of the run.
+struct Publisher {
     addr: SocketAddr,
     token: String,
     room: String,
@@ -124,84 +134,87 @@ async fn one(
     in_flight: usize,
     size: usize,
     t0: Instant,
-) -> Outcome {
-    let mut out = Outcome {
-        hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-        acked: 0,
-        slow: Vec::new(),
-        error: None,
-    };
-    if let Err(e) = publish_all(addr, token, room, messages, in_flight, size, t0, &mut out).await {
-        out.error = Some(e);
-    }
-    out
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn publish_all(
-    addr: SocketAddr,
-    token: String,
-    room: String,
-    messages: usize,
-    in_flight: usize,
-    size: usize,
-    t0: Instant,
-    out: &mut Outcome,
-) -> Result<(), String> {
-    let opts = ConnectOptions {
-        token,
-        timeout: Some(Duration::from_secs(30)),
-        hello_options: HelloOptions {
-            no_echo: true,
-            ..HelloOptions::default()
-        },
-        ..ConnectOptions::default()
-    };
-    let mut conn = Connection::connect(addr, &opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    conn.request(Frame::Join(Join {
-        room: room.clone(),
-        resume_after: None,
-    }))
-    .await
-    .map_err(|e| format!("JOIN: {e}"))?;
-    let payload = Bytes::from(vec![b'x'; size]);
-    let mut sent: HashMap<u32, Instant> = HashMap::with_capacity(in_flight);
-    let mut next = 0;
-    while (out.acked as usize) < messages {
-        while next < messages && sent.len() < in_flight {
-            let frame = Frame::Publish(Publish {
-                room: room.clone(),
-                key: String::new(),
-                kind: "bench".into(),
-                format: PayloadFormat::OPAQUE,
-                payload: payload.clone(),
-                transient: false,
-            });
-            let seq = conn.send(frame).await.map_err(|e| e.to_string())?;
-            sent.insert(seq, Instant::now());
-            next += 1;
+impl Publisher {
+    async fn run(self) -> Outcome {
+        let mut out = Outcome {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            acked: 0,
+            slow: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = self.publish_all(&mut out).await {
+            out.error = Some(e);
         }
-        let p = tokio::time::timeout(Duration::from_secs(30), conn.next())
-            .await
-            .map_err(|_| "no PUBLISH_ACK within 30 s".to_string())?
-            .map_err(|e| e.to_string())?;
-        match p.frame {
-            Frame::PublishAck(_) => {
-                let Some(at) = sent.remove(&p.seq) else {
-                    continue;
-                };
-                let us = at.elapsed().as_micros() as u64;
-                out.hist.record(us.max(1)).ok();
-                if us > 10_000 {
-                    out.slow.push((t0.elapsed().as_secs_f64(), us));
-                }
-                out.acked += 1;
-            }
-            Frame::Error(e) => return Err(format!("ERROR {}: {}", e.code.name(), e.reason)),
-            _ => {}
-        }
+        out
     }
-    Ok(())
+
+    async fn publish_all(&self, out: &mut Outcome) -> Result<(), String> {
+        let Publisher {
+            addr,
+            ref token,
+            ref room,
+            messages,
+            in_flight,
+            size,
+            t0,
+        } = *self;
+        let opts = ConnectOptions {
+            token: token.clone(),
+            timeout: Some(Duration::from_secs(30)),
+            hello_options: HelloOptions {
+                no_echo: true,
+                ..HelloOptions::default()
+            },
+            ..ConnectOptions::default()
+        };
+        let mut conn = Connection::connect(addr, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.request(Frame::Join(Join {
+            room: room.clone(),
+            resume_after: None,
+        }))
+        .await
+        .map_err(|e| format!("JOIN: {e}"))?;
+        let payload = Bytes::from(vec![b'x'; size]);
+        let mut sent: HashMap<u32, Instant> = HashMap::with_capacity(in_flight);
+        let mut next = 0;
+        while (out.acked as usize) < messages {
+            while next < messages && sent.len() < in_flight {
+                let frame = Frame::Publish(Publish {
+                    room: room.clone(),
+                    key: String::new(),
+                    kind: "bench".into(),
+                    format: PayloadFormat::OPAQUE,
+                    payload: payload.clone(),
+                    transient: false,
+                });
+                let seq = conn.send(frame).await.map_err(|e| e.to_string())?;
+                sent.insert(seq, Instant::now());
+                next += 1;
+            }
+            let p = tokio::time::timeout(Duration::from_secs(30), conn.next())
+                .await
+                .map_err(|_| "no PUBLISH_ACK within 30 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            match p.frame {
+                Frame::PublishAck(_) => {
+                    let Some(at) = sent.remove(&p.seq) else {
+                        continue;
+                    };
+                    let us = at.elapsed().as_micros() as u64;
+                    out.hist.record(us.max(1)).ok();
+                    if us > 10_000 {
+                        out.slow.push((t0.elapsed().as_secs_f64(), us));
+                    }
+                    out.acked += 1;
+                }
+                Frame::Error(e) => return Err(format!("ERROR {}: {}", e.code.name(), e.reason)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
