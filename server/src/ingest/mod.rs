@@ -1,7 +1,8 @@
 //! RabbitMQ ingestion: consume a durable queue whose messages use the push API's JSON schema,
 //! accept each durably, and only then acknowledge it to the broker.
 //!
-//! - Accepted (or a duplicate of an accepted id): `ack`.
+//! - Accepted (or a duplicate of an accepted id): `ack`, in runs (`acks`: one `multiple` ack
+//!   for the accepted deliveries below the lowest still in progress).
 //! - Can never be valid (bad JSON, bad field, too large): republished to the dead-letter
 //!   exchange with an `x-push-reason` header, then `ack`ed, so it is never redelivered.
 //! - Temporary failure (storage unavailable, overloaded, shutting down): `nack` with requeue
@@ -9,6 +10,8 @@
 //!
 //! A crash between the durable accept and the `ack` makes the broker redeliver; the message's
 //! id (the JSON `id`, else the AMQP `message_id`) makes the second accept a no-op.
+
+mod acks;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,7 +25,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
+
+use acks::AckRuns;
 
 use crate::config::AmqpConfig;
 use crate::context::Ctx;
@@ -125,6 +130,7 @@ async fn session(ctx: &Arc<Ctx>, cfg: &AmqpConfig) -> Result<(), IngestError> {
     ctx.broker_up.store(true, Ordering::Relaxed);
     tracing::info!(queue = %cfg.queue, prefetch = cfg.prefetch, "consuming from the message queue");
     let permits = Arc::new(Semaphore::new(cfg.concurrency));
+    let acks = Arc::new(Mutex::new(AckRuns::default()));
     loop {
         let next = tokio::select! {
             _ = ctx.shutdown.cancelled() => {
@@ -145,9 +151,12 @@ async fn session(ctx: &Arc<Ctx>, cfg: &AmqpConfig) -> Result<(), IngestError> {
             .acquire_owned()
             .await
             .map_err(|_| IngestError::Ended)?;
-        let (ctx, ch, cfg) = (ctx.clone(), ch.clone(), cfg.clone());
+        acks.lock().await.delivered(delivery.delivery_tag);
+        let (ctx, ch, cfg, acks) = (ctx.clone(), ch.clone(), cfg.clone(), acks.clone());
         tokio::spawn(async move {
-            handle(&ctx, &ch, &cfg, delivery).await;
+            let tag = delivery.delivery_tag;
+            let accepted = handle(&ctx, &ch, &cfg, delivery).await;
+            finish(&ch, &acks, tag, accepted).await;
             drop(permit);
         });
     }
@@ -190,7 +199,21 @@ async fn publish_traced(
     result
 }
 
-async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
+/// Ends delivery `tag`'s handling: acknowledges the run of accepted deliveries it completes.
+/// The lock is held across the ack so that runs reach the broker in order.
+async fn finish(ch: &Channel, acks: &Mutex<AckRuns>, tag: u64, accepted: bool) {
+    let mut runs = acks.lock().await;
+    if let Some(last) = runs.resolved(tag, accepted) {
+        if let Err(e) = ch.basic_ack(last, BasicAckOptions { multiple: true }).await {
+            // The broker will redeliver; idempotency absorbs the repeat.
+            tracing::warn!("ack to the message queue failed: {e}");
+        }
+    }
+}
+
+/// Handles one delivery. True when it was accepted (its ack is left to the run); a
+/// dead-lettered or requeued one is acknowledged or rejected here, by its own tag.
+async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) -> bool {
     let message_id = delivery
         .properties
         .message_id()
@@ -224,7 +247,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
                         ..BasicNackOptions::default()
                     })
                     .await;
-                return;
+                return false;
             }
         },
     };
@@ -236,10 +259,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
                 &ctx.stats.ingest_accepted
             };
             ctx.stats.inc(counter);
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                // The broker will redeliver; idempotency absorbs the repeat.
-                tracing::warn!("ack to the message queue failed: {e}");
-            }
+            true
         }
         Err(reason) => {
             ctx.stats.inc(&ctx.stats.ingest_dead_lettered);
@@ -273,6 +293,7 @@ async fn handle(ctx: &Ctx, ch: &Channel, cfg: &AmqpConfig, delivery: Delivery) {
                         .await;
                 }
             }
+            false
         }
     }
 }
