@@ -5,12 +5,14 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use push_client::protocol::{Frame, Join, PayloadFormat, Stream, StreamPos};
 use push_client::{ConnectOptions, Connection};
+use push_server::clock::ManualClock;
 use push_server::delivery::{Message, Target};
 use push_server::store::Backend;
 use push_server::stream::StreamKey;
@@ -251,23 +253,34 @@ async fn duplicate_publishes_are_stored_and_delivered_once_even_across_restarts(
     }
 }
 
+/// A server keeping 5 messages per room (compaction due every 20 ms of its clock), with
+/// `count` messages published to `room`.
+async fn retained_room(
+    backend: Backend,
+    room: &str,
+    count: usize,
+) -> (TestServer, Arc<ManualClock>) {
+    let (server, clock) = start_clocked(Config {
+        room_retention_count: 5,
+        compaction_interval_ms: 20,
+        ..cfg(backend)
+    })
+    .await;
+    for i in 1..=count {
+        server
+            .ctx
+            .delivery
+            .publish(&Target::Room(room.into()), msg(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    (server, clock)
+}
+
 #[tokio::test]
 async fn room_resume_within_and_beyond_retention() {
     for backend in ALL_STORES {
-        let (server, clock) = start_clocked(Config {
-            room_retention_count: 5,
-            compaction_interval_ms: 20,
-            ..cfg(backend)
-        })
-        .await;
-        for i in 1..=10 {
-            server
-                .ctx
-                .delivery
-                .publish(&Target::Room("r".into()), msg(&format!("m{i}")))
-                .await
-                .unwrap();
-        }
+        let (server, clock) = retained_room(backend, "r", 10).await;
         // Compaction applies the retention.
         pass(&server, &clock, LATER).await;
         let page = server
@@ -599,20 +612,7 @@ async fn broadcast_resumes_from_the_position_given_in_hello() {
 #[tokio::test]
 async fn a_long_compaction_backlog_is_deleted_in_slices() {
     for backend in ALL_STORES {
-        let (server, clock) = start_clocked(Config {
-            room_retention_count: 5,
-            compaction_interval_ms: 20,
-            ..cfg(backend)
-        })
-        .await;
-        for i in 1..=1000 {
-            server
-                .ctx
-                .delivery
-                .publish(&Target::Room("long".into()), msg(&format!("m{i}")))
-                .await
-                .unwrap();
-        }
+        let (server, clock) = retained_room(backend, "long", 1000).await;
         let stats = server.ctx.stats.clone();
         let commits_before = stats.store_commits.load(Ordering::Relaxed);
         // The engine's own housekeeping tick starts the pass once the clock says it is due.

@@ -14,6 +14,14 @@ use super::Conn;
 /// this many.
 const SHRINK_ABOVE: usize = 64;
 
+/// Shrinks `table` when fewer than a quarter of its buckets are in use.
+fn shrink_if_sparse<T>(table: &mut HashTable<T>, hash: impl Fn(&T) -> u64) {
+    let (len, cap) = (table.len(), table.capacity());
+    if cap > SHRINK_ABOVE && len * 4 < cap {
+        table.shrink_to(len, hash);
+    }
+}
+
 /// One shard of the user table: every connection of the shard's users, found by the hub
 /// hasher's hash of the user name (`hash` arguments). A user's several connections are
 /// several entries under the same hash, so an entry is one pointer and a user with one
@@ -48,10 +56,7 @@ impl UserShard {
     ) -> Option<bool> {
         let entry = self.0.find_entry(hash, |c| c.id == id).ok()?;
         entry.remove();
-        let (len, cap) = (self.0.len(), self.0.capacity());
-        if cap > SHRINK_ABOVE && len * 4 < cap {
-            self.0.shrink_to(len, |c| hasher.hash_one(&*c.user));
-        }
+        shrink_if_sparse(&mut self.0, |c| hasher.hash_one(&*c.user));
         Some(self.devices(hash, user).next().is_none())
     }
 
@@ -103,10 +108,7 @@ impl Members {
             return false;
         };
         entry.remove();
-        let (len, cap) = (self.0.len(), self.0.capacity());
-        if cap > SHRINK_ABOVE && len * 4 < cap {
-            self.0.shrink_to(len, |c| id_hash(c.id));
-        }
+        shrink_if_sparse(&mut self.0, |c| id_hash(c.id));
         true
     }
 
