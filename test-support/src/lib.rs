@@ -18,7 +18,7 @@ use push_server::clock::ManualClock;
 use push_server::{Config, ServerHandle};
 
 pub use http::{http, http_full, http_with, try_http};
-pub use nats::{nats_server, NatsCluster};
+pub use nats::{free_port, mosquitto, nats_server, NatsCluster};
 pub use proxy::Proxy;
 pub use tempfile::TempDir;
 

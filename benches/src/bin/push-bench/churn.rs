@@ -52,6 +52,7 @@ pub(crate) async fn run(c: Common, rate: f64, seconds: f64, workers_n: usize) ->
                 seconds,
                 rooms: false,
             },
+            peer: crate::peer::Peer::Push,
         })
         .collect();
     let t0 = Instant::now();

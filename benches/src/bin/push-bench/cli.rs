@@ -152,6 +152,10 @@ pub(crate) struct Common {
     /// Name the server's certificate carries (with --tls-ca).
     #[arg(long, default_value = "localhost")]
     pub tls_name: String,
+    /// The server is a peer for comparison: an MQTT 3.1.1 broker or a NATS server at --addr
+    /// (idle and fanout only; rooms are topics, QoS 0, publishers on their own connections).
+    #[arg(long, value_enum, default_value_t = crate::peer::Peer::Push)]
+    pub peer: crate::peer::Peer,
 }
 
 #[derive(Args, Clone)]
@@ -196,6 +200,40 @@ pub(crate) struct Load {
     /// Publish transient messages (not stored, position 0; protocol version 2 receivers).
     #[arg(long, conflicts_with = "resilient")]
     pub transient: bool,
+}
+
+impl Cmd {
+    /// Why this scenario cannot run with the `--peer` given, if it cannot: only idle and
+    /// fanout to a room, over plain TCP, speak MQTT and NATS.
+    pub(crate) fn peer_refusal(&self) -> Option<String> {
+        let common = match self {
+            Cmd::Idle { common, .. }
+            | Cmd::Fanout { common, .. }
+            | Cmd::Unicast { common, .. }
+            | Cmd::PublishAck { common, .. }
+            | Cmd::Churn { common, .. }
+            | Cmd::Soak { common, .. }
+            | Cmd::Hostile { common, .. }
+            | Cmd::Flood { common, .. } => common,
+            Cmd::Worker { .. } => return None,
+        };
+        if common.peer == crate::peer::Peer::Push {
+            return None;
+        }
+        let speaks = match self {
+            Cmd::Idle { ws, .. } => !ws,
+            Cmd::Fanout {
+                load, broadcast, ..
+            } => !(*broadcast || load.ws || load.ws_json || load.resilient || load.transient),
+            _ => false,
+        };
+        if common.tls_ca.is_some() || !speaks {
+            return Some(
+                "--peer works with idle and fanout to a room over plain TCP only".to_string(),
+            );
+        }
+        None
+    }
 }
 
 /// The TLS name and CA PEM for workers, from --tls-ca and --tls-name.
@@ -262,6 +300,7 @@ pub(crate) fn specs(c: &Common, conns: usize, mode: Mode) -> Vec<WorkerSpec> {
             count,
             concurrency: per,
             mode: mode.clone(),
+            peer: c.peer,
         })
         .collect()
 }

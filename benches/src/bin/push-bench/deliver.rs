@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::cli::Load;
 use crate::coordinator::Workers;
+use crate::peer::Peer;
 use crate::report::{self, Deliveries, Latency, ServerNow};
 use crate::spec::{stamped_payload, Mode};
 use crate::{http, specs, Common, Res};
@@ -124,6 +125,11 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     for p in 0..publishers {
         let (c, load) = (c.clone(), load.clone());
         tasks.push(tokio::spawn(async move {
+            if c.peer != Peer::Push {
+                let addr = c.addr.parse()?;
+                let share = (p, publishers);
+                return Ok(crate::peer::publish_share(c.peer, addr, ROOM, share, &load, t0).await);
+            }
             let mut http = http::Http::new(c.http);
             let mut failed = 0u64;
             let mut first_error = None;
@@ -168,13 +174,13 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
                     }
                 }
             }
-            (failed, first_error)
+            Ok::<_, std::net::AddrParseError>((failed, first_error))
         }));
     }
     let mut publish_failed = 0;
     let mut publish_error = None;
     for t in tasks {
-        let (f, e) = t.await?;
+        let (f, e) = t.await??;
         publish_failed += f;
         if publish_error.is_none() {
             publish_error = e;
@@ -206,9 +212,11 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     let unicast = target == Target::Users;
     let cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
     let fig = DeliverReport {
-        transport: match (load.ws_json, load.ws) {
-            (true, _) => "websocket-json",
-            (_, true) => "websocket",
+        transport: match (c.peer, load.ws_json, load.ws) {
+            (Peer::Mqtt, ..) => "mqtt",
+            (Peer::Nats, ..) => "nats",
+            (_, true, _) => "websocket-json",
+            (_, _, true) => "websocket",
             _ => "tcp",
         },
         receivers: ready.ok,

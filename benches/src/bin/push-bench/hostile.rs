@@ -57,6 +57,7 @@ fn hostile_specs(c: &Common, n: usize, kind: Kind, rate: f64, prefix: &str) -> V
                 room: ROOM.into(),
             },
             tls: tls_of(c),
+            peer: crate::peer::Peer::Push,
         })
         .collect()
 }

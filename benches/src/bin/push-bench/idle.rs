@@ -63,10 +63,12 @@ pub(crate) async fn run(
     tokio::time::sleep(Duration::from_secs_f64(hold)).await;
     let rss1 = pid.rss_bytes();
     let pss1 = pid.pss_bytes();
-    let transport = match (ws, c.tls_ca.is_some()) {
-        (true, _) => "websocket",
-        (false, true) => "tcp+tls",
-        (false, false) => "tcp",
+    let transport = match (c.peer, ws, c.tls_ca.is_some()) {
+        (crate::peer::Peer::Mqtt, ..) => "mqtt",
+        (crate::peer::Peer::Nats, ..) => "nats",
+        (_, true, _) => "websocket",
+        (_, false, true) => "tcp+tls",
+        (_, false, false) => "tcp",
     };
     let rss_pair = rss0.zip(rss1);
     let server = ServerNow::read(&pid);

@@ -14,6 +14,9 @@ mod flood;
 mod hostile;
 mod hostile_worker;
 mod idle;
+mod mqtt;
+mod nats;
+mod peer;
 mod procstat;
 mod publish;
 mod publish_ack;
@@ -43,6 +46,10 @@ fn main() {
             std::process::exit(1);
         }
         return;
+    }
+    if let Some(why) = cli.cmd.peer_refusal() {
+        eprintln!("push-bench: {why}");
+        std::process::exit(2);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -86,6 +86,7 @@ pub(crate) async fn run(c: Common, s: SoakArgs) -> Res {
                 rooms: true,
             },
             tls: tls_of(&c),
+            peer: crate::peer::Peer::Push,
         });
     }
     let mut workers = Workers::spawn(all)?;

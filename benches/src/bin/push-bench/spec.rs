@@ -24,6 +24,9 @@ pub(crate) struct WorkerSpec {
     /// Address to connect from (its own ephemeral ports).
     #[serde(default)]
     pub source_ip: Option<std::net::IpAddr>,
+    /// The server's kind: this project's, or a peer (MQTT, NATS) for comparison rows.
+    #[serde(default)]
+    pub peer: crate::peer::Peer,
 }
 
 /// The worker's role.

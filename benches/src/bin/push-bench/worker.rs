@@ -12,6 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::LocalSet;
 
+use crate::peer::{Peer, PeerConn};
 use crate::spec::{stamp_of, unix_micros, Event, Mode, WorkerSpec};
 
 /// A connection the receive loop can read pushes from and acknowledge on.
@@ -241,6 +242,7 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
         let ws = matches!(spec.mode, Mode::IdleWs { .. } | Mode::ReceiveWs { .. });
         let json = matches!(spec.mode, Mode::ReceiveWs { json: true, .. });
         let reconnects = reconnects.clone();
+        let (peer, name) = (spec.peer, format!("{}{}", spec.user_prefix, spec.first + i));
         tokio::task::spawn_local(async move {
             let permit = sem.acquire().await.expect("semaphore open");
             let failure = if resilient {
@@ -248,6 +250,11 @@ async fn hold(spec: WorkerSpec, room: Option<String>, record: bool) {
                 match crate::resilient::Resilient::connect(addr, token, ip, reconnects).await {
                     Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
                     Err(e) => e,
+                }
+            } else if peer != Peer::Push {
+                match PeerConn::connect(peer, addr, &name, opts.local_ip).await {
+                    Ok(c) => return receive(c, room, permit, stop, tally, hist, record).await,
+                    Err(e) => e.to_string(),
                 }
             } else if ws {
                 match crate::ws::WsConn::connect(addr, &opts.token, json).await {
