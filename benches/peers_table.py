@@ -69,6 +69,7 @@ def headline(row, r):
         figs = [
             ("deliveries/s", r.get("deliveries_per_second"), 0),
             ("us CPU/delivery", r.get("server_cpu_us_per_delivery"), 2),
+            ("publish msg/s", r.get("publish_rate_achieved"), 0),
         ] + figs
     return figs
 
