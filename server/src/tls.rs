@@ -83,6 +83,9 @@ impl TlsConfig {
             .map_err(|e| TlsError::Rejected(e.to_string()))?;
         let mut config = config;
         config.ignore_client_order = true;
+        // Binary-protocol connections hand their traffic secrets from rustls to their own
+        // record layer after the handshake (session/records.rs).
+        config.enable_secret_extraction = true;
         if self.resumption {
             // Stateless tickets: nothing is stored per client, unlike rustls' default
             // 256-entry session cache, which 10,000 reconnecting clients would churn through.

@@ -19,7 +19,9 @@ mod handshake;
 mod inflow;
 mod link;
 mod read;
+mod records;
 mod rooms;
+mod tls_handshake;
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -145,8 +147,8 @@ pub(crate) enum ConnTask {
 /// ends, however it ends.
 pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, ctx: Admission) -> ConnTask {
     let link = match ctx.tls.as_ref() {
-        Some(t) => match rustls::ServerConnection::new(t.clone()) {
-            Ok(c) => Link::tls(stream, c),
+        Some(t) => match rustls::server::UnbufferedServerConnection::new(t.clone()) {
+            Ok(c) => Link::tls_accept(stream, c),
             Err(e) => {
                 tracing::error!(%peer, "cannot start TLS: {e}");
                 return ConnTask::Done;
@@ -481,3 +483,5 @@ impl Session {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
