@@ -146,7 +146,9 @@ pub(crate) struct Common {
     /// User id prefix.
     #[arg(long, default_value = "bench")]
     pub user_prefix: String,
-    /// Connect with TLS, trusting the CA certificate in this PEM file (binary protocol only).
+    /// Connect with TLS, trusting the CA certificate in this PEM file (binary protocol only;
+    /// fanout then publishes with binary PUBLISH over TLS, which needs the server's
+    /// allow_client_publish, since the HTTP API speaks TLS too).
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
     /// Name the server's certificate carries (with --tls-ca).

@@ -125,6 +125,10 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     for p in 0..publishers {
         let (c, load) = (c.clone(), load.clone());
         tasks.push(tokio::spawn(async move {
+            if c.tls_ca.is_some() && target == Target::Room {
+                let share = (p, publishers);
+                return Ok(crate::tls_publish::publish_share(&c, ROOM, share, &load, t0).await);
+            }
             if c.peer != Peer::Push {
                 let addr = c.addr.parse()?;
                 let share = (p, publishers);

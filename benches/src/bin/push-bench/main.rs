@@ -24,6 +24,7 @@ mod report;
 mod resilient;
 mod soak;
 mod spec;
+mod tls_publish;
 mod worker;
 mod ws;
 
