@@ -19,6 +19,8 @@ ROWS = [
     ("fanout-18k-50", "fan-out, 18,000 subscribers, 250 x 100 B at 50 msg/s"),
     ("one-50", "one subscriber, 500 x 100 B at 50 msg/s"),
     ("one-50-transient", "one subscriber, 50 msg/s, transient (this server only)"),
+    ("one-50-binary", "one subscriber, 50 msg/s, durable, published with binary PUBLISH (this server only)"),
+    ("one-50-transient-binary", "one subscriber, 50 msg/s, transient, published with binary PUBLISH (this server only)"),
 ]
 
 
@@ -131,7 +133,8 @@ def render(out):
         "",
         f"Versions: push {versions.get('push')} (sled store, defaults), Mosquitto "
         f"{versions.get('mosquitto')} and nats-server {versions.get('nats')} from Debian's "
-        f"packages; {versions.get('machine')}, servers and harness on the same cores.",
+        f"packages; {versions.get('machine')}, servers and harness on the same cores."
+        + (f" Rows added later: push {versions['push_added']}." if "push_added" in versions else ""),
         "",
         "Configs: push `--listen 127.0.0.1:7100 --http-listen 127.0.0.1:7180 --data-dir ...` "
         "(durable room messages, publishers over the HTTP API, each waiting for its 200); "

@@ -13,14 +13,7 @@ cd "$(dirname "$0")/.."
 . benches/server.sh
 SERVERS=${SERVERS:-current=$SERVER}
 ROWS=${ROWS:-tcp room ws tls tls-full}
-TLS_DIR=$OUT/tls
-if [ ! -f "$TLS_DIR/cert.pem" ]; then
-  mkdir -p "$TLS_DIR"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -addext basicConstraints=critical,CA:FALSE \
-    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
-fi
+make_tls_cert
 for n in $(seq "${RUNS:-2}"); do
   for entry in $SERVERS; do
     name=${entry%%=*} SERVER=${entry#*=}

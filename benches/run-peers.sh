@@ -20,7 +20,8 @@ if [ ! -x "$MOSQUITTO" ] || [ ! -x "$NATS_SERVER" ]; then
     { echo "apt-get install mosquitto nats-server failed; see $OUT/peers-apt.log" >&2; exit 1; }
 fi
 PEER_DIR=$OUT/peers
-rm -rf "$PEER_DIR"
+# KEEP=1 adds to (or redoes rows of) the last run instead of starting over.
+if [ -z "${KEEP:-}" ]; then rm -rf "$PEER_DIR"; fi
 mkdir -p "$PEER_DIR"
 cat >"$PEER_DIR/mosquitto.conf" <<'CONF'
 listener 1883 127.0.0.1
@@ -31,12 +32,16 @@ CONF
 cat >"$PEER_DIR/nats.conf" <<'CONF'
 listen: "127.0.0.1:4222"
 CONF
-{
-  echo "push=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server protocol || echo +changes)"
+push_rev="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server protocol || echo +changes)"
+if [ -n "${KEEP:-}" ] && [ -f "$PEER_DIR/versions" ]; then
+  echo "push_added=$push_rev for ${ROWS:-every row}" >>"$PEER_DIR/versions"
+else {
+  echo "push=$push_rev"
   echo "mosquitto=$("$MOSQUITTO" -h 2>&1 | head -1 | awk '{print $3}')"
   echo "nats=$("$NATS_SERVER" --version | awk '{print $2}')"
   echo "machine=$(nproc) cores, $(uname -r)"
 } >"$PEER_DIR/versions"
+fi
 
 stop_all() {
   pkill -f "$SERVER" 2>/dev/null || true
@@ -82,14 +87,19 @@ declare -A ARGS=(
   [fanout-18k-50]="fanout --conns $C2 --messages $(m 250) --size 100 --rate 50"
   [one-50]="fanout --conns 1 --messages $(m 500) --size 100 --rate 50"
   [one-50-transient]="fanout --conns 1 --messages $(m 500) --size 100 --rate 50 --transient"
+  [one-50-binary]="fanout --conns 1 --messages $(m 500) --size 100 --rate 50 --binary-publish --publishers 1"
+  [one-50-transient-binary]="fanout --conns 1 --messages $(m 500) --size 100 --rate 50 --transient --binary-publish --publishers 1"
 )
-ROWS=${ROWS:-idle fanout-10k-max fanout-10k-50 fanout-18k-max fanout-18k-50 one-50 one-50-transient}
+# The binary-publish rows publish with PUBLISH frames (this server's rows only).
+export PUSH_ALLOW_CLIENT_PUBLISH=true PUSH_MAX_PUBLISHES_PER_SEC=0
+ROWS=${ROWS:-idle fanout-10k-max fanout-10k-50 fanout-18k-max fanout-18k-50 one-50 one-50-transient one-50-binary one-50-transient-binary}
 PEERS=${PEERS:-push mqtt nats}
 for n in $(seq "${RUNS:-2}"); do
   for row in $ROWS; do
     for peer in $PEERS; do
-      # Peers' messages are all transient: the transient row is this server's alone.
-      if [ "$row" = one-50-transient ] && [ "$peer" != push ]; then continue; fi
+      # Peers' messages are all transient and published on open connections: the transient
+      # and binary-publish rows are this server's alone.
+      case $row in one-50-*) if [ "$peer" != push ]; then continue; fi ;; esac
       start_peer "$peer"
       read -ra args <<<"${ARGS[$row]}"
       file=$PEER_DIR/$row-$peer-$n

@@ -26,3 +26,15 @@ start_server() {
   done
   echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
 }
+
+# A self-signed ECDSA P-256 certificate for localhost in $OUT/tls (made once); sets TLS_DIR.
+make_tls_cert() {
+  TLS_DIR=$OUT/tls
+  if [ ! -f "$TLS_DIR/cert.pem" ]; then
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+      -addext basicConstraints=critical,CA:FALSE \
+      -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+  fi
+}

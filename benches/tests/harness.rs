@@ -10,6 +10,8 @@ async fn start(listen: SocketAddr) -> TestServer {
     push_test_support::start(Config {
         listen,
         shutdown_drain_ms: 1000,
+        // For fan-out runs with --binary-publish.
+        allow_client_publish: true,
         ..push_test_support::config()
     })
     .await
@@ -64,6 +66,23 @@ fn load_harness_smoke_run() {
     assert_eq!(v["deliveries_received"], 2000);
     assert_eq!(v["deliveries_lost"], 0);
     assert!(v["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let (ok, v) = bench(
+        &server,
+        &[
+            "fanout",
+            "--conns",
+            "50",
+            "--messages",
+            "10",
+            "--rate",
+            "100",
+            "--binary-publish",
+            "--transient",
+        ],
+    );
+    assert!(ok, "{v}");
+    assert_eq!(v["deliveries_received"], 500);
+    assert_eq!(v["publish_failures"], 0);
 }
 
 /// The CI-sized soak (issue 8; the 30-minute run is in BENCHMARKS.md): churn with room

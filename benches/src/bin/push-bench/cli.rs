@@ -147,8 +147,7 @@ pub(crate) struct Common {
     #[arg(long, default_value = "bench")]
     pub user_prefix: String,
     /// Connect with TLS, trusting the CA certificate in this PEM file (binary protocol only;
-    /// fanout then publishes with binary PUBLISH over TLS, which needs the server's
-    /// allow_client_publish, since the HTTP API speaks TLS too).
+    /// fanout then publishes as with --binary-publish, since the HTTP API speaks TLS too).
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
     /// Name the server's certificate carries (with --tls-ca).
@@ -199,6 +198,10 @@ pub(crate) struct Load {
     /// Seconds into publishing before `--kill-pid` is killed.
     #[arg(long, default_value_t = 5.0)]
     pub kill_after: f64,
+    /// Publish to the room with binary PUBLISH frames on connections of their own instead of
+    /// the HTTP API (needs the server's allow_client_publish; implied by --tls-ca).
+    #[arg(long)]
+    pub binary_publish: bool,
     /// Publish transient messages (not stored, position 0; protocol version 2 receivers).
     #[arg(long, conflicts_with = "resilient")]
     pub transient: bool,
@@ -226,7 +229,14 @@ impl Cmd {
             Cmd::Idle { ws, .. } => !ws,
             Cmd::Fanout {
                 load, broadcast, ..
-            } => !(*broadcast || load.ws || load.ws_json || load.resilient || load.transient),
+            } => {
+                !(*broadcast
+                    || load.ws
+                    || load.ws_json
+                    || load.resilient
+                    || load.transient
+                    || load.binary_publish)
+            }
             _ => false,
         };
         if common.tls_ca.is_some() || !speaks {

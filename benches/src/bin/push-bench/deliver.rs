@@ -125,9 +125,9 @@ pub(crate) async fn run(c: Common, load: Load, target: Target) -> Res {
     for p in 0..publishers {
         let (c, load) = (c.clone(), load.clone());
         tasks.push(tokio::spawn(async move {
-            if c.tls_ca.is_some() && target == Target::Room {
+            if (c.tls_ca.is_some() || load.binary_publish) && target == Target::Room {
                 let share = (p, publishers);
-                return Ok(crate::tls_publish::publish_share(&c, ROOM, share, &load, t0).await);
+                return Ok(crate::binary_publish::publish_share(&c, ROOM, share, &load, t0).await);
             }
             if c.peer != Peer::Push {
                 let addr = c.addr.parse()?;

@@ -5,6 +5,7 @@
 //! processes (this binary re-executed as `push-bench worker`), because one process can hold at
 //! most about 19,000 sockets on the target machines.
 
+mod binary_publish;
 mod churn;
 mod cli;
 mod coordinator;
@@ -24,7 +25,6 @@ mod report;
 mod resilient;
 mod soak;
 mod spec;
-mod tls_publish;
 mod worker;
 mod ws;
 

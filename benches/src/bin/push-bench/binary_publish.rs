@@ -1,12 +1,14 @@
-//! Publishing over the binary protocol, for fan-out runs against a server whose every
-//! listener speaks TLS (the harness's HTTP client is plain): PUBLISH to the room through the
-//! SDK with TLS, each publisher waiting for its PUBLISH_ACK as an HTTP publisher waits for
-//! its 200. The server needs `allow_client_publish` and its publish limits lifted.
+//! Publishing over the binary protocol: PUBLISH to the room through the SDK (with TLS when
+//! `--tls-ca` is given), each publisher a member of the room without echo, waiting for its
+//! PUBLISH_ACK as an HTTP publisher waits for its 200. For fan-out runs against a server whose
+//! every listener speaks TLS (the harness's HTTP client is plain), and with `--binary-publish`
+//! to take HTTP out of the publish path. The server needs `allow_client_publish` and its
+//! publish limits lifted.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use push_client::protocol::{Frame, PayloadFormat, Publish};
+use push_client::protocol::{Frame, HelloOptions, Join, PayloadFormat, Publish};
 use push_client::token::{mint, Claims};
 use push_client::{ConnectOptions, Connection};
 
@@ -24,15 +26,12 @@ pub(crate) async fn publish_share(
 ) -> (u64, Option<String>) {
     let share: Vec<usize> = (first..load.messages).step_by(step.max(1)).collect();
     let all = share.len() as u64;
-    let Some((name, pem)) = tls_of(c) else {
-        return (
-            all,
-            Some("publishing over the binary protocol needs --tls-ca".into()),
-        );
-    };
-    let tls = match push_client::TlsOptions::new(name).with_ca_pem(pem.as_bytes()) {
-        Ok(t) => t,
-        Err(e) => return (all, Some(format!("--tls-ca: {e}"))),
+    let tls = match tls_of(c)
+        .map(|(name, pem)| push_client::TlsOptions::new(name).with_ca_pem(pem.as_bytes()))
+    {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return (all, Some(format!("--tls-ca: {e}"))),
     };
     let token = mint(
         c.secret.as_bytes(),
@@ -46,7 +45,11 @@ pub(crate) async fn publish_share(
     let opts = ConnectOptions {
         token,
         timeout: Some(Duration::from_secs(30)),
-        tls: Some(tls),
+        tls,
+        hello_options: HelloOptions {
+            no_echo: true,
+            ..HelloOptions::default()
+        },
         ..ConnectOptions::default()
     };
     let addr = match c.addr.parse() {
@@ -57,6 +60,13 @@ pub(crate) async fn publish_share(
         Ok(conn) => conn,
         Err(e) => return (all, Some(format!("publisher connect: {e}"))),
     };
+    let join = Frame::Join(Join {
+        room: room.to_string(),
+        resume_after: None,
+    });
+    if let Err(e) = conn.request(join).await {
+        return (all, Some(format!("publisher JOIN: {e}")));
+    }
     let (mut failed, mut first_error) = (0, None);
     for i in share {
         if load.rate > 0.0 {
