@@ -82,10 +82,10 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, app: Router, wha
             let Some(tls) = tls else {
                 return serve_conn(stream, peer, app, header_timeout, shutdown, what).await;
             };
-            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            let accept = crate::session::TlsStream::accept(stream, tls);
             match tokio::time::timeout(header_timeout, accept).await {
                 Ok(Ok(s)) => {
-                    stats.tls_handshake(s.get_ref().1.handshake_kind());
+                    stats.tls_handshake(s.handshake_kind());
                     serve_conn(s, peer, app, header_timeout, shutdown, what).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, "{what}: TLS handshake failed: {e}"),

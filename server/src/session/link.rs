@@ -1,54 +1,22 @@
 //! The socket under a session: a bare `TcpStream`, or one with TLS on it. TLS moves ciphertext
 //! with the same readiness calls (`try_read`, `try_write`) as plain TCP, so the session's event
 //! loop stays one loop over socket readiness and its outbox, and a plain connection pays for
-//! TLS with one null pointer. A binary-protocol connection handshakes through rustls'
-//! unbuffered API and then seals and opens its records itself ([`Records`]: about 8 KiB less
-//! per idle connection); a WebSocket upgrade arrives from the HTTP listener with a buffered
-//! rustls connection, which it keeps.
+//! TLS with one null pointer. TLS handshakes go through rustls' unbuffered API, after which the
+//! connection seals and opens its records itself ([`Records`]: about 6.7 KiB less per idle
+//! connection than rustls to the end); a WebSocket upgrade over TLS arrives from the HTTP
+//! listener already past its handshake.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use rustls::server::UnbufferedServerConnection;
-use rustls::{HandshakeKind, ServerConnection};
+use rustls::HandshakeKind;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::records::Records;
+use super::records::{Records, WRITE_CHUNK};
 use super::tls_handshake;
-
-/// Plaintext accepted into TLS per write call (rustls encrypts it into records at once).
-const TLS_WRITE_CHUNK: usize = 64 * 1024;
-/// Plaintext read per call.
-const READ_CHUNK: usize = 4096;
-
-/// `io::Read`/`io::Write` over the non-blocking socket, for rustls.
-struct Try<'a>(&'a TcpStream);
-
-impl Read for Try<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
-
-impl Write for Try<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
-}
 
 /// A connection's socket. An enum rather than a socket plus an optional TLS pointer: the
 /// boxed TLS variant fits beside the socket's niche, so a plain link is exactly a `TcpStream`
@@ -56,7 +24,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
 pub(crate) enum Link {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS; boxed because a rustls connection is large.
+    /// TLS; boxed because its state is large.
     Tls(Box<TlsLink>),
 }
 
@@ -67,10 +35,10 @@ pub(crate) struct TlsLink {
 }
 
 /// Where a TLS link is in its life. The record layer is inline because it is the state a
-/// link spends its life in; the others are boxed so they do not widen it.
+/// link spends its life in; the handshake is boxed so it does not widen it.
 #[allow(clippy::large_enum_variant)]
 enum TlsState {
-    /// Handshaking (binary protocol).
+    /// Handshaking.
     Handshake(Box<UnbufferedServerConnection>),
     /// Past the handshake, with this server's record layer.
     Records {
@@ -79,10 +47,6 @@ enum TlsState {
         early: BytesMut,
         kind: Option<HandshakeKind>,
     },
-    /// rustls to the end (WebSocket upgrades). `plaintext`: decrypted bytes rustls holds
-    /// that have not been read yet; the socket may have nothing more to say while these wait
-    /// (a HELLO that arrived with the client's Finished), so they count as readable.
-    Rustls(Box<(ServerConnection, usize)>),
     /// A handshake failed or was abandoned: nothing more is read or written.
     Broken,
 }
@@ -108,11 +72,19 @@ impl Link {
         }))
     }
 
-    /// A TLS link whose handshake rustls has finished (a WebSocket upgrade).
-    pub(crate) fn tls(tcp: TcpStream, conn: ServerConnection) -> Link {
+    /// A TLS link past its handshake (a WebSocket upgrade from the HTTP listener).
+    pub(crate) fn tls_records(
+        tcp: TcpStream,
+        records: Records,
+        kind: Option<HandshakeKind>,
+    ) -> Link {
         Link::Tls(Box::new(TlsLink {
             tcp,
-            state: TlsState::Rustls(Box::new((conn, 0))),
+            state: TlsState::Records {
+                records,
+                early: BytesMut::new(),
+                kind,
+            },
         }))
     }
 
@@ -130,7 +102,6 @@ impl Link {
             Link::Plain(_) => false,
             Link::Tls(b) => match &b.state {
                 TlsState::Records { early, .. } => !early.is_empty(),
-                TlsState::Rustls(r) => r.1 > 0,
                 TlsState::Handshake(_) | TlsState::Broken => false,
             },
         }
@@ -143,7 +114,6 @@ impl Link {
             Link::Tls(b) => Some(match &b.state {
                 TlsState::Handshake(c) => c.handshake_kind(),
                 TlsState::Records { kind, .. } => *kind,
-                TlsState::Rustls(r) => r.0.handshake_kind(),
                 TlsState::Broken => None,
             }),
         }
@@ -218,7 +188,6 @@ impl Link {
                 }
                 read_records(tcp, records, dst)
             }
-            TlsState::Rustls(r) => read_rustls(tcp, &mut r.0, &mut r.1, dst),
             TlsState::Handshake(_) | TlsState::Broken => Err(broken()),
         }
     }
@@ -229,7 +198,6 @@ impl Link {
             Link::Plain(_) => false,
             Link::Tls(b) => match &b.state {
                 TlsState::Records { records, .. } => !records.pending().is_empty(),
-                TlsState::Rustls(r) => r.0.wants_write(),
                 TlsState::Handshake(_) | TlsState::Broken => false,
             },
         }
@@ -242,15 +210,7 @@ impl Link {
         };
         let TlsLink { tcp, state } = &mut **b;
         match state {
-            TlsState::Records { records, .. } => flush_records(tcp, records),
-            TlsState::Rustls(r) => {
-                while r.0.wants_write() {
-                    if r.0.write_tls(&mut Try(tcp))? == 0 {
-                        return Err(io::ErrorKind::WriteZero.into());
-                    }
-                }
-                Ok(())
-            }
+            TlsState::Records { records, .. } => records.try_send(tcp),
             TlsState::Handshake(_) | TlsState::Broken => Ok(()),
         }
     }
@@ -266,21 +226,7 @@ impl Link {
             return Ok(0);
         };
         let taken = match &mut b.state {
-            TlsState::Records { records, .. } => records.seal_vectored(bufs, TLS_WRITE_CHUNK)?,
-            TlsState::Rustls(r) => {
-                let mut taken = 0;
-                for buf in bufs {
-                    if taken >= TLS_WRITE_CHUNK {
-                        break;
-                    }
-                    let n = r.0.writer().write(buf)?;
-                    taken += n;
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                taken
-            }
+            TlsState::Records { records, .. } => records.seal_vectored(bufs, WRITE_CHUNK)?,
             TlsState::Handshake(_) | TlsState::Broken => return Err(broken()),
         };
         match self.try_flush() {
@@ -308,7 +254,6 @@ impl Link {
             Link::Plain(t) => return t.write_all(buf).await,
             Link::Tls(b) => match &mut b.state {
                 TlsState::Records { records, .. } => records.seal(buf)?,
-                TlsState::Rustls(r) => r.0.writer().write_all(buf)?,
                 TlsState::Handshake(_) | TlsState::Broken => return Err(broken()),
             },
         }
@@ -329,7 +274,6 @@ impl Link {
             Link::Plain(t) => return t.shutdown().await,
             Link::Tls(b) => match &mut b.state {
                 TlsState::Records { records, .. } => records.seal_close_notify(),
-                TlsState::Rustls(r) => r.0.send_close_notify(),
                 TlsState::Handshake(_) | TlsState::Broken => {}
             },
         }
@@ -347,7 +291,7 @@ fn read_records(tcp: &TcpStream, records: &mut Records, dst: &mut BytesMut) -> i
         let opened = records.open(dst)?;
         if !records.pending().is_empty() {
             // A key update to answer; what does not fit now waits for the next write.
-            match flush_records(tcp, records) {
+            match records.try_send(tcp) {
                 Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
                 _ => {}
             }
@@ -366,58 +310,6 @@ fn read_records(tcp: &TcpStream, records: &mut Records, dst: &mut BytesMut) -> i
                 records.release_rx_if_empty();
                 return Err(e);
             }
-        }
-    }
-}
-
-/// Writes sealed records without blocking; `WouldBlock` if some remain.
-fn flush_records(tcp: &TcpStream, records: &mut Records) -> io::Result<()> {
-    while !records.pending().is_empty() {
-        match tcp.try_write(records.pending())? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => records.sent(n),
-        }
-    }
-    Ok(())
-}
-
-/// Reads through a buffered rustls connection.
-fn read_rustls(
-    tcp: &TcpStream,
-    tls: &mut ServerConnection,
-    plaintext: &mut usize,
-    dst: &mut BytesMut,
-) -> io::Result<usize> {
-    loop {
-        let mut chunk = [0u8; READ_CHUNK];
-        match tls.reader().read(&mut chunk) {
-            Ok(0) => {
-                *plaintext = 0;
-                return Ok(0);
-            }
-            Ok(n) => {
-                *plaintext = plaintext.saturating_sub(n);
-                dst.extend_from_slice(&chunk[..n]);
-                return Ok(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *plaintext = 0,
-            Err(e) => return Err(e),
-        }
-        match tls.read_tls(&mut Try(tcp)) {
-            Ok(0) => return Ok(0),
-            Ok(_) => {
-                let io = tls.process_new_packets().map_err(tls_error)?;
-                *plaintext = io.plaintext_bytes_to_read();
-                if tls.wants_write() {
-                    // Alerts; what does not fit now waits for the session's next write.
-                    match tls.write_tls(&mut Try(tcp)) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) => return Err(e),
         }
     }
 }

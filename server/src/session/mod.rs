@@ -22,6 +22,7 @@ mod read;
 mod records;
 mod rooms;
 mod tls_handshake;
+mod tls_stream;
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -47,6 +48,7 @@ use push_protocol::ws::Transport;
 
 pub(crate) use handshake::HandshakeError;
 pub(crate) use link::Link;
+pub(crate) use tls_stream::TlsStream;
 
 /// Frames taken from the outbox per vectored write.
 const WRITE_BATCH: usize = 64;

@@ -17,6 +17,8 @@ use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, ProtocolVersion, SupportedCipherSuite};
 
+/// Plaintext sealed per write call, at most (records are written before more is taken).
+pub(crate) const WRITE_CHUNK: usize = 64 * 1024;
 /// Largest plaintext in one record.
 const MAX_PLAINTEXT: usize = 16 * 1024;
 /// Largest ciphertext a peer may send in one record (TLS 1.2's bound; 1.3's is 256 over).
@@ -381,6 +383,17 @@ impl Records {
         } else {
             0
         }
+    }
+
+    /// Writes sealed records without blocking; `WouldBlock` if some remain.
+    pub(crate) fn try_send(&mut self, tcp: &tokio::net::TcpStream) -> io::Result<()> {
+        while !self.tx_buf.is_empty() {
+            match tcp.try_write(&self.tx_buf)? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => self.sent(n),
+            }
+        }
+        Ok(())
     }
 
     /// Sealed bytes waiting for the socket.

@@ -253,26 +253,18 @@ pub(crate) async fn handler(
 }
 
 /// The socket under an upgraded connection, plain or TLS, with the bytes already read past
-/// the request (by hyper, and for TLS any plaintext rustls has decrypted but not yet handed
+/// the request (by hyper, then any plaintext the TLS stream has decrypted but not yet handed
 /// out).
 fn into_link(upgraded: hyper::upgrade::Upgraded) -> Option<(Link, Bytes)> {
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => return Some((Link::plain(parts.io.into_inner()), parts.read_buf)),
         Err(u) => u,
     };
-    let parts = upgraded
-        .downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()
-        .ok()?;
-    let (tcp, mut conn) = parts.io.into_inner().into_inner();
+    let parts = upgraded.downcast::<TokioIo<session::TlsStream>>().ok()?;
+    let (tcp, records, plain, kind) = parts.io.into_inner().into_parts();
     let mut early = BytesMut::from(&parts.read_buf[..]);
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = std::io::Read::read(&mut conn.reader(), &mut chunk) {
-        if n == 0 {
-            break;
-        }
-        early.extend_from_slice(&chunk[..n]);
-    }
-    Some((Link::tls(tcp, conn), early.freeze()))
+    early.extend_from_slice(&plain);
+    Some((Link::tls_records(tcp, records, kind), early.freeze()))
 }
 
 /// A refusal by the admission check (per-address and global limits) as an HTTP answer.
