@@ -19,6 +19,30 @@ fn tls_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
 }
 
+/// How long a failing handshake waits to hand its alert to the socket.
+const ALERT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the alert rustls queued when the handshake failed.
+async fn send_alert(
+    tcp: &TcpStream,
+    conn: &mut UnbufferedServerConnection,
+    incoming: &mut [u8],
+) -> io::Result<()> {
+    let mut out = vec![0u8; 64];
+    if let Ok(ConnectionState::EncodeTlsData(mut data)) = conn.process_tls_records(incoming).state {
+        let n = match data.encode(&mut out) {
+            Ok(n) => n,
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                out.resize(required_size, 0);
+                data.encode(&mut out).map_err(tls_error)?
+            }
+            Err(e) => return Err(tls_error(e)),
+        };
+        write_fully(tcp, &out[..n]).await?;
+    }
+    Ok(())
+}
+
 /// A finished handshake.
 pub(crate) struct Established {
     /// The record layer from here on.
@@ -52,7 +76,17 @@ pub(crate) async fn run(
     let mut early = BytesMut::new();
     let discard = loop {
         let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming);
-        match state.map_err(tls_error)? {
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => {
+                // rustls queued an alert saying why: send it, briefly, before closing.
+                incoming.advance(discard);
+                let alert = send_alert(tcp, &mut conn, &mut incoming);
+                let _ = tokio::time::timeout(ALERT_WAIT, alert).await;
+                return Err(tls_error(e));
+            }
+        };
+        match state {
             ConnectionState::EncodeTlsData(mut data) => {
                 let used = outgoing.len();
                 let n = match data.encode(&mut outgoing[used..]) {

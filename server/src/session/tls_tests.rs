@@ -185,3 +185,37 @@ async fn tls12_stops_at_the_record_limit_with_a_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("record limit"), "{err}");
 }
+
+#[tokio::test]
+async fn a_failed_handshake_tells_the_client_why_with_an_alert() {
+    // The client speaks only TLS 1.2, the server only TLS 1.3.
+    let (_, client) = configs(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+    let server = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connect = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let conn = UnbufferedServerConnection::new(Arc::new(server)).unwrap();
+    let mut link = Link::tls_accept(tcp, conn);
+    let err = link.tls_handshake().await.unwrap_err();
+    assert!(err.to_string().starts_with("TLS: "), "{err}");
+    drop(link);
+    let client_err = connect.await.unwrap().unwrap_err();
+    assert!(
+        client_err.to_string().contains("alert"),
+        "the client saw no alert: {client_err}"
+    );
+}
