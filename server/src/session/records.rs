@@ -90,6 +90,7 @@ impl Keys {
         a
     }
 
+    /// AES-GCM, whose TLS 1.2 records carry an explicit nonce (ChaCha20's do not).
     fn gcm12(&self) -> bool {
         *self.alg != aead::CHACHA20_POLY1305
     }
@@ -402,7 +403,7 @@ impl Records {
     }
 
     /// `n` sealed bytes went out.
-    pub(crate) fn sent(&mut self, n: usize) {
+    fn sent(&mut self, n: usize) {
         self.tx_buf.advance(n);
         if self.tx_buf.is_empty() {
             self.tx_buf = BytesMut::new();

@@ -54,7 +54,7 @@ pub(crate) struct Established {
 }
 
 /// Writes all of `buf`, waiting for the socket as needed.
-pub(crate) async fn write_fully(tcp: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+async fn write_fully(tcp: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match tcp.try_write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

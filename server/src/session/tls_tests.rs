@@ -11,6 +11,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 
 use super::Link;
@@ -38,9 +39,12 @@ fn configs(suite: SupportedCipherSuite) -> (Arc<ServerConfig>, Arc<ClientConfig>
     (Arc::new(server), Arc::new(client))
 }
 
-/// A server link past its handshake and the rustls client at the other end.
-async fn pair(suite: SupportedCipherSuite) -> (Link, TlsStream<TcpStream>) {
-    let (server, client) = configs(suite);
+/// Accepts one connection from a rustls client (handshaking in a task of its own): the server
+/// link, before its handshake, and the client's handshake result.
+async fn accept_client(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> (Link, JoinHandle<std::io::Result<TlsStream<TcpStream>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connect = tokio::spawn(async move {
@@ -49,12 +53,18 @@ async fn pair(suite: SupportedCipherSuite) -> (Link, TlsStream<TcpStream>) {
         tokio_rustls::TlsConnector::from(client)
             .connect(name, tcp)
             .await
-            .unwrap()
     });
     let (tcp, _) = listener.accept().await.unwrap();
-    let mut link = Link::tls_accept(tcp, UnbufferedServerConnection::new(server).unwrap());
+    let link = Link::tls_accept(tcp, UnbufferedServerConnection::new(server).unwrap());
+    (link, connect)
+}
+
+/// A server link past its handshake and the rustls client at the other end.
+async fn pair(suite: SupportedCipherSuite) -> (Link, TlsStream<TcpStream>) {
+    let (server, client) = configs(suite);
+    let (mut link, connect) = accept_client(server, client).await;
     link.tls_handshake().await.unwrap();
-    (link, connect.await.unwrap())
+    (link, connect.await.unwrap().unwrap())
 }
 
 /// Reads from the server link until `n` bytes (or the end of the stream).
@@ -198,18 +208,7 @@ async fn a_failed_handshake_tells_the_client_why_with_an_alert() {
         .with_no_client_auth()
         .with_single_cert(vec![ck.cert.der().clone()], key)
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connect = tokio::spawn(async move {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        tokio_rustls::TlsConnector::from(client)
-            .connect(name, tcp)
-            .await
-    });
-    let (tcp, _) = listener.accept().await.unwrap();
-    let conn = UnbufferedServerConnection::new(Arc::new(server)).unwrap();
-    let mut link = Link::tls_accept(tcp, conn);
+    let (mut link, connect) = accept_client(Arc::new(server), client).await;
     let err = link.tls_handshake().await.unwrap_err();
     assert!(err.to_string().starts_with("TLS: "), "{err}");
     drop(link);
