@@ -186,7 +186,7 @@ impl Link {
                     *early = BytesMut::new();
                     return Ok(n);
                 }
-                read_records(tcp, records, dst)
+                records.read_from(tcp, dst)
             }
             TlsState::Handshake(_) | TlsState::Broken => Err(broken()),
         }
@@ -282,34 +282,5 @@ impl Link {
             return Ok(());
         };
         b.tcp.shutdown().await
-    }
-}
-
-/// Reads ciphertext and opens whole records into `dst`.
-fn read_records(tcp: &TcpStream, records: &mut Records, dst: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        let opened = records.open(dst)?;
-        if !records.pending().is_empty() {
-            // A key update to answer; what does not fit now waits for the next write.
-            match records.try_send(tcp) {
-                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
-                _ => {}
-            }
-        }
-        if opened.data > 0 {
-            return Ok(opened.data);
-        }
-        if opened.closed {
-            return Ok(0);
-        }
-        match tcp.try_read_buf(records.rx_buf()) {
-            Ok(0) => return Ok(0),
-            Ok(_) => {}
-            Err(e) => {
-                // Usually WouldBlock: an idle connection keeps no read buffer.
-                records.release_rx_if_empty();
-                return Err(e);
-            }
-        }
     }
 }

@@ -164,7 +164,7 @@ impl Records {
     }
 
     /// The buffer the socket's ciphertext goes into, with room for at least one read.
-    pub(crate) fn rx_buf(&mut self) -> &mut BytesMut {
+    fn rx_buf(&mut self) -> &mut BytesMut {
         let want = match self.rx_buf.get(3..HEADER) {
             Some(l) => HEADER + usize::from(u16::from_be_bytes([l[0], l[1]])),
             None => 0,
@@ -262,7 +262,7 @@ impl Records {
     }
 
     /// Drops the read buffer when it holds nothing: an idle connection keeps none.
-    pub(crate) fn release_rx_if_empty(&mut self) {
+    fn release_rx_if_empty(&mut self) {
         if self.rx_buf.is_empty() && self.rx_buf.capacity() > 0 {
             self.rx_buf = BytesMut::new();
         }
@@ -383,6 +383,44 @@ impl Records {
             8
         } else {
             0
+        }
+    }
+
+    /// Reads ciphertext from `tcp` without blocking and opens whole records into `dst`:
+    /// `Ok(n > 0)` bytes appended, `Ok(0)` the end of the stream (or close_notify),
+    /// `WouldBlock` nothing more now.
+    pub(crate) fn read_from(
+        &mut self,
+        tcp: &tokio::net::TcpStream,
+        dst: &mut BytesMut,
+    ) -> io::Result<usize> {
+        loop {
+            let opened = self.open(dst)?;
+            // A key update to answer; what does not fit now waits for the next write.
+            self.send_some(tcp)?;
+            if opened.data > 0 {
+                return Ok(opened.data);
+            }
+            if opened.closed {
+                return Ok(0);
+            }
+            match tcp.try_read_buf(self.rx_buf()) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                Err(e) => {
+                    // Usually WouldBlock: an idle connection keeps no read buffer.
+                    self.release_rx_if_empty();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Sends what the socket takes now; the rest waits for the next write or flush.
+    pub(crate) fn send_some(&mut self, tcp: &tokio::net::TcpStream) -> io::Result<()> {
+        match self.try_send(tcp) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::io;
 
 use bytes::{Buf, BytesMut};
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
 use rustls::HandshakeKind;
 use tokio::net::TcpStream;
@@ -28,18 +28,29 @@ async fn send_alert(
     conn: &mut UnbufferedServerConnection,
     incoming: &mut [u8],
 ) -> io::Result<()> {
-    let mut out = vec![0u8; 64];
     if let Ok(ConnectionState::EncodeTlsData(mut data)) = conn.process_tls_records(incoming).state {
-        let n = match data.encode(&mut out) {
-            Ok(n) => n,
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                out.resize(required_size, 0);
-                data.encode(&mut out).map_err(tls_error)?
-            }
-            Err(e) => return Err(tls_error(e)),
-        };
-        write_fully(tcp, &out[..n]).await?;
+        let mut out = Vec::new();
+        encode(&mut data, &mut out)?;
+        write_fully(tcp, &out).await?;
     }
+    Ok(())
+}
+
+/// Appends the records rustls has ready to `out`, growing it to the size they need.
+fn encode(
+    data: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let used = out.len();
+    let n = match data.encode(&mut out[used..]) {
+        Ok(n) => n,
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            out.resize(used + required_size, 0);
+            data.encode(&mut out[used..]).map_err(tls_error)?
+        }
+        Err(e) => return Err(tls_error(e)),
+    };
+    out.truncate(used + n);
     Ok(())
 }
 
@@ -88,16 +99,7 @@ pub(crate) async fn run(
         };
         match state {
             ConnectionState::EncodeTlsData(mut data) => {
-                let used = outgoing.len();
-                let n = match data.encode(&mut outgoing[used..]) {
-                    Ok(n) => n,
-                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                        outgoing.resize(used + required_size, 0);
-                        data.encode(&mut outgoing[used..]).map_err(tls_error)?
-                    }
-                    Err(e) => return Err(tls_error(e)),
-                };
-                outgoing.truncate(used + n);
+                encode(&mut data, &mut outgoing)?;
             }
             ConnectionState::TransmitTlsData(data) => {
                 write_fully(tcp, &outgoing).await?;

@@ -64,14 +64,6 @@ impl TlsStream {
             }
         }
     }
-
-    /// Sends what the socket takes now; the rest waits for the next write or flush.
-    fn send_some(&mut self) -> io::Result<()> {
-        match self.records.try_send(&self.tcp) {
-            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl AsyncRead for TlsStream {
@@ -91,20 +83,11 @@ impl AsyncRead for TlsStream {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let opened = this.records.open(&mut this.plain)?;
-            this.send_some()?;
-            if !this.plain.is_empty() {
-                continue;
-            }
-            if opened.closed {
-                return Poll::Ready(Ok(()));
-            }
-            ready!(this.tcp.poll_read_ready(cx))?;
-            match this.tcp.try_read_buf(this.records.rx_buf()) {
+            match this.records.read_from(&this.tcp, &mut this.plain) {
                 Ok(0) => return Poll::Ready(Ok(())),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    this.records.release_rx_if_empty();
+                    ready!(this.tcp.poll_read_ready(cx))?;
                 }
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -130,7 +113,7 @@ impl AsyncWrite for TlsStream {
         // Earlier records first, so what is sealed and not sent stays bounded.
         ready!(this.poll_drain(cx))?;
         let n = this.records.seal_vectored(bufs, WRITE_CHUNK)?;
-        this.send_some()?;
+        this.records.send_some(&this.tcp)?;
         Poll::Ready(Ok(n))
     }
 
