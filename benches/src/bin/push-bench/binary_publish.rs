@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use push_client::protocol::{Frame, HelloOptions, Join, PayloadFormat, Publish};
-use push_client::token::{mint, Claims};
 use push_client::{ConnectOptions, Connection};
 
 use crate::cli::{tls_of, Common, Load};
@@ -33,15 +32,7 @@ pub(crate) async fn publish_share(
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => return (all, Some(format!("--tls-ca: {e}"))),
     };
-    let token = mint(
-        c.secret.as_bytes(),
-        &Claims {
-            sub: format!("{}-publisher-{first}", c.user_prefix),
-            exp: crate::spec::unix_micros() / 1_000_000 + 24 * 3600,
-            device: None,
-            rooms: Vec::new(),
-        },
-    );
+    let token = crate::spec::bench_token(&c.secret, format!("{}-publisher-{first}", c.user_prefix));
     let opts = ConnectOptions {
         token,
         timeout: Some(Duration::from_secs(30)),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use push_client::protocol::{Frame, HelloOptions, Join, PayloadFormat, Publish};
-use push_client::token::{mint, Claims};
 use push_client::{ConnectOptions, Connection};
 use serde::Serialize;
 
@@ -65,15 +64,7 @@ pub(crate) async fn run(
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..conns {
-        let token = mint(
-            c.secret.as_bytes(),
-            &Claims {
-                sub: format!("{}-ack-{i}", c.user_prefix),
-                exp: crate::spec::unix_micros() / 1_000_000 + 24 * 3600,
-                device: None,
-                rooms: Vec::new(),
-            },
-        );
+        let token = crate::spec::bench_token(&c.secret, format!("{}-ack-{i}", c.user_prefix));
         let share = messages / conns + usize::from(i < messages % conns);
         let room = format!("{}-ack-{i}", c.user_prefix);
         let publisher = Publisher {

@@ -138,6 +138,19 @@ pub(crate) fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A day-long token for user `sub`, signed with the server's JWT secret.
+pub(crate) fn bench_token(secret: &str, sub: String) -> String {
+    push_client::token::mint(
+        secret.as_bytes(),
+        &push_client::token::Claims {
+            sub,
+            exp: unix_micros() / 1_000_000 + 24 * 3600,
+            device: None,
+            rooms: Vec::new(),
+        },
+    )
+}
+
 /// A payload of `size` bytes starting with the send time: `<micros>|xxxx...`.
 pub(crate) fn stamped_payload(size: usize) -> String {
     let mut s = format!("{}|", unix_micros());

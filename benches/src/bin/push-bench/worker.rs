@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use push_client::protocol::{Frame, Join, Stream, StreamPos};
-use push_client::token::{mint, Claims};
 use push_client::{ConnectOptions, Connection};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{watch, Semaphore};
@@ -124,14 +123,9 @@ pub(crate) fn emit(e: &Event) {
 }
 
 pub(crate) fn token(spec: &WorkerSpec, i: usize) -> String {
-    mint(
-        spec.secret.as_bytes(),
-        &Claims {
-            sub: format!("{}{}", spec.user_prefix, spec.first + i),
-            exp: unix_micros() / 1_000_000 + 24 * 3600,
-            device: None,
-            rooms: Vec::new(),
-        },
+    crate::spec::bench_token(
+        &spec.secret,
+        format!("{}{}", spec.user_prefix, spec.first + i),
     )
 }
 
